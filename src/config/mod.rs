@@ -1,0 +1,135 @@
+//! bots.yaml: the daemon's configuration (../shared/DESIGN.md, "Configuration").
+//!
+//! Loading happens in two steps: serde reads the YAML into a raw shape that keeps every value's
+//! position ([`raw`]), then [`resolve`] substitutes `${VAR}`s, checks files and patterns, and
+//! builds the typed [`Config`]. Every problem found is reported with file, line, column and key.
+
+mod dial;
+mod env;
+mod error;
+mod raw;
+mod resolve;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+use crate::protocol::Dialect;
+
+pub use dial::{DialPattern, DialPolicy, PatternError};
+pub use env::EnvError;
+pub use error::{ConfigError, ConfigErrors, Problem};
+pub use secret::Secret;
+
+/// A validated bots.yaml. Paths are resolved against the directory of the config file.
+#[derive(Debug)]
+pub struct Config {
+    /// The file this config was read from.
+    pub file: PathBuf,
+    pub pbx: PbxConfig,
+    /// Where `/metrics` and `/healthz` are served; `None` serves nothing.
+    pub http: Option<HttpConfig>,
+    pub bots: Vec<BotConfig>,
+}
+
+/// How to reach and log in to the PBX.
+#[derive(Debug)]
+pub struct PbxConfig {
+    /// REST and websocket base, `https://host[:port]`.
+    pub url: Url,
+    /// The PBX tenant; defaults to the URL's host.
+    pub domain: String,
+    pub dialect: DialectSetting,
+    pub tls: TlsSetting,
+    /// Admin credentials for third-party login (preferred over per-bot passwords).
+    pub admin: Option<AdminLogin>,
+}
+
+/// `pbx.dialect`: fixed, or detected from the PBX's `Server` header at login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialectSetting {
+    Auto,
+    Fixed(Dialect),
+}
+
+/// How the PBX's TLS certificate is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsSetting {
+    /// Against the public web PKI roots.
+    PublicRoots,
+    /// Against the CA certificate(s) in this PEM file (e.g. the emulator's `--cert-out`).
+    CaFile(PathBuf),
+    /// Not at all; for lab use only, and logged as a warning.
+    Insecure,
+}
+
+#[derive(Debug)]
+pub struct AdminLogin {
+    pub user: String,
+    pub password: Secret,
+}
+
+#[derive(Debug)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// Whether and how a bot's calls are recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordMode {
+    Off,
+    Mono,
+    Stereo,
+}
+
+/// One bot: one extension, one websocket, one script.
+#[derive(Debug)]
+pub struct BotConfig {
+    /// Unique; names the bot in logs and its recordings folder.
+    pub name: String,
+    /// The PBX extension the bot registers as; unique.
+    pub extension: String,
+    /// For legacy password login, when the config has no `pbx.admin`.
+    pub password: Option<Secret>,
+    pub script: PathBuf,
+    pub prompts: PathBuf,
+    pub recordings: PathBuf,
+    /// Ringing calls beyond this many get 486 Busy Here.
+    pub max_calls: u32,
+    pub record: RecordMode,
+    pub allow_dial: DialPolicy,
+    /// Visible to the script as `bot.vars`.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads and validates `path`, taking `${VAR}`s from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let whole_file = |problem| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                position: None,
+                key: String::new(),
+                problem,
+            }])
+        };
+        let bytes = std::fs::read(path).map_err(|e| whole_file(Problem::Unreadable(e)))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| whole_file(Problem::Yaml("the file is not UTF-8 text".into())))?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates config `text` as if read from `file` (relative paths are resolved against its
+    /// directory), taking `${VAR}`s from `env`.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let raw = resolve::read_raw(text, file)?;
+        resolve::resolve(raw, file, env)
+    }
+}

@@ -1,0 +1,4 @@
+//! callbot: a call-automation daemon for PBXs that speak the Vodia websocket protocol.
+
+pub mod config;
+pub mod protocol;

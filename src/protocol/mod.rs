@@ -1,0 +1,24 @@
+//! The Vodia websocket protocol (../shared/PROTOCOL.md) as plain values.
+//!
+//! Sans-IO: no sockets, no clocks, no async runtime. Text goes in, typed frames come out, and the
+//! other way round; the connection, call and emulator layers build on these types so that a field
+//! name or a precedence rule lives in exactly one place.
+
+mod candidate;
+mod client;
+mod dialect;
+mod error;
+mod fields;
+mod names;
+mod server;
+mod values;
+
+pub use candidate::{CandidateAddress, CandidateError, RemoteCandidate};
+pub use client::{CallScope, ClientFrame, HoldCommand, IceCandidate};
+pub use dialect::Dialect;
+pub use error::DecodeError;
+pub use names::{CallFailure, CallState, ClientStatus, ConnectionState};
+pub use server::{
+    Bye, CallInfo, CallRef, Invite, PbxCallState, Presence, RESERVED_KEYS, SdpFrame, ServerFrame,
+};
+pub use values::{CallId, Cseq, Sdp, SdpKind, SipCode};
