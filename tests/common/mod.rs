@@ -1,0 +1,122 @@
+//! What the property tests and the fuzz harness feed their inputs to: every parser that sees
+//! untrusted text, plus the invariants that must hold when a parser accepts its input.
+
+#![allow(dead_code)] // each test crate uses part of this module
+
+use std::path::Path;
+
+use callbot::config::Config;
+use callbot::protocol::{ClientFrame, ServerFrame};
+
+/// Decodes `text` as a server frame and as a client frame. Must never panic; a frame that
+/// decodes must decode to the same value again after we encode it (so the emulator and the bots
+/// agree on every frame either of them can produce).
+pub fn exercise_frame(text: &str) {
+    if let Ok(frame) = ServerFrame::decode(text) {
+        let again = ServerFrame::decode(&frame.encode())
+            .unwrap_or_else(|e| panic!("re-decoding {frame:?} failed: {e}"));
+        assert_eq!(again, frame, "server frame changed on a round trip");
+        if let ServerFrame::Candidate(candidate) = &frame {
+            let _ = candidate.lines();
+        }
+    }
+    if let Ok(frame) = ClientFrame::decode(text) {
+        let again = ClientFrame::decode(&frame.encode())
+            .unwrap_or_else(|e| panic!("re-decoding {frame:?} failed: {e}"));
+        assert_eq!(again, frame, "client frame changed on a round trip");
+    }
+}
+
+/// Loads `text` as a config file living in `dir`. Must never panic.
+pub fn exercise_config(text: &str, dir: &Path) {
+    let env = |name: &str| (name == "SET").then(|| "value".to_owned());
+    let _ = Config::parse(text, &dir.join("bots.yaml"), &env);
+}
+
+/// The fixture folder, where a config's script and prompt paths can resolve.
+pub fn fixture_dir() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/config"
+    ))
+}
+
+/// Keys and values that steer random JSON towards the frames the decoders know.
+pub const FRAME_WORDS: &[&str] = &[
+    "sdp",
+    "invitesdp",
+    "candidate",
+    "bye",
+    "ringtones",
+    "response",
+    "cancel",
+    "cancelresponse",
+    "info",
+    "change",
+    "action",
+    "callid",
+    "cseq",
+    "code",
+    "reason",
+    "from",
+    "to",
+    "from-user",
+    "from-display",
+    "adr",
+    "calls",
+    "accounts",
+    "account",
+    "registered",
+    "dnd",
+    "id",
+    "id2",
+    "state",
+    "callstate",
+    "type",
+    "offer",
+    "answer",
+    "true",
+    "false",
+    "add",
+    "remove",
+    "expires",
+    "subscribe",
+    "caller",
+    "holdcmd",
+    "sendonly",
+    "sendrecv",
+    "startstop",
+    "on",
+    "off",
+    "name",
+    "number",
+    "call-state",
+    "user-state",
+    "domain-state",
+    "blf",
+    "sip-register",
+    "callerid",
+    "rec-start",
+    "rec-stop",
+    "avoid-disconnect",
+    "own-calls",
+    "orbit-calls",
+    "domain-calls",
+    "sdp-packet",
+    "sip-ringing",
+    "sdp-200ok",
+    "sip-busy",
+    "sip-ack",
+    "ice-candidate",
+    "sip-bye",
+    "bye-response",
+    "cancel-response",
+    "wrtc-hold",
+    "blind-transfer2",
+    "att-transfer",
+    "rec-call",
+    "sdpMid",
+    "sdpMLineIndex",
+    "useragent",
+    "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
+];

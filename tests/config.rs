@@ -1,0 +1,258 @@
+//! Loading bots.yaml through the library: what a valid file resolves to, and what is refused.
+
+use std::path::{Path, PathBuf};
+
+use callbot::config::{Config, ConfigErrors, DialectSetting, RecordMode, TlsSetting};
+use callbot::protocol::Dialect;
+
+/// A folder with a script and a prompt folder, as a real deployment has.
+struct Deployment {
+    dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bot.rhai"), "fn on_start() {}\n").unwrap();
+        std::fs::create_dir(dir.path().join("prompts")).unwrap();
+        Self { dir }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("bots.yaml")
+    }
+
+    fn parse(&self, yaml: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(yaml, &self.file(), &env)
+    }
+
+    fn errors(&self, yaml: &str) -> Vec<String> {
+        match self.parse(yaml) {
+            Ok(config) => panic!("expected errors, got {config:?}"),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "ADMIN_PW" => Some("admin-secret-41".into()),
+        "EXT_PW" => Some("ext-secret-42".into()),
+        "QUEUE" => Some("700".into()),
+        _ => None,
+    }
+}
+
+const PBX: &str = "pbx:\n  url: https://pbx.example.com:8443\n  admin: { user: admin, password: \"${ADMIN_PW}\" }\n";
+
+fn with_bots(bots: &str) -> String {
+    format!("{PBX}bots:\n{bots}")
+}
+
+const ONE_BOT: &str = "  - name: ivr\n    extension: \"500\"\n    script: bot.rhai\n";
+
+#[test]
+fn a_minimal_config_gets_sensible_defaults() {
+    let d = Deployment::new();
+    let config = d.parse(&with_bots(ONE_BOT)).unwrap();
+    assert_eq!(config.pbx.domain, "pbx.example.com");
+    assert_eq!(config.pbx.dialect, DialectSetting::Auto);
+    assert_eq!(config.pbx.tls, TlsSetting::PublicRoots);
+    assert!(config.http.is_none());
+    let bot = &config.bots[0];
+    assert_eq!(bot.script, d.dir.path().join("bot.rhai"));
+    assert_eq!(bot.prompts, d.dir.path().join("prompts"));
+    assert_eq!(bot.recordings, d.dir.path().join("recordings"));
+    assert_eq!(bot.record, RecordMode::Off);
+    assert_eq!(bot.max_calls, 10);
+    assert!(
+        !bot.allow_dial.allows("501"),
+        "no allow_dial means no dialling"
+    );
+}
+
+#[test]
+fn a_full_config_resolves_every_field() {
+    let d = Deployment::new();
+    std::fs::create_dir(d.dir.path().join("menu")).unwrap();
+    std::fs::write(d.dir.path().join("ca.pem"), "").unwrap();
+    let yaml = "pbx:
+  url: https://pbx.example.com
+  domain: tenant.example.com
+  dialect: legacy
+  tls: { ca_file: ca.pem }
+defaults: { prompts: menu, recordings: /var/rec, record: mono }
+http: { listen: \"127.0.0.1:9100\" }
+bots:
+  - name: ivr
+    extension: \"500\"
+    password: ${EXT_PW}
+    script: bot.rhai
+    max_calls: 20
+    record: stereo
+    allow_dial: [\"5??\", \"1800*\"]
+    vars: { support_queue: \"${QUEUE}\", retries: 3 }
+";
+    let config = d.parse(yaml).unwrap();
+    assert_eq!(config.pbx.domain, "tenant.example.com");
+    assert_eq!(config.pbx.dialect, DialectSetting::Fixed(Dialect::Legacy));
+    assert_eq!(
+        config.pbx.tls,
+        TlsSetting::CaFile(d.dir.path().join("ca.pem"))
+    );
+    assert!(config.pbx.admin.is_none());
+    assert_eq!(config.http.unwrap().listen.port(), 9100);
+    let bot = &config.bots[0];
+    assert_eq!(bot.password.as_ref().unwrap().expose(), "ext-secret-42");
+    assert_eq!(bot.prompts, d.dir.path().join("menu"));
+    assert_eq!(bot.recordings, Path::new("/var/rec"));
+    assert_eq!(bot.record, RecordMode::Stereo);
+    assert_eq!(bot.max_calls, 20);
+    assert!(bot.allow_dial.allows("599") && bot.allow_dial.allows("18005550100"));
+    assert!(!bot.allow_dial.allows("911"));
+    assert_eq!(bot.vars["support_queue"], "700");
+    assert_eq!(bot.vars["retries"], "3");
+}
+
+#[test]
+fn secrets_do_not_show_in_debug_output() {
+    let d = Deployment::new();
+    let yaml = with_bots(&format!("{ONE_BOT}    password: ${{EXT_PW}}\n"));
+    let config = d.parse(&yaml).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("admin-secret-41") && !debug.contains("ext-secret-42"));
+    assert!(debug.contains("***"));
+}
+
+#[test]
+fn record_accepts_booleans_and_modes() {
+    let d = Deployment::new();
+    for (value, mode) in [
+        ("false", RecordMode::Off),
+        ("true", RecordMode::Stereo),
+        ("mono", RecordMode::Mono),
+        ("stereo", RecordMode::Stereo),
+    ] {
+        let config = d
+            .parse(&with_bots(&format!("{ONE_BOT}    record: {value}\n")))
+            .unwrap();
+        assert_eq!(config.bots[0].record, mode, "record: {value}");
+    }
+    let errors = d.errors(&with_bots(&format!("{ONE_BOT}    record: loud\n")));
+    assert!(errors[0].contains("bots[0].record") && errors[0].contains("loud"));
+}
+
+#[test]
+fn invalid_values_are_refused_with_their_key() {
+    let d = Deployment::new();
+    let cases = [
+        (
+            format!("{ONE_BOT}    max_calls: 0\n"),
+            "bots[0].max_calls: must be at least 1",
+        ),
+        (
+            ONE_BOT.replace("\"500\"", "\"\""),
+            "bots[0].extension: must not be empty",
+        ),
+        (
+            ONE_BOT.replace("\"500\"", "\"5 0\""),
+            "bots[0].extension: \"5 0\"",
+        ),
+        (ONE_BOT.replace("ivr", "../etc"), "bots[0].name: \"../etc\""),
+    ];
+    for (bots, expected) in cases {
+        let errors = d.errors(&with_bots(&bots));
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{expected:?} not in {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn pbx_section_errors() {
+    let d = Deployment::new();
+    let bots = format!("bots:\n{ONE_BOT}");
+    let cases = [
+        ("pbx:\n  url: pbx.example.com\n", "pbx.url"),
+        (
+            "pbx:\n  url: https://x\n  dialect: v70\n",
+            "pbx.dialect: \"v70\" is not auto",
+        ),
+        (
+            "pbx:\n  url: https://x\n  tls: { ca_file: ca.pem, insecure: true }\n",
+            "pbx.tls: set either ca_file or insecure",
+        ),
+        (
+            "pbx:\n  url: https://x\n  tls: { ca_file: nope.pem }\n",
+            "pbx.tls.ca_file: CA file",
+        ),
+        (
+            "pbx:\n  url: https://x\n",
+            "bots[0]: this bot cannot log in",
+        ),
+        (
+            "pbx:\n  url: https://x\n  admin: { user: admin, password: \"\" }\n",
+            "pbx.admin.password: must not be empty",
+        ),
+    ];
+    for (pbx, expected) in cases {
+        let errors = d.errors(&format!("{pbx}{bots}"));
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{expected:?} not in {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn other_sections_errors() {
+    let d = Deployment::new();
+    let errors = d.errors(&format!("{PBX}bots: []\n"));
+    assert!(errors[0].contains("bots: no bots"), "{errors:?}");
+    let errors = d.errors(&format!(
+        "{PBX}http: {{ listen: nowhere }}\nbots:\n{ONE_BOT}"
+    ));
+    assert!(errors[0].contains("http.listen"), "{errors:?}");
+    let errors = d.errors(&format!(
+        "{PBX}defaults: {{ prompts: nope }}\nbots:\n{ONE_BOT}"
+    ));
+    assert!(
+        errors[0].contains("defaults.prompts: prompt folder"),
+        "{errors:?}"
+    );
+    let errors = d.errors("");
+    assert!(errors[0].contains("bots.yaml"), "{errors:?}");
+}
+
+#[test]
+fn prompt_folder_must_be_a_folder() {
+    let d = Deployment::new();
+    let errors = d.errors(&with_bots(&format!("{ONE_BOT}    prompts: bot.rhai\n")));
+    assert!(errors[0].contains("is not a folder"), "{errors:?}");
+}
+
+#[test]
+fn duplicates_compare_values_after_substitution() {
+    let d = Deployment::new();
+    let bots = format!(
+        "{ONE_BOT}  - name: other\n    extension: \"${{QUEUE}}\"\n    script: bot.rhai\n\
+         \x20 - name: third\n    extension: \"700\"\n    script: bot.rhai\n"
+    );
+    let errors = d.errors(&with_bots(&bots));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("bots[2].extension: duplicate extension"));
+}
+
+#[test]
+fn unknown_keys_anywhere_are_errors() {
+    let d = Deployment::new();
+    for yaml in [
+        format!("{PBX}  colour: blue\nbots:\n{ONE_BOT}"),
+        format!("{PBX}defaults: {{ volume: 3 }}\nbots:\n{ONE_BOT}"),
+        format!("{PBX}bots:\n{ONE_BOT}extra: 1\n"),
+    ] {
+        let errors = d.errors(&yaml);
+        assert!(errors[0].contains("unknown field"), "{errors:?}");
+    }
+}

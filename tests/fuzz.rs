@@ -1,0 +1,230 @@
+//! A mutation fuzzer for the frame decoders and the config loader that runs on stable Rust.
+//!
+//! It starts from a seed corpus (sample frames of PROTOCOL.md §4–§5 and the config fixtures),
+//! mutates inputs byte- and token-wise, and feeds them to the same targets as the property tests
+//! (`common::exercise_*`). A panic is caught, the input is saved to `target/fuzz-crashes/`, and
+//! the run fails at the end.
+//!
+//! CI runs a short smoke pass. For a long run:
+//!
+//! ```text
+//! FUZZ_ITERATIONS=10000000 FUZZ_SEED=7 cargo test --release --test fuzz -- --ignored --nocapture
+//! ```
+
+mod common;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use common::{FRAME_WORDS, exercise_config, exercise_frame, fixture_dir};
+
+const FRAME_SEEDS: &[&str] = &[
+    r#"{"action":"avoid-disconnect"}"#,
+    r#"{"action":"own-calls","subscribe":true}"#,
+    r#"{"action":"blf","add":["500","501"]}"#,
+    r#"{"action":"sip-register","useragent":"callbot"}"#,
+    r#"{"action":"sdp-packet","to":"500","callid":"0123456789abcdef0123456789abcdef","sdp":{"type":"offer","sdp":"v=0\r\n"}}"#,
+    r#"{"action":"sip-ringing","callid":"c1","cseq":"12"}"#,
+    r#"{"action":"sdp-200ok","callid":"c1","cseq":12,"sdp":{"type":"answer","sdp":"v=0"}}"#,
+    r#"{"action":"sip-busy","callid":"c1","cseq":3,"code":603}"#,
+    r#"{"action":"ice-candidate","callid":"c1","candidate":{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
+    r#"{"action":"sip-bye","callid":"c1","caller":"true"}"#,
+    r#"{"action":"wrtc-hold","callid":"c1","holdcmd":"sendonly"}"#,
+    r#"{"action":"blind-transfer2","id":"c1","from":"500","to":"700"}"#,
+    r#"{"action":"att-transfer","id":"c1","from":"500","id2":"c2","to":"700"}"#,
+    r#"{"action":"rec-call","id":"c1","startstop":"on"}"#,
+    r#"{"sdp":"v=0","callid":"c1","cseq":"2","code":183,"reason":"Session Progress"}"#,
+    r#"{"invitesdp":{"type":"offer","sdp":"v=0"},"callid":"c2","cseq":1,"from":"501","to":"500","from-user":"501","from-display":"Ann"}"#,
+    r#"{"candidate":"candidate:1 1 udp 2130706431 10.0.0.1 9 typ host","callid":"c1","adr":[["127.0.0.1",5000]]}"#,
+    r#"{"bye":"true","callid":"c1","cseq":3,"code":415}"#,
+    r#"{"cancel":"true","callid":"c1","cseq":"4"}"#,
+    r#"{"action":"call-state","calls":[{"id":"c1","state":"connected","from-number":"501","start":1700000000}]}"#,
+    r#"{"action":"user-state","account":"501","registered":"true","dnd":false}"#,
+    r#"{"action":"domain-state","accounts":[{"account":"500","registered":true}]}"#,
+    r#"{"action":"sip-register","add":true,"expires":120}"#,
+    r#"{"action":"callerid","callid":"c1","name":"Ann","number":"501"}"#,
+];
+
+/// Config seeds: every fixture, plus the example config.
+fn config_seeds() -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture_dir())
+        .expect("fixture folder")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("bots.example.yaml"));
+    files.sort();
+    files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).expect("seed config"))
+        .collect()
+}
+
+const CONFIG_WORDS: &[&str] = &[
+    "\n",
+    "\n  ",
+    "\n    ",
+    "- ",
+    ": ",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "\"",
+    "'",
+    "${",
+    "${SET}",
+    "${UNSET}",
+    "$${",
+    "*",
+    "?",
+    "&a ",
+    "*a",
+    "<<: ",
+    "!!str ",
+    "|\n",
+    "~",
+    "bots:",
+    "pbx:",
+    "allow_dial: [",
+    "extension: ",
+    "script: bot.rhai",
+    "prompts: prompts",
+    "record: ",
+];
+
+struct Mutator {
+    rng: StdRng,
+}
+
+impl Mutator {
+    fn mutate(&mut self, input: &[u8], others: &[Vec<u8>], words: &[&str]) -> Vec<u8> {
+        let mut data = input.to_vec();
+        let rounds = self.rng.random_range(1..=6);
+        for _ in 0..rounds {
+            let len = data.len();
+            let at = if len == 0 {
+                0
+            } else {
+                self.rng.random_range(0..=len)
+            };
+            match self.rng.random_range(0..8) {
+                0 if len > 0 => {
+                    let i = at.min(len - 1);
+                    data[i] ^= 1 << self.rng.random_range(0..8);
+                }
+                1 if len > 0 => {
+                    let i = at.min(len - 1);
+                    data[i] = b"{}[],:\"0-9\\ \nae"[self.rng.random_range(0..15)];
+                }
+                2 => data.insert(at, self.rng.random()),
+                3 if len > 0 => {
+                    let end = (at + self.rng.random_range(1..16)).min(len);
+                    data.drain(at.min(end)..end);
+                }
+                4 if len > 0 => {
+                    let start = self.rng.random_range(0..len);
+                    let end = (start + self.rng.random_range(1..32)).min(len);
+                    let chunk = data[start..end].to_vec();
+                    data.splice(at..at, chunk);
+                }
+                5 => {
+                    let word = words[self.rng.random_range(0..words.len())];
+                    data.splice(at..at, word.bytes());
+                }
+                6 => {
+                    let other = &others[self.rng.random_range(0..others.len())];
+                    if !other.is_empty() {
+                        let cut = self.rng.random_range(0..other.len());
+                        data.truncate(at);
+                        data.extend_from_slice(&other[cut..]);
+                    }
+                }
+                _ => {
+                    let word = format!(
+                        "\"{}\"",
+                        FRAME_WORDS[self.rng.random_range(0..FRAME_WORDS.len())]
+                    );
+                    data.splice(at..at, word.bytes());
+                }
+            }
+        }
+        data
+    }
+}
+
+/// Runs `iterations` mutated inputs; returns the number of inputs that panicked.
+fn fuzz(iterations: u64, seed: u64) -> usize {
+    let frames: Vec<Vec<u8>> = FRAME_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let configs: Vec<Vec<u8>> = config_seeds().into_iter().map(String::into_bytes).collect();
+    let mut mutator = Mutator {
+        rng: StdRng::seed_from_u64(seed),
+    };
+    let crash_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
+    let started = Instant::now();
+    let mut crashes = 0;
+    std::panic::set_hook(Box::new(|_| {}));
+    for i in 0..iterations {
+        let config_round = i % 4 == 3;
+        let (corpus, words) = if config_round {
+            (&configs, CONFIG_WORDS)
+        } else {
+            (&frames, FRAME_WORDS)
+        };
+        let input = &corpus[mutator.rng.random_range(0..corpus.len())];
+        let mutated = mutator.mutate(input, corpus, words);
+        let text = String::from_utf8_lossy(&mutated);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if config_round {
+                exercise_config(&text, fixture_dir());
+            } else {
+                exercise_frame(&text);
+            }
+        }));
+        if outcome.is_err() {
+            crashes += 1;
+            std::fs::create_dir_all(&crash_dir).expect("crash folder");
+            let file = crash_dir.join(format!("seed{seed}-iter{i}.txt"));
+            std::fs::write(&file, &mutated).expect("save crash");
+            eprintln!("input {i} panicked; saved to {}", file.display());
+        }
+        if (i + 1) % 1_000_000 == 0 {
+            eprintln!(
+                "{} inputs, {crashes} panics, {:.0} inputs/s",
+                i + 1,
+                (i + 1) as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let _ = std::panic::take_hook();
+    eprintln!(
+        "fuzz: {iterations} inputs (seed {seed}) in {:.1} s, {crashes} panics",
+        started.elapsed().as_secs_f64()
+    );
+    crashes
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn smoke_run_finds_no_panics() {
+    assert_eq!(fuzz(20_000, 1), 0);
+}
+
+#[test]
+#[ignore = "long run: FUZZ_ITERATIONS=10000000 cargo test --release --test fuzz -- --ignored"]
+fn long_run_finds_no_panics() {
+    let iterations = env_number("FUZZ_ITERATIONS", 1_000_000);
+    let seed = env_number("FUZZ_SEED", 7);
+    assert_eq!(fuzz(iterations, seed), 0);
+}
