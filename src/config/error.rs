@@ -1,6 +1,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use serde_saphyr::Location;
 use thiserror::Error;
 
 use super::dial::PatternError;
@@ -81,3 +82,10 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+/// A YAML location as (line, column), or `None` when the parser did not know it.
+pub(super) fn position_of(location: Location) -> Option<(u32, u32)> {
+    let line = u32::try_from(location.line()).ok()?;
+    let column = u32::try_from(location.column()).unwrap_or(u32::MAX);
+    (line > 0).then_some((line, column))
+}

@@ -129,7 +129,7 @@ impl Config {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
-        let raw = resolve::read_raw(text, file)?;
+        let raw = raw::read_raw(text, file)?;
         resolve::resolve(raw, file, env)
     }
 }

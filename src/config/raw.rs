@@ -1,10 +1,13 @@
-//! The shape of bots.yaml as written, before `${VAR}` substitution and validation. Every scalar
-//! keeps its position so that later checks can point at the line that is wrong.
+//! The shape of bots.yaml as written, before `${VAR}` substitution and validation, and how it is
+//! read. Every scalar keeps its position so that later checks can point at the line that is wrong.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+
+use super::error::{ConfigError, ConfigErrors, Problem, position_of};
 
 pub(super) type Text = Spanned<String>;
 
@@ -80,4 +83,103 @@ pub(super) struct RawBot {
 pub(super) enum RawRecord {
     Flag(bool),
     Mode(String),
+}
+
+/// Deserializes the raw shape; a syntax error, unknown key or wrong type is one error.
+pub(super) fn read_raw(text: &str, file: &Path) -> Result<RawConfig, ConfigErrors> {
+    let mut key = String::new();
+    serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            key = key_of(e.path());
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let position = e.location().and_then(position_of);
+        let mut message = e
+            .render_with_options(serde_saphyr::render_options! {
+                snippets: serde_saphyr::SnippetMode::Off,
+            })
+            .trim()
+            .to_owned();
+        if let Some((line, column)) = position {
+            let suffix = format!(" at line {line}, column {column}");
+            if let Some(stripped) = message.strip_suffix(&suffix) {
+                message = stripped.to_owned();
+            }
+        }
+        if message.contains("flow") && line_has_variable(text, position) {
+            message.push_str(FLOW_VARIABLE_HINT);
+        }
+        ConfigErrors(vec![ConfigError {
+            file: file.to_owned(),
+            position,
+            key,
+            problem: Problem::Yaml(message),
+        }])
+    })
+}
+
+/// `{` and `}` end a plain value inside `{ … }` or `[ … ]`, so `{ password: ${PW} }` is a YAML
+/// syntax error; say how to write it.
+const FLOW_VARIABLE_HINT: &str = " (inside { } or [ ], put ${VAR} in quotes: password: \"${VAR}\")";
+
+fn line_has_variable(text: &str, position: Option<(u32, u32)>) -> bool {
+    position
+        .and_then(|(line, _)| text.lines().nth(line.saturating_sub(1) as usize))
+        .is_some_and(|line| line.contains("${"))
+}
+
+/// The dotted key of a serde path, such as `bots[1].extension`, without the `value` steps that
+/// `Spanned` wrappers add. No raw field is called `value`; a `vars` entry may be, so a `value`
+/// right after `vars` is kept.
+fn key_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    let mut previous = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Map { key: name } | Segment::Enum { variant: name } => {
+                if name == "value" && previous != "vars" {
+                    continue;
+                }
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(name);
+                previous.clone_from(name);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_at(yaml: &str) -> String {
+        match read_raw(yaml, Path::new("t.yaml")) {
+            Err(errors) => errors.0[0].key.clone(),
+            Ok(_) => String::from("<no error>"),
+        }
+    }
+
+    #[test]
+    fn keys_of_yaml_errors_leave_out_spanned_wrappers() {
+        let head =
+            "pbx: { url: https://x }\nbots:\n  - name: a\n    extension: '1'\n    script: s\n";
+        assert_eq!(key_at(&format!("{head}    bogus: 1\n")), "bots[0].bogus");
+        assert_eq!(
+            key_at(&format!("{head}    max_calls: x\n")),
+            "bots[0].max_calls"
+        );
+        assert_eq!(
+            key_at(&format!("{head}    vars: {{ value: [1] }}\n")),
+            "bots[0].vars.value"
+        );
+        assert_eq!(key_at("pbx: [\n"), "pbx");
+    }
 }

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::dial::{DialPattern, DialPolicy};
 use super::env::expand;
-use super::error::{ConfigError, ConfigErrors, Problem};
+use super::error::{ConfigError, ConfigErrors, Problem, position_of};
 use super::raw::{RawBot, RawConfig, RawDefaults, RawPbx, RawRecord, Text};
 use super::secret::Secret;
 use super::{
@@ -18,83 +18,6 @@ use super::{
 use crate::protocol::Dialect;
 
 const DEFAULT_MAX_CALLS: u32 = 10;
-
-/// Deserializes the raw shape; a syntax error, unknown key or wrong type is one error.
-pub(super) fn read_raw(text: &str, file: &Path) -> Result<RawConfig, ConfigErrors> {
-    let mut key = String::new();
-    serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            key = key_of(e.path());
-            e.into_inner()
-        })
-    })
-    .map_err(|e| {
-        let position = e.location().and_then(position_of);
-        let mut message = e
-            .render_with_options(serde_saphyr::render_options! {
-                snippets: serde_saphyr::SnippetMode::Off,
-            })
-            .trim()
-            .to_owned();
-        if let Some((line, column)) = position {
-            let suffix = format!(" at line {line}, column {column}");
-            if let Some(stripped) = message.strip_suffix(&suffix) {
-                message = stripped.to_owned();
-            }
-        }
-        if message.contains("flow") && line_has_variable(text, position) {
-            message.push_str(FLOW_VARIABLE_HINT);
-        }
-        ConfigErrors(vec![ConfigError {
-            file: file.to_owned(),
-            position,
-            key,
-            problem: Problem::Yaml(message),
-        }])
-    })
-}
-
-/// `{` and `}` end a plain value inside `{ … }` or `[ … ]`, so `{ password: ${PW} }` is a YAML
-/// syntax error; say how to write it.
-const FLOW_VARIABLE_HINT: &str = " (inside { } or [ ], put ${VAR} in quotes: password: \"${VAR}\")";
-
-fn line_has_variable(text: &str, position: Option<(u32, u32)>) -> bool {
-    position
-        .and_then(|(line, _)| text.lines().nth(line.saturating_sub(1) as usize))
-        .is_some_and(|line| line.contains("${"))
-}
-
-/// The dotted key of a serde path, such as `bots[1].extension`, without the `value` steps that
-/// `Spanned` wrappers add. No raw field is called `value`; a `vars` entry may be, so a `value`
-/// right after `vars` is kept.
-fn key_of(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut key = String::new();
-    let mut previous = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
-            Segment::Map { key: name } | Segment::Enum { variant: name } => {
-                if name == "value" && previous != "vars" {
-                    continue;
-                }
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(name);
-                previous.clone_from(name);
-            }
-            Segment::Unknown => {}
-        }
-    }
-    key
-}
-
-fn position_of(location: Location) -> Option<(u32, u32)> {
-    let line = u32::try_from(location.line()).ok()?;
-    let column = u32::try_from(location.column()).unwrap_or(u32::MAX);
-    (line > 0).then_some((line, column))
-}
 
 /// Turns the raw shape into a [`Config`], or every problem found on the way.
 pub(super) fn resolve(
@@ -160,12 +83,17 @@ pub(super) fn resolve(
 
 /// Values every bot inherits unless it sets its own.
 struct Defaults {
-    /// `None` when `defaults.prompts` was given but is not a folder (already reported).
-    prompts: Option<PathBuf>,
-    /// Whether `defaults.prompts` was given (and so checked) rather than the built-in `prompts`.
-    prompts_given: bool,
+    prompts: DefaultPrompts,
     recordings: Option<PathBuf>,
     record: RecordMode,
+}
+
+/// Where bots without `prompts:` find their prompts.
+enum DefaultPrompts {
+    /// `defaults.prompts`, already checked; `None` if it was wrong (and reported).
+    Given(Option<PathBuf>),
+    /// The built-in `prompts` folder, checked where a bot relies on it.
+    Builtin(PathBuf),
 }
 
 enum Kind {
@@ -394,8 +322,13 @@ impl Resolver<'_> {
 
     fn defaults(&mut self, raw: &RawDefaults) -> Defaults {
         let prompts = match &raw.prompts {
-            Some(value) => self.existing(value, "defaults.prompts", "prompt folder", Kind::Dir),
-            None => Some(self.base.join("prompts")),
+            Some(value) => DefaultPrompts::Given(self.existing(
+                value,
+                "defaults.prompts",
+                "prompt folder",
+                Kind::Dir,
+            )),
+            None => DefaultPrompts::Builtin(self.base.join("prompts")),
         };
         let recordings = match &raw.recordings {
             Some(value) => self.path(value, "defaults.recordings"),
@@ -409,7 +342,6 @@ impl Resolver<'_> {
         };
         Defaults {
             prompts,
-            prompts_given: raw.prompts.is_some(),
             recordings,
             record,
         }
@@ -445,19 +377,18 @@ impl Resolver<'_> {
         let script = self.existing(&bot.script, &key("script"), "script", Kind::File);
         let prompts = match &bot.prompts {
             Some(value) => self.existing(value, &key("prompts"), "prompt folder", Kind::Dir),
-            None if defaults.prompts_given => defaults.prompts.clone(),
-            None => {
-                // The built-in default: check it here, where a bot relies on it.
-                let folder = defaults.prompts.clone()?;
-                self.check_exists(
-                    &folder,
-                    entry.referenced,
-                    &key("prompts"),
-                    "default prompt folder",
-                    Kind::Dir,
-                )
-                .then_some(folder)
-            }
+            None => match &defaults.prompts {
+                DefaultPrompts::Given(folder) => folder.clone(),
+                DefaultPrompts::Builtin(folder) => self
+                    .check_exists(
+                        folder,
+                        entry.referenced,
+                        &key("prompts"),
+                        "default prompt folder",
+                        Kind::Dir,
+                    )
+                    .then(|| folder.clone()),
+            },
         };
         let recordings = match &bot.recordings {
             Some(value) => self.path(value, &key("recordings")),
@@ -554,33 +485,5 @@ impl Resolver<'_> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key_at(yaml: &str) -> String {
-        match read_raw(yaml, Path::new("t.yaml")) {
-            Err(errors) => errors.0[0].key.clone(),
-            Ok(_) => String::from("<no error>"),
-        }
-    }
-
-    #[test]
-    fn keys_of_yaml_errors_leave_out_spanned_wrappers() {
-        let head =
-            "pbx: { url: https://x }\nbots:\n  - name: a\n    extension: '1'\n    script: s\n";
-        assert_eq!(key_at(&format!("{head}    bogus: 1\n")), "bots[0].bogus");
-        assert_eq!(
-            key_at(&format!("{head}    max_calls: x\n")),
-            "bots[0].max_calls"
-        );
-        assert_eq!(
-            key_at(&format!("{head}    vars: {{ value: [1] }}\n")),
-            "bots[0].vars.value"
-        );
-        assert_eq!(key_at("pbx: [\n"), "pbx");
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::error::DecodeError;
-use super::fields::Fields;
+use super::fields::{Fields, parse_object};
 use super::values::{CallId, Cseq, Sdp, SipCode};
 
 /// Which call list a subscription frame is about (`own-calls`, `orbit-calls`, `domain-calls`).
@@ -235,10 +235,7 @@ impl ClientFrame {
 
     /// Decodes a text frame received from a client (the emulator's side).
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        match serde_json::from_str(text)? {
-            Value::Object(map) => Self::from_map(map),
-            _ => Err(DecodeError::NotAnObject),
-        }
+        Self::from_map(parse_object(text)?)
     }
 
     fn from_map(map: Map<String, Value>) -> Result<Self, DecodeError> {

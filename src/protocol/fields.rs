@@ -6,6 +6,14 @@ use serde_json::{Map, Value};
 use super::error::DecodeError;
 use super::values::{CallId, Cseq, Sdp, SipCode};
 
+/// Parses one text frame; every frame is a JSON object (§2).
+pub(crate) fn parse_object(text: &str) -> Result<Map<String, Value>, DecodeError> {
+    match serde_json::from_str(text)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(DecodeError::NotAnObject),
+    }
+}
+
 /// Whether a reserved key "counts" (§3): present with a value that is not null, false, `"false"`
 /// or empty. PBXs often send the string `"true"`, and some send `false` for keys that do not apply.
 pub(crate) fn is_set(value: Option<&Value>) -> bool {

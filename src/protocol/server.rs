@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::candidate::{CandidateAddress, RemoteCandidate};
 use super::error::DecodeError;
-use super::fields::{Fields, is_set};
+use super::fields::{Fields, is_set, parse_object};
 use super::values::{CallId, Cseq, Sdp, SipCode};
 
 /// Reserved keys of flat frames, in the order a decoder must test them (§3).
@@ -298,10 +298,7 @@ impl ServerFrame {
 
     /// Decodes a text frame received from the PBX, reserved keys first, then `action` (§3).
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        match serde_json::from_str(text)? {
-            Value::Object(map) => Self::from_map(map),
-            _ => Err(DecodeError::NotAnObject),
-        }
+        Self::from_map(parse_object(text)?)
     }
 
     fn from_map(map: Map<String, Value>) -> Result<Self, DecodeError> {
@@ -312,28 +309,38 @@ impl ServerFrame {
         let Some(action) = map.get("action").and_then(Value::as_str) else {
             return Ok(ServerFrame::Unknown(map));
         };
-        let f = Fields::new(action_name(action), &map);
+        let fields = |name| Fields::new(name, &map);
         let frame = match action {
-            "call-state" => ServerFrame::CallState(f.object_list("calls", call_info)?),
-            "user-state" => ServerFrame::UserState(presence(f)?),
-            "domain-state" => ServerFrame::DomainState(f.object_list("accounts", presence)?),
-            "blf" => ServerFrame::Blf(presence(f)?),
-            "sip-register" => ServerFrame::SipRegister {
-                added: is_set(f.raw("add")),
-                expires: f.opt_number("expires")?,
-            },
-            "callerid" => ServerFrame::CallerId {
-                callid: f.call_id("callid")?,
-                name: f.opt_string("name")?,
-                number: f.opt_string("number")?,
-            },
+            "call-state" => {
+                ServerFrame::CallState(fields("call-state").object_list("calls", call_info)?)
+            }
+            "user-state" => ServerFrame::UserState(presence(fields("user-state"))?),
+            "domain-state" => {
+                ServerFrame::DomainState(fields("domain-state").object_list("accounts", presence)?)
+            }
+            "blf" => ServerFrame::Blf(presence(fields("blf"))?),
+            "sip-register" => {
+                let f = fields("sip-register");
+                ServerFrame::SipRegister {
+                    added: is_set(f.raw("add")),
+                    expires: f.opt_number("expires")?,
+                }
+            }
+            "callerid" => {
+                let f = fields("callerid");
+                ServerFrame::CallerId {
+                    callid: f.call_id("callid")?,
+                    name: f.opt_string("name")?,
+                    number: f.opt_string("number")?,
+                }
+            }
             "rec-start" => ServerFrame::RecStart {
-                callid: rec_call_id(&f)?,
+                callid: rec_call_id(&fields("rec-start"))?,
             },
             "rec-stop" => ServerFrame::RecStop {
-                callid: rec_call_id(&f)?,
+                callid: rec_call_id(&fields("rec-stop"))?,
             },
-            _ => ServerFrame::Unknown(map),
+            _ => return Ok(ServerFrame::Unknown(map)),
         };
         Ok(frame)
     }
@@ -372,21 +379,6 @@ impl ServerFrame {
             _ => ServerFrame::Change(map),
         };
         Ok(frame)
-    }
-}
-
-/// Field errors name the frame with a `'static` string; actions we do not know are "action".
-fn action_name(action: &str) -> &'static str {
-    match action {
-        "call-state" => "call-state",
-        "user-state" => "user-state",
-        "domain-state" => "domain-state",
-        "blf" => "blf",
-        "sip-register" => "sip-register",
-        "callerid" => "callerid",
-        "rec-start" => "rec-start",
-        "rec-stop" => "rec-stop",
-        _ => "action",
     }
 }
 
