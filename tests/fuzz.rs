@@ -168,6 +168,7 @@ fn fuzz(iterations: u64, seed: u64) -> usize {
     let crash_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
     let started = Instant::now();
     let mut crashes = 0;
+    let mut accepted = 0u64;
     std::panic::set_hook(Box::new(|_| {}));
     for i in 0..iterations {
         let config_round = i % 4 == 3;
@@ -181,17 +182,21 @@ fn fuzz(iterations: u64, seed: u64) -> usize {
         let text = String::from_utf8_lossy(&mutated);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             if config_round {
-                exercise_config(&text, fixture_dir());
+                exercise_config(&text, fixture_dir())
             } else {
-                exercise_frame(&text);
+                exercise_frame(&text)
             }
         }));
-        if outcome.is_err() {
-            crashes += 1;
-            std::fs::create_dir_all(&crash_dir).expect("crash folder");
-            let file = crash_dir.join(format!("seed{seed}-iter{i}.txt"));
-            std::fs::write(&file, &mutated).expect("save crash");
-            eprintln!("input {i} panicked; saved to {}", file.display());
+        match outcome {
+            Ok(true) => accepted += 1,
+            Ok(false) => {}
+            Err(_) => {
+                crashes += 1;
+                std::fs::create_dir_all(&crash_dir).expect("crash folder");
+                let file = crash_dir.join(format!("seed{seed}-iter{i}.txt"));
+                std::fs::write(&file, &mutated).expect("save crash");
+                eprintln!("input {i} panicked; saved to {}", file.display());
+            }
         }
         if (i + 1) % 1_000_000 == 0 {
             eprintln!(
@@ -203,7 +208,8 @@ fn fuzz(iterations: u64, seed: u64) -> usize {
     }
     let _ = std::panic::take_hook();
     eprintln!(
-        "fuzz: {iterations} inputs (seed {seed}) in {:.1} s, {crashes} panics",
+        "fuzz: {iterations} inputs (seed {seed}) in {:.1} s, {accepted} accepted by a parser, \
+         {crashes} panics",
         started.elapsed().as_secs_f64()
     );
     crashes
