@@ -1,4 +1,5 @@
 //! callbot: a call-automation daemon for PBXs that speak the Vodia websocket protocol.
 
 pub mod config;
+pub mod media;
 pub mod protocol;

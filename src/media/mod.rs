@@ -1,0 +1,13 @@
+//! The media engine: WebRTC legs that play prompts, send and receive DTMF, echo and record.
+//!
+//! The pure parts (codecs, prompt conversion, the player queue, DTMF, the recorder's timeline,
+//! statistics) are plain values driven by the media clock; sockets and files live at the edges.
+
+pub mod codec;
+pub mod dtmf;
+pub mod inband;
+pub mod player;
+pub mod prompt;
+pub mod rtp;
+pub mod stats;
+pub mod tone;

@@ -1,0 +1,692 @@
+//! What a leg sends, 20 ms at a time: an ordered queue of prompts, pauses, tones and DTMF, with
+//! silence (or echoed audio) when the queue is empty so the stream never stalls. Sans-IO: the
+//! media clock calls [`Player::tick`] once per interval and sends the packets it returns.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::codec::Codec;
+use super::dtmf::{Digit, EventSender, GAP_MS, TONE_MS};
+use super::prompt::{EncodedAudio, PromptError};
+use super::rtp::{RtpPacket, Sequencer};
+use super::tone;
+
+/// Identifies a queued item in events.
+pub type ItemId = u64;
+
+/// Intervals of silence sent after media comes up before the queue starts: the first packets
+/// after connect can be lost (DESIGN.md, media stack notes).
+const START_DELAY_TICKS: u32 = 5;
+
+/// What the codec negotiation settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub codec: Codec,
+    pub payload_type: u8,
+    /// Payload type of telephone-event/8000, if the far end accepted it.
+    pub telephone_event: Option<u8>,
+}
+
+/// How a queued item ended.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Done,
+    /// Cut off by [`Player::stop`] (barge-in) before it finished, or never started.
+    Interrupted,
+    Failed(Arc<PromptError>),
+}
+
+#[derive(Clone, Debug)]
+pub struct PlayerEvent {
+    pub id: ItemId,
+    pub outcome: Outcome,
+}
+
+/// One interval's output.
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub packets: Vec<RtpPacket>,
+    /// The audio sent, as PCM at the codec's rate, for the recorder; `None` is silence.
+    pub pcm: Option<(Arc<EncodedAudio>, usize)>,
+    pub events: Vec<PlayerEvent>,
+}
+
+impl Tick {
+    /// The PCM of this interval, if any audio was sent.
+    pub fn pcm(&self) -> Option<&[i16]> {
+        let (audio, frame) = self.pcm.as_ref()?;
+        let n = audio.codec.frame_samples();
+        let start = frame * n;
+        audio.pcm.get(start..(start + n).min(audio.pcm.len()))
+    }
+}
+
+/// A received frame to send back in echo mode, with its PCM if it was decoded.
+#[derive(Debug)]
+pub struct EchoFrame {
+    pub payload: Bytes,
+    pub pcm: Option<Arc<EncodedAudio>>,
+}
+
+#[derive(Debug)]
+enum Prompt {
+    /// Waiting for the codec to be known, then for the loader.
+    Loading(PathBuf),
+    Ready(Arc<EncodedAudio>),
+    Failed(Arc<PromptError>),
+}
+
+#[derive(Debug)]
+enum Kind {
+    Prompt { prompt: Prompt, loops: u32 },
+    Pause { ticks: u32 },
+    Tone { hz: f32, ms: u32 },
+    Dtmf { digits: VecDeque<Digit> },
+}
+
+#[derive(Debug)]
+struct Item {
+    id: ItemId,
+    kind: Kind,
+}
+
+/// The item being played, with its progress.
+#[derive(Debug)]
+enum Current {
+    Audio {
+        id: ItemId,
+        audio: Arc<EncodedAudio>,
+        frame: usize,
+        loops_left: u32,
+    },
+    /// A prompt whose file is still loading: silence meanwhile.
+    Waiting(Item),
+    Pause {
+        id: ItemId,
+        ticks_left: u32,
+    },
+    Dtmf {
+        id: ItemId,
+        digits: VecDeque<Digit>,
+        sending: Option<(EventSender, u32)>,
+        gap_ticks: u32,
+    },
+}
+
+#[derive(Debug)]
+pub struct Player {
+    sequencer: Sequencer,
+    negotiated: Option<Negotiated>,
+    start_delay: u32,
+    queue: VecDeque<Item>,
+    current: Option<Current>,
+    next_id: ItemId,
+    first_packet: bool,
+    /// Send nothing at all (local hold).
+    muted: bool,
+}
+
+impl Player {
+    pub fn new(ssrc: u32) -> Self {
+        Self {
+            sequencer: Sequencer::new(ssrc),
+            negotiated: None,
+            start_delay: START_DELAY_TICKS,
+            queue: VecDeque::new(),
+            current: None,
+            next_id: 1,
+            first_packet: true,
+            muted: false,
+        }
+    }
+
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        self.negotiated
+    }
+
+    /// Sets the codec once negotiation is done; returns the prompts to load for it now.
+    pub fn configure(&mut self, negotiated: Negotiated) -> Vec<(ItemId, PathBuf)> {
+        self.negotiated = Some(negotiated);
+        self.start_delay = START_DELAY_TICKS;
+        let waiting = self.current.iter().filter_map(|c| match c {
+            Current::Waiting(item) => Some(item),
+            _ => None,
+        });
+        waiting
+            .chain(self.queue.iter())
+            .filter_map(|item| match &item.kind {
+                Kind::Prompt {
+                    prompt: Prompt::Loading(path),
+                    ..
+                } => Some((item.id, path.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn push(&mut self, kind: Kind) -> ItemId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queue.push_back(Item { id, kind });
+        id
+    }
+
+    /// Queues a prompt file; the caller loads it (off the clock) and reports with
+    /// [`Player::loaded`]. Returns the id and whether loading can start now (codec known).
+    pub fn enqueue_prompt(&mut self, path: PathBuf, loops: u32) -> (ItemId, bool) {
+        let id = self.push(Kind::Prompt {
+            prompt: Prompt::Loading(path),
+            loops: loops.max(1),
+        });
+        (id, self.negotiated.is_some())
+    }
+
+    /// Queues audio that is already encoded for the negotiated codec.
+    pub fn enqueue_audio(&mut self, audio: Arc<EncodedAudio>, loops: u32) -> ItemId {
+        self.push(Kind::Prompt {
+            prompt: Prompt::Ready(audio),
+            loops: loops.max(1),
+        })
+    }
+
+    pub fn enqueue_pause(&mut self, ms: u32) -> ItemId {
+        self.push(Kind::Pause {
+            ticks: ms.div_ceil(super::codec::FRAME_MS),
+        })
+    }
+
+    pub fn enqueue_tone(&mut self, hz: f32, ms: u32) -> ItemId {
+        self.push(Kind::Tone { hz, ms })
+    }
+
+    /// Queues DTMF: RFC 4733 events when negotiated, otherwise in-band tones.
+    pub fn enqueue_dtmf(&mut self, digits: Vec<Digit>) -> ItemId {
+        self.push(Kind::Dtmf {
+            digits: digits.into(),
+        })
+    }
+
+    /// A prompt finished loading (or failed to).
+    pub fn loaded(&mut self, id: ItemId, result: Result<Arc<EncodedAudio>, PromptError>) {
+        let prompt = match result {
+            Ok(audio) => Prompt::Ready(audio),
+            Err(error) => Prompt::Failed(Arc::new(error)),
+        };
+        let waiting = self.current.iter_mut().filter_map(|c| match c {
+            Current::Waiting(item) => Some(item),
+            _ => None,
+        });
+        for item in waiting.chain(self.queue.iter_mut()) {
+            if item.id == id
+                && let Kind::Prompt { prompt: slot, .. } = &mut item.kind
+            {
+                *slot = prompt;
+                return;
+            }
+        }
+    }
+
+    /// Cuts the current item and clears the queue (barge-in); each gets an `Interrupted` event.
+    pub fn stop(&mut self) -> Vec<PlayerEvent> {
+        let current = self.current.take().map(|c| match c {
+            Current::Audio { id, .. } | Current::Pause { id, .. } | Current::Dtmf { id, .. } => id,
+            Current::Waiting(item) => item.id,
+        });
+        current
+            .into_iter()
+            .chain(self.queue.drain(..).map(|item| item.id))
+            .map(|id| PlayerEvent {
+                id,
+                outcome: Outcome::Interrupted,
+            })
+            .collect()
+    }
+
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.current.is_none() && self.queue.is_empty()
+    }
+
+    /// Produces the next 20 ms. `echo` is sent when nothing is queued (echo mode).
+    pub fn tick(&mut self, echo: Option<EchoFrame>) -> Tick {
+        let Some(negotiated) = self.negotiated else {
+            return Tick::default();
+        };
+        let mut tick = Tick::default();
+        if self.start_delay > 0 {
+            self.start_delay -= 1;
+        } else {
+            self.play(negotiated, echo, &mut tick);
+        }
+        if tick.packets.is_empty() {
+            let payload = match &tick.pcm {
+                Some((audio, frame)) => audio.frames[*frame].clone(),
+                None => negotiated.codec.silence(),
+            };
+            self.audio_packet(negotiated.payload_type, payload, &mut tick);
+        }
+        if self.muted {
+            tick.packets.clear();
+        }
+        self.sequencer
+            .advance(negotiated.codec.frame_samples() as u32);
+        tick
+    }
+
+    fn audio_packet(&mut self, payload_type: u8, payload: Bytes, tick: &mut Tick) {
+        let timestamp = self.sequencer.timestamp();
+        let marker = std::mem::take(&mut self.first_packet);
+        let packet = self
+            .sequencer
+            .packet(payload_type, timestamp, marker, payload);
+        tick.packets.push(packet);
+    }
+
+    /// Advances the queue by one interval, filling `tick` with audio PCM or event packets.
+    fn play(&mut self, negotiated: Negotiated, echo: Option<EchoFrame>, tick: &mut Tick) {
+        loop {
+            let Some(current) = self.current.take() else {
+                match self.queue.pop_front() {
+                    Some(item) => {
+                        self.current = self.start(item, negotiated, tick);
+                        continue;
+                    }
+                    None => {
+                        if let Some(echo) = echo {
+                            self.send_echo(negotiated, echo, tick);
+                        }
+                        return;
+                    }
+                }
+            };
+            self.current = self.advance(current, negotiated, tick);
+            return;
+        }
+    }
+
+    /// Turns a queued item into the current one; `None` if it ended at once.
+    fn start(&mut self, item: Item, negotiated: Negotiated, tick: &mut Tick) -> Option<Current> {
+        let id = item.id;
+        let codec = negotiated.codec;
+        let rate = codec.clock_rate();
+        let encode = |pcm: Vec<i16>| EncodedAudio::from_pcm(codec, pcm).ok().map(Arc::new);
+        match item.kind {
+            Kind::Prompt {
+                prompt: Prompt::Ready(audio),
+                loops,
+            } => audio_item(id, Some(audio), loops, tick),
+            Kind::Prompt {
+                prompt: Prompt::Failed(error),
+                ..
+            } => {
+                tick.events.push(PlayerEvent {
+                    id,
+                    outcome: Outcome::Failed(error),
+                });
+                None
+            }
+            Kind::Prompt {
+                prompt: Prompt::Loading(_),
+                ..
+            } => Some(Current::Waiting(item)),
+            Kind::Pause { ticks } => Some(Current::Pause {
+                id,
+                ticks_left: ticks,
+            }),
+            Kind::Tone { hz, ms } => audio_item(id, encode(tone::sine(hz, rate, ms)), 1, tick),
+            Kind::Dtmf { digits } if negotiated.telephone_event.is_none() => {
+                // In-band: the keys as tones with gaps, played like a prompt.
+                let mut pcm = Vec::new();
+                for digit in digits {
+                    pcm.extend(tone::dtmf_tone(digit, rate, TONE_MS));
+                    pcm.extend(std::iter::repeat_n(0, (rate * GAP_MS / 1000) as usize));
+                }
+                audio_item(id, encode(pcm), 1, tick)
+            }
+            Kind::Dtmf { digits } => Some(Current::Dtmf {
+                id,
+                digits,
+                sending: None,
+                gap_ticks: 0,
+            }),
+        }
+    }
+
+    fn advance(
+        &mut self,
+        current: Current,
+        negotiated: Negotiated,
+        tick: &mut Tick,
+    ) -> Option<Current> {
+        let done = |tick: &mut Tick, id| {
+            tick.events.push(PlayerEvent {
+                id,
+                outcome: Outcome::Done,
+            });
+            None
+        };
+        match current {
+            Current::Audio {
+                id,
+                audio,
+                frame,
+                loops_left,
+            } => {
+                let last = frame + 1 >= audio.frames.len();
+                tick.pcm = Some((audio.clone(), frame));
+                match (last, loops_left) {
+                    (false, _) => Some(Current::Audio {
+                        id,
+                        audio,
+                        frame: frame + 1,
+                        loops_left,
+                    }),
+                    (true, 0 | 1) => done(tick, id),
+                    (true, _) => Some(Current::Audio {
+                        id,
+                        audio,
+                        frame: 0,
+                        loops_left: loops_left - 1,
+                    }),
+                }
+            }
+            Current::Waiting(item) => match &item.kind {
+                Kind::Prompt {
+                    prompt: Prompt::Loading(_),
+                    ..
+                } => Some(Current::Waiting(item)),
+                _ => {
+                    let started = self.start(item, negotiated, tick)?;
+                    self.advance(started, negotiated, tick)
+                }
+            },
+            Current::Pause { id, ticks_left } => match ticks_left {
+                0 | 1 => done(tick, id),
+                _ => Some(Current::Pause {
+                    id,
+                    ticks_left: ticks_left - 1,
+                }),
+            },
+            Current::Dtmf {
+                id,
+                mut digits,
+                mut sending,
+                mut gap_ticks,
+            } => {
+                let Some(payload_type) = negotiated.telephone_event else {
+                    return done(tick, id);
+                };
+                if gap_ticks > 0 {
+                    gap_ticks -= 1;
+                } else {
+                    if sending.is_none() {
+                        let Some(digit) = digits.pop_front() else {
+                            return done(tick, id);
+                        };
+                        let sender = EventSender::new(digit, 8000);
+                        sending = Some((sender, self.sequencer.timestamp()));
+                    }
+                    if let Some((sender, timestamp)) = &mut sending {
+                        let timestamp = *timestamp;
+                        for event in sender.next_packets() {
+                            let payload = Bytes::copy_from_slice(&event.payload.encode());
+                            let packet = self.sequencer.packet(
+                                payload_type,
+                                timestamp,
+                                event.marker,
+                                payload,
+                            );
+                            tick.packets.push(packet);
+                        }
+                        if sender.is_done() {
+                            sending = None;
+                            gap_ticks = GAP_MS / super::codec::FRAME_MS;
+                            if digits.is_empty() {
+                                return done(tick, id);
+                            }
+                        }
+                    }
+                }
+                Some(Current::Dtmf {
+                    id,
+                    digits,
+                    sending,
+                    gap_ticks,
+                })
+            }
+        }
+    }
+
+    fn send_echo(&mut self, negotiated: Negotiated, echo: EchoFrame, tick: &mut Tick) {
+        if let Some(pcm) = echo.pcm {
+            tick.pcm = Some((pcm, 0));
+        }
+        self.audio_packet(negotiated.payload_type, echo.payload, tick);
+    }
+}
+
+/// Starts playing `audio`; audio that is empty or could not be made ends at once as done.
+fn audio_item(
+    id: ItemId,
+    audio: Option<Arc<EncodedAudio>>,
+    loops: u32,
+    tick: &mut Tick,
+) -> Option<Current> {
+    match audio {
+        Some(audio) if !audio.frames.is_empty() => Some(Current::Audio {
+            id,
+            audio,
+            frame: 0,
+            loops_left: loops,
+        }),
+        _ => {
+            tick.events.push(PlayerEvent {
+                id,
+                outcome: Outcome::Done,
+            });
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::dtmf::{EventPayload, EventReceiver};
+
+    const PCMU: Negotiated = Negotiated {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event: Some(101),
+    };
+
+    fn audio(frames: usize) -> Arc<EncodedAudio> {
+        Arc::new(EncodedAudio::from_pcm(Codec::Pcmu, vec![1000; frames * 160]).unwrap())
+    }
+
+    fn ready_player() -> Player {
+        let mut p = Player::new(1);
+        p.configure(PCMU);
+        for _ in 0..START_DELAY_TICKS {
+            let t = p.tick(None);
+            assert_eq!(t.packets.len(), 1, "silence while starting");
+            assert!(t.pcm.is_none());
+        }
+        p
+    }
+
+    fn outcomes(ticks: &[Tick]) -> Vec<(ItemId, String)> {
+        ticks
+            .iter()
+            .flat_map(|t| &t.events)
+            .map(|e| (e.id, format!("{:?}", e.outcome)))
+            .collect()
+    }
+
+    #[test]
+    fn nothing_is_sent_before_negotiation() {
+        let mut p = Player::new(1);
+        assert!(p.tick(None).packets.is_empty());
+    }
+
+    #[test]
+    fn prompts_play_in_order_with_continuous_numbering() {
+        let mut p = ready_player();
+        let a = p.enqueue_audio(audio(3), 1);
+        let b = p.enqueue_pause(40);
+        let c = p.enqueue_audio(audio(2), 2);
+        let ticks: Vec<Tick> = (0..12).map(|_| p.tick(None)).collect();
+        let with_audio: Vec<bool> = ticks.iter().map(|t| t.pcm.is_some()).collect();
+        assert_eq!(
+            with_audio,
+            [
+                true, true, true, false, false, true, true, true, true, false, false, false
+            ]
+        );
+        assert_eq!(
+            outcomes(&ticks),
+            vec![(a, "Done".into()), (b, "Done".into()), (c, "Done".into())]
+        );
+        let packets: Vec<&RtpPacket> = ticks.iter().flat_map(|t| &t.packets).collect();
+        assert_eq!(packets.len(), 12);
+        for pair in packets.windows(2) {
+            assert_eq!(pair[1].sequence, pair[0].sequence.wrapping_add(1));
+            assert_eq!(pair[1].timestamp, pair[0].timestamp.wrapping_add(160));
+        }
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn stop_interrupts_current_and_queued() {
+        let mut p = ready_player();
+        let a = p.enqueue_audio(audio(10), 1);
+        let b = p.enqueue_tone(440.0, 100);
+        p.tick(None);
+        let events = p.stop();
+        let ids: Vec<ItemId> = events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![a, b]);
+        assert!(
+            events
+                .iter()
+                .all(|e| matches!(e.outcome, Outcome::Interrupted))
+        );
+        assert!(p.tick(None).pcm.is_none());
+    }
+
+    #[test]
+    fn loading_prompts_keep_their_place_and_failures_are_reported_in_order() {
+        let mut p = Player::new(1);
+        let (a, can_load) = p.enqueue_prompt("a.wav".into(), 1);
+        assert!(!can_load, "codec not known yet");
+        let (b, _) = p.enqueue_prompt("b.wav".into(), 1);
+        let to_load = p.configure(PCMU);
+        assert_eq!(to_load, vec![(a, "a.wav".into()), (b, "b.wav".into())]);
+        for _ in 0..START_DELAY_TICKS + 2 {
+            assert!(p.tick(None).pcm.is_none(), "silence while a.wav loads");
+        }
+        p.loaded(b, Err(PromptError::NotFound("b.wav".into())));
+        p.loaded(a, Ok(audio(1)));
+        let ticks: Vec<Tick> = (0..2).map(|_| p.tick(None)).collect();
+        assert!(ticks[0].pcm.is_some());
+        let got = outcomes(&ticks);
+        assert_eq!(got[0], (a, "Done".into()));
+        assert_eq!(got[1].0, b);
+        assert!(got[1].1.starts_with("Failed"));
+    }
+
+    #[test]
+    fn dtmf_events_share_a_timestamp_and_audio_resumes_in_step() {
+        let mut p = ready_player();
+        let id = p.enqueue_dtmf(Digit::parse_all("12").unwrap());
+        let ticks: Vec<Tick> = (0..20).map(|_| p.tick(None)).collect();
+        let mut receiver = EventReceiver::default();
+        let mut digits = String::new();
+        for packet in ticks.iter().flat_map(|t| &t.packets) {
+            if packet.payload_type == 101 {
+                for d in receiver.receive(packet.timestamp, &packet.payload) {
+                    digits.push(d.digit.as_char());
+                }
+            }
+        }
+        assert_eq!(digits, "12");
+        assert_eq!(outcomes(&ticks), vec![(id, "Done".into())]);
+        let events: Vec<&RtpPacket> = ticks
+            .iter()
+            .flat_map(|t| &t.packets)
+            .filter(|p| p.payload_type == 101)
+            .collect();
+        // Two digits × (4 packets + 3 end packets).
+        assert_eq!(events.len(), 14);
+        assert!(events[0].marker && events[7].marker);
+        assert!(
+            events[..7]
+                .iter()
+                .all(|p| p.timestamp == events[0].timestamp)
+        );
+        let end = EventPayload::decode(&events[6].payload).unwrap();
+        assert!(end.end && end.duration == 800);
+        // The next audio packet's timestamp counts every interval, events included.
+        let all: Vec<&RtpPacket> = ticks.iter().flat_map(|t| &t.packets).collect();
+        let first_audio_after = all.iter().rev().find(|p| p.payload_type == 0).unwrap();
+        let audio_before = all.iter().find(|p| p.payload_type == 0);
+        assert!(audio_before.is_some());
+        assert_eq!(
+            first_audio_after
+                .timestamp
+                .wrapping_sub(events[0].timestamp)
+                % 160,
+            0
+        );
+    }
+
+    #[test]
+    fn inband_dtmf_when_no_telephone_event() {
+        let mut p = Player::new(1);
+        p.configure(Negotiated {
+            telephone_event: None,
+            ..PCMU
+        });
+        p.enqueue_dtmf(vec![Digit::from_char('5').unwrap()]);
+        let ticks: Vec<Tick> = (0..20).map(|_| p.tick(None)).collect();
+        assert!(
+            ticks
+                .iter()
+                .flat_map(|t| &t.packets)
+                .all(|p| p.payload_type == 0)
+        );
+        let pcm: Vec<i16> = ticks
+            .iter()
+            .filter_map(Tick::pcm)
+            .flatten()
+            .copied()
+            .collect();
+        let mut detector = crate::media::inband::InbandDetector::new();
+        assert_eq!(detector.push(&pcm), vec![Digit::from_char('5').unwrap()]);
+    }
+
+    #[test]
+    fn echo_fills_idle_time_and_mute_sends_nothing() {
+        let mut p = ready_player();
+        let echo = EchoFrame {
+            payload: Bytes::from_static(&[7; 160]),
+            pcm: None,
+        };
+        assert_eq!(p.tick(Some(echo)).packets[0].payload[0], 7);
+        p.set_muted(true);
+        assert!(p.tick(None).packets.is_empty());
+    }
+
+    #[test]
+    fn loops_repeat_a_prompt() {
+        let mut p = ready_player();
+        p.enqueue_audio(audio(2), 3);
+        let played = (0..8).filter(|_| p.tick(None).pcm.is_some()).count();
+        assert_eq!(played, 6);
+    }
+}

@@ -1,0 +1,186 @@
+//! Per-leg counters: what was sent and received, loss and interarrival jitter (RFC 3550 §6.4.1),
+//! and the pacing of our own packets.
+
+use std::time::{Duration, Instant};
+
+/// A snapshot of one leg's media statistics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LegStats {
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    /// Packets the media clock could not hand to the transport at once (overload).
+    pub packets_dropped: u64,
+    pub packets_received: u64,
+    pub bytes_received: u64,
+    /// Expected minus received, from sequence numbers (RFC 3550 §6.4.1); never negative.
+    pub packets_lost: u64,
+    /// Interarrival jitter in milliseconds.
+    pub jitter_ms: f64,
+    /// From leg creation to ICE + DTLS connected.
+    pub connect_time: Option<Duration>,
+}
+
+/// Receive-side bookkeeping for loss and jitter.
+#[derive(Debug, Default)]
+pub struct ReceiveStats {
+    packets: u64,
+    bytes: u64,
+    /// Extended highest sequence number and the first one seen.
+    base_sequence: Option<u64>,
+    highest_sequence: u64,
+    /// Previous (arrival in timestamp units, RTP timestamp) for the jitter estimate.
+    previous: Option<(f64, u32)>,
+    jitter: f64,
+}
+
+impl ReceiveStats {
+    /// Records one packet that arrived at `arrival`, for a stream with `clock_rate`.
+    pub fn record(
+        &mut self,
+        sequence: u16,
+        timestamp: u32,
+        bytes: usize,
+        arrival: Instant,
+        epoch: Instant,
+        clock_rate: u32,
+    ) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+        let extended = match self.base_sequence {
+            None => {
+                self.base_sequence = Some(u64::from(sequence));
+                u64::from(sequence)
+            }
+            Some(_) => {
+                // Pick the extension of `sequence` nearest to the highest seen (wrap-around).
+                let cycle = self.highest_sequence & !0xffff;
+                [cycle.wrapping_sub(0x1_0000), cycle, cycle + 0x1_0000]
+                    .into_iter()
+                    .map(|c| c.wrapping_add(u64::from(sequence)))
+                    .min_by_key(|candidate| candidate.abs_diff(self.highest_sequence))
+                    .unwrap_or(u64::from(sequence))
+            }
+        };
+        self.highest_sequence = self.highest_sequence.max(extended);
+        let arrival_units = arrival.duration_since(epoch).as_secs_f64() * f64::from(clock_rate);
+        if let Some((previous_arrival, previous_timestamp)) = self.previous {
+            let transit_change = (arrival_units - previous_arrival)
+                - f64::from(timestamp.wrapping_sub(previous_timestamp) as i32);
+            self.jitter += (transit_change.abs() - self.jitter) / 16.0;
+        }
+        self.previous = Some((arrival_units, timestamp));
+    }
+
+    pub fn fill(&self, stats: &mut LegStats, clock_rate: u32) {
+        stats.packets_received = self.packets;
+        stats.bytes_received = self.bytes;
+        let expected = self
+            .base_sequence
+            .map_or(0, |base| self.highest_sequence - base + 1);
+        stats.packets_lost = expected.saturating_sub(self.packets);
+        stats.jitter_ms = self.jitter * 1000.0 / f64::from(clock_rate.max(1));
+    }
+}
+
+/// How regularly our packets leave: the gap between successive sends minus the 20 ms interval,
+/// in 0.1 ms buckets (the last bucket collects everything from 25 ms up).
+#[derive(Clone, Debug)]
+pub struct SendPacing {
+    last: Option<Instant>,
+    buckets: Vec<u32>,
+}
+
+const BUCKET_US: u64 = 100;
+const BUCKETS: usize = 250;
+
+impl Default for SendPacing {
+    fn default() -> Self {
+        Self {
+            last: None,
+            buckets: vec![0; BUCKETS],
+        }
+    }
+}
+
+impl SendPacing {
+    pub fn record(&mut self, sent: Instant, interval: Duration) {
+        if let Some(last) = self.last.replace(sent) {
+            let deviation = sent.duration_since(last).abs_diff(interval);
+            let bucket = (deviation.as_micros() as u64 / BUCKET_US) as usize;
+            self.buckets[bucket.min(BUCKETS - 1)] += 1;
+        }
+    }
+
+    /// Adds another leg's pacing to this one (for a whole-process figure).
+    pub fn merge(&mut self, other: &SendPacing) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|&b| u64::from(b)).sum()
+    }
+
+    /// The deviation below which `quantile` (0–1) of the gaps fall, to 0.1 ms.
+    pub fn quantile(&self, quantile: f64) -> Duration {
+        let target = (self.count() as f64 * quantile).ceil() as u64;
+        let mut seen = 0u64;
+        for (i, &b) in self.buckets.iter().enumerate() {
+            seen += u64::from(b);
+            if seen >= target.max(1) {
+                return Duration::from_micros((i as u64 + 1) * BUCKET_US);
+            }
+        }
+        Duration::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_counts_gaps_across_wraparound() {
+        let epoch = Instant::now();
+        let mut r = ReceiveStats::default();
+        for (i, seq) in [65533u16, 65534, 0, 1, 3].into_iter().enumerate() {
+            let at = epoch + Duration::from_millis(20 * i as u64);
+            r.record(seq, 160 * i as u32, 160, at, epoch, 8000);
+        }
+        let mut s = LegStats::default();
+        r.fill(&mut s, 8000);
+        assert_eq!(s.packets_received, 5);
+        assert_eq!(s.packets_lost, 2); // 65535 and 2
+        assert!(s.jitter_ms < 0.01, "{}", s.jitter_ms);
+    }
+
+    #[test]
+    fn jitter_grows_with_irregular_arrival() {
+        let epoch = Instant::now();
+        let mut r = ReceiveStats::default();
+        for i in 0..100u32 {
+            let wobble = if i % 2 == 0 { 0 } else { 5 };
+            let at = epoch + Duration::from_millis(20 * u64::from(i) + wobble);
+            r.record(i as u16, 160 * i, 160, at, epoch, 8000);
+        }
+        let mut s = LegStats::default();
+        r.fill(&mut s, 8000);
+        assert!((4.0..6.0).contains(&s.jitter_ms), "{}", s.jitter_ms);
+    }
+
+    #[test]
+    fn pacing_quantiles() {
+        let mut p = SendPacing::default();
+        let start = Instant::now();
+        let interval = Duration::from_millis(20);
+        let mut t = start;
+        for i in 0..100 {
+            t += interval + Duration::from_micros(if i == 50 { 3000 } else { 50 });
+            p.record(t, interval);
+        }
+        assert_eq!(p.count(), 99);
+        assert_eq!(p.quantile(0.5), Duration::from_micros(100));
+        assert_eq!(p.quantile(1.0), Duration::from_micros(3100));
+    }
+}
