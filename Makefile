@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-deps fuzz
+.PHONY: test test-deps build-deps fuzz
 
 ## Install what the tests need, then formatting, lints and the whole test suite.
 test: test-deps
@@ -14,8 +14,12 @@ test: test-deps
 		$(CARGO) test --no-fail-fast; \
 	fi
 
-test-deps:
+## Build tools: cargo, and cmake for the bundled libopus.
+build-deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+	@command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
+
+test-deps: build-deps
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
