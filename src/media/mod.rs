@@ -6,8 +6,17 @@
 pub mod codec;
 pub mod dtmf;
 pub mod inband;
+mod leg;
 pub mod player;
 pub mod prompt;
+pub mod recorder;
 pub mod rtp;
+mod runtime;
+pub mod sdp;
 pub mod stats;
 pub mod tone;
+pub mod transport;
+mod webrtc;
+
+pub use leg::{LegEvent, MediaError, MediaLeg, RecordOptions};
+pub use runtime::MediaRuntime;

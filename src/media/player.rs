@@ -120,6 +120,8 @@ enum Current {
 pub struct Player {
     sequencer: Sequencer,
     negotiated: Option<Negotiated>,
+    /// Media is up: packets can be sent.
+    connected: bool,
     start_delay: u32,
     queue: VecDeque<Item>,
     current: Option<Current>,
@@ -134,6 +136,7 @@ impl Player {
         Self {
             sequencer: Sequencer::new(ssrc),
             negotiated: None,
+            connected: false,
             start_delay: START_DELAY_TICKS,
             queue: VecDeque::new(),
             current: None,
@@ -147,10 +150,17 @@ impl Player {
         self.negotiated
     }
 
+    /// Media is up: start sending, beginning with a few intervals of silence.
+    pub fn connected(&mut self) {
+        if !self.connected {
+            self.connected = true;
+            self.start_delay = START_DELAY_TICKS;
+        }
+    }
+
     /// Sets the codec once negotiation is done; returns the prompts to load for it now.
     pub fn configure(&mut self, negotiated: Negotiated) -> Vec<(ItemId, PathBuf)> {
         self.negotiated = Some(negotiated);
-        self.start_delay = START_DELAY_TICKS;
         let waiting = self.current.iter().filter_map(|c| match c {
             Current::Waiting(item) => Some(item),
             _ => None,
@@ -253,9 +263,10 @@ impl Player {
         self.current.is_none() && self.queue.is_empty()
     }
 
-    /// Produces the next 20 ms. `echo` is sent when nothing is queued (echo mode).
+    /// Produces the next 20 ms. `echo` is sent when nothing is queued (echo mode). Nothing is
+    /// produced before the codec is known and media is up.
     pub fn tick(&mut self, echo: Option<EchoFrame>) -> Tick {
-        let Some(negotiated) = self.negotiated else {
+        let Some(negotiated) = self.negotiated.filter(|_| self.connected) else {
             return Tick::default();
         };
         let mut tick = Tick::default();
@@ -513,6 +524,7 @@ mod tests {
     fn ready_player() -> Player {
         let mut p = Player::new(1);
         p.configure(PCMU);
+        p.connected();
         for _ in 0..START_DELAY_TICKS {
             let t = p.tick(None);
             assert_eq!(t.packets.len(), 1, "silence while starting");
@@ -530,9 +542,15 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_sent_before_negotiation() {
+    fn nothing_is_sent_before_negotiation_and_connection() {
         let mut p = Player::new(1);
+        p.connected();
         assert!(p.tick(None).packets.is_empty());
+        let mut p = Player::new(1);
+        p.configure(PCMU);
+        assert!(p.tick(None).packets.is_empty());
+        p.connected();
+        assert_eq!(p.tick(None).packets.len(), 1);
     }
 
     #[test]
@@ -586,6 +604,7 @@ mod tests {
         assert!(!can_load, "codec not known yet");
         let (b, _) = p.enqueue_prompt("b.wav".into(), 1);
         let to_load = p.configure(PCMU);
+        p.connected();
         assert_eq!(to_load, vec![(a, "a.wav".into()), (b, "b.wav".into())]);
         for _ in 0..START_DELAY_TICKS + 2 {
             assert!(p.tick(None).pcm.is_none(), "silence while a.wav loads");
@@ -652,6 +671,7 @@ mod tests {
             telephone_event: None,
             ..PCMU
         });
+        p.connected();
         p.enqueue_dtmf(vec![Digit::from_char('5').unwrap()]);
         let ticks: Vec<Tick> = (0..20).map(|_| p.tick(None)).collect();
         assert!(

@@ -1,0 +1,576 @@
+//! A media leg: one WebRTC peer connection that plays, listens, echoes and records. The call
+//! layer drives its signalling; the media clock drives its sending; the stack's receive task
+//! feeds what arrives.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use super::codec::{Codec, Decoder, FRAME_MS};
+use super::dtmf::{Digit, EventReceiver};
+use super::inband::InbandDetector;
+use super::player::{EchoFrame, ItemId, Negotiated, Outcome, Player};
+use super::prompt::{EncodedAudio, PromptCache};
+use super::recorder::{RecordingReport, RecordingWriter, Timeline};
+use super::rtp::RtpPacket;
+use super::stats::{LegStats, ReceiveStats, SendPacing};
+use super::transport::{Transport, TransportError, TransportEvents, TransportState};
+use crate::protocol::{CandidateError, IceCandidate, RemoteCandidate};
+
+/// Received frames queued for echo beyond this are dropped, bounding the echo delay.
+const MAX_ECHO_FRAMES: usize = 5;
+
+#[derive(Debug, Error)]
+pub enum MediaError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Candidate(#[from] CandidateError),
+    #[error("not DTMF digits: {0:?} (allowed: 0-9 * # A-D)")]
+    Digits(String),
+}
+
+/// What a leg tells its owner.
+#[derive(Debug, Clone)]
+pub enum LegEvent {
+    /// A local ICE candidate to trickle to the far end.
+    LocalCandidate(IceCandidate),
+    State(TransportState),
+    /// A key the far end pressed, by RFC 4733 event or (`inband`) detected in the audio.
+    Digit {
+        digit: Digit,
+        duration: Duration,
+        inband: bool,
+    },
+    /// A queued item finished, was interrupted or failed.
+    Played {
+        id: ItemId,
+        outcome: Outcome,
+    },
+    Recording(RecordingReport),
+}
+
+/// How to record a leg.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordOptions {
+    pub path: PathBuf,
+    /// Left = far end, right = us; otherwise both mixed into one channel.
+    pub stereo: bool,
+    pub max_secs: Option<u32>,
+}
+
+struct Receive {
+    negotiated: Option<Negotiated>,
+    decoder: Option<Decoder>,
+    events: EventReceiver,
+    /// Only when the far end did not accept telephone-event.
+    inband: Option<InbandDetector>,
+    stats: ReceiveStats,
+    pcm: Vec<i16>,
+}
+
+#[derive(Default)]
+struct Echo {
+    on: bool,
+    frames: VecDeque<EchoFrame>,
+}
+
+struct Recording {
+    id: u64,
+    timeline: Timeline,
+}
+
+#[derive(Default)]
+struct Sent {
+    packets: u64,
+    bytes: u64,
+    dropped: u64,
+    pacing: SendPacing,
+    connect_time: Option<Duration>,
+}
+
+/// The state the clock, the receive task and the owner share. Each part has its own lock, held
+/// for a few microseconds and never across an await or while taking another.
+pub(super) struct LegState {
+    id: u64,
+    created: Instant,
+    events: mpsc::UnboundedSender<LegEvent>,
+    closed: AtomicBool,
+    player: Mutex<Player>,
+    receive: Mutex<Receive>,
+    echo: Mutex<Echo>,
+    recording: Mutex<Option<Recording>>,
+    /// A recording asked for before the codec (and so the rate) was known.
+    pending_recording: Mutex<Option<RecordOptions>>,
+    sent: Mutex<Sent>,
+    recordings: RecordingWriter,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the media path down with it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LegState {
+    pub(super) fn new(
+        id: u64,
+        ssrc: u32,
+        recordings: RecordingWriter,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<LegEvent>) {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let state = Arc::new(Self {
+            id,
+            created: Instant::now(),
+            events,
+            closed: AtomicBool::new(false),
+            player: Mutex::new(Player::new(ssrc)),
+            receive: Mutex::new(Receive {
+                negotiated: None,
+                decoder: None,
+                events: EventReceiver::default(),
+                inband: None,
+                stats: ReceiveStats::default(),
+                pcm: Vec::new(),
+            }),
+            echo: Mutex::default(),
+            recording: Mutex::new(None),
+            pending_recording: Mutex::new(None),
+            sent: Mutex::default(),
+            recordings,
+        });
+        (state, receiver)
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn emit(&self, event: LegEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// One 20 ms interval: produce, send, record. Called by the media clock.
+    pub(super) fn tick(&self, transport: &dyn Transport, now: Instant) {
+        let echo = {
+            let mut echo = lock(&self.echo);
+            if echo.on {
+                echo.frames.pop_front()
+            } else {
+                None
+            }
+        };
+        let (tick, codec) = {
+            let mut player = lock(&self.player);
+            (player.tick(echo), player.negotiated().map(|n| n.codec))
+        };
+        for event in &tick.events {
+            self.emit(LegEvent::Played {
+                id: event.id,
+                outcome: event.outcome.clone(),
+            });
+        }
+        if !tick.packets.is_empty() {
+            let (mut sent, mut bytes, mut dropped) = (0, 0, 0);
+            for packet in tick.packets.iter().cloned() {
+                let size = packet.payload.len() as u64;
+                if transport.try_send(packet) {
+                    sent += 1;
+                    bytes += size;
+                } else {
+                    dropped += 1;
+                }
+            }
+            let mut stats = lock(&self.sent);
+            stats.packets += sent;
+            stats.bytes += bytes;
+            stats.dropped += dropped;
+            if sent > 0 {
+                stats
+                    .pacing
+                    .record(now, Duration::from_millis(FRAME_MS.into()));
+            }
+        }
+        let Some(codec) = codec else {
+            return;
+        };
+        let mut recording = lock(&self.recording);
+        if let Some(active) = recording.as_mut() {
+            active
+                .timeline
+                .push_local(tick.pcm(), codec.frame_samples());
+            self.recordings
+                .write(active.id, active.timeline.take_ready());
+            if active.timeline.is_full()
+                && let Some(done) = recording.take()
+            {
+                self.recordings.close(done.id);
+            }
+        }
+    }
+
+    fn configure(self: &Arc<Self>, negotiated: Negotiated, prompts: &Arc<PromptCache>) {
+        let to_load = lock(&self.player).configure(negotiated);
+        for (id, path) in to_load {
+            self.load_prompt(id, path, negotiated.codec, prompts);
+        }
+        {
+            let mut receive = lock(&self.receive);
+            receive.negotiated = Some(negotiated);
+            receive.decoder = Decoder::new(negotiated.codec)
+                .inspect_err(|e| tracing::warn!(leg = self.id, "no decoder: {e}"))
+                .ok();
+            receive.inband = negotiated
+                .telephone_event
+                .is_none()
+                .then(InbandDetector::new);
+        }
+        if let Some(options) = lock(&self.pending_recording).take() {
+            self.start_recording(options, negotiated.codec);
+        }
+    }
+
+    /// Loads a prompt off the runtime's worker threads, then hands it to the player.
+    fn load_prompt(
+        self: &Arc<Self>,
+        id: ItemId,
+        path: PathBuf,
+        codec: Codec,
+        prompts: &Arc<PromptCache>,
+    ) {
+        let prompts = prompts.clone();
+        let state = Arc::downgrade(self);
+        tokio::task::spawn_blocking(move || {
+            let result = prompts.get(&path, codec);
+            if let Err(e) = &result {
+                tracing::warn!("{e}");
+            }
+            if let Some(state) = state.upgrade() {
+                lock(&state.player).loaded(id, result);
+            }
+        });
+    }
+
+    fn start_recording(&self, options: RecordOptions, codec: Codec) {
+        let rate = codec.clock_rate();
+        let timeline = Timeline::new(rate, options.stereo, options.max_secs);
+        let id = rand::random();
+        let events = self.events.clone();
+        self.recordings.open(
+            id,
+            &options.path,
+            timeline.channels(),
+            rate,
+            move |report| {
+                let _ = events.send(LegEvent::Recording(report));
+            },
+        );
+        if let Some(previous) = lock(&self.recording).replace(Recording { id, timeline }) {
+            self.recordings.close(previous.id);
+        }
+    }
+
+    fn stop_recording(&self) {
+        if let Some(mut active) = lock(&self.recording).take() {
+            self.recordings.write(active.id, active.timeline.take_all());
+            self.recordings.close(active.id);
+        }
+        lock(&self.pending_recording).take();
+    }
+
+    fn on_audio(&self, packet: &RtpPacket, negotiated: Negotiated, receive: &mut Receive) {
+        let recording = lock(&self.recording).is_some();
+        let echo_on = lock(&self.echo).on;
+        let needs_pcm = recording || receive.inband.is_some();
+        receive.pcm.clear();
+        if needs_pcm && let Some(decoder) = receive.decoder.as_mut() {
+            decoder.decode(&packet.payload, &mut receive.pcm);
+        }
+        if let Some(detector) = receive.inband.as_mut() {
+            let digits = match negotiated.codec {
+                Codec::Opus => detector.push(&decimate_to_8k(&receive.pcm)),
+                _ => detector.push(&receive.pcm),
+            };
+            for digit in digits {
+                self.emit(LegEvent::Digit {
+                    digit,
+                    duration: Duration::ZERO,
+                    inband: true,
+                });
+            }
+        }
+        if echo_on {
+            let pcm = (recording && !receive.pcm.is_empty()).then(|| {
+                Arc::new(EncodedAudio {
+                    codec: negotiated.codec,
+                    frames: vec![packet.payload.clone()],
+                    pcm: receive.pcm.clone(),
+                })
+            });
+            let mut echo = lock(&self.echo);
+            if echo.frames.len() >= MAX_ECHO_FRAMES {
+                echo.frames.pop_front();
+            }
+            echo.frames.push_back(EchoFrame {
+                payload: packet.payload.clone(),
+                pcm,
+            });
+        }
+        if recording
+            && !receive.pcm.is_empty()
+            && let Some(active) = lock(&self.recording).as_mut()
+        {
+            active.timeline.push_remote(packet.timestamp, &receive.pcm);
+        }
+    }
+}
+
+/// 48 kHz → 8 kHz by averaging groups of six: enough low-pass for DTMF detection (≤ 1.7 kHz).
+fn decimate_to_8k(pcm: &[i16]) -> Vec<i16> {
+    pcm.chunks(6)
+        .map(|group| (group.iter().map(|&s| i32::from(s)).sum::<i32>() / group.len() as i32) as i16)
+        .collect()
+}
+
+impl TransportEvents for LegState {
+    fn local_candidate(&self, candidate: IceCandidate) {
+        self.emit(LegEvent::LocalCandidate(candidate));
+    }
+
+    fn state(&self, state: TransportState) {
+        if state == TransportState::Connected {
+            lock(&self.sent)
+                .connect_time
+                .get_or_insert_with(|| self.created.elapsed());
+            lock(&self.player).connected();
+        }
+        self.emit(LegEvent::State(state));
+    }
+
+    fn rtp(&self, packet: RtpPacket) {
+        let mut receive = lock(&self.receive);
+        let Some(negotiated) = receive.negotiated else {
+            return;
+        };
+        receive.stats.record(
+            packet.sequence,
+            packet.timestamp,
+            packet.payload.len(),
+            Instant::now(),
+            self.created,
+            negotiated.codec.clock_rate(),
+        );
+        if Some(packet.payload_type) == negotiated.telephone_event {
+            for received in receive.events.receive(packet.timestamp, &packet.payload) {
+                self.emit(LegEvent::Digit {
+                    digit: received.digit,
+                    duration: Duration::from_millis(u64::from(received.duration) / 8),
+                    inband: false,
+                });
+            }
+        } else if packet.payload_type == negotiated.payload_type {
+            self.on_audio(&packet, negotiated, &mut receive);
+        }
+    }
+}
+
+/// Signalling progress: remote candidates wait until there is a remote description.
+#[derive(Default)]
+struct Signalling {
+    remote_description: bool,
+    pending_candidates: Vec<String>,
+}
+
+/// One WebRTC audio leg. Dropping it without [`MediaLeg::close`] still stops its media.
+pub struct MediaLeg {
+    state: Arc<LegState>,
+    transport: Arc<dyn Transport>,
+    prompts: Arc<PromptCache>,
+    signalling: tokio::sync::Mutex<Signalling>,
+}
+
+impl MediaLeg {
+    pub(super) fn new(
+        state: Arc<LegState>,
+        transport: Arc<dyn Transport>,
+        prompts: Arc<PromptCache>,
+    ) -> Self {
+        Self {
+            state,
+            transport,
+            prompts,
+            signalling: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Identifies the leg in logs.
+    pub fn id(&self) -> u64 {
+        self.state.id
+    }
+
+    /// Our offer, for an outbound call.
+    pub async fn create_offer(&self) -> Result<String, MediaError> {
+        Ok(self.transport.create_offer().await?)
+    }
+
+    /// Answers a remote offer (an incoming call, or the PBX's offer after a rollback).
+    pub async fn accept_offer(&self, offer: &str) -> Result<String, MediaError> {
+        let mut signalling = self.signalling.lock().await;
+        let answer = self.transport.accept_offer(offer).await?;
+        self.remote_description_set(&mut signalling).await?;
+        Ok(answer)
+    }
+
+    /// Applies the answer to our offer.
+    pub async fn apply_answer(&self, answer: &str) -> Result<(), MediaError> {
+        let mut signalling = self.signalling.lock().await;
+        self.transport.apply_answer(answer).await?;
+        self.remote_description_set(&mut signalling).await
+    }
+
+    /// Withdraws our offer so the far end's own offer can be answered (modern PBX flow).
+    pub async fn rollback(&self) -> Result<(), MediaError> {
+        let _signalling = self.signalling.lock().await;
+        Ok(self.transport.rollback().await?)
+    }
+
+    async fn remote_description_set(&self, signalling: &mut Signalling) -> Result<(), MediaError> {
+        signalling.remote_description = true;
+        for candidate in std::mem::take(&mut signalling.pending_candidates) {
+            if let Err(e) = self.transport.add_remote_candidate(&candidate).await {
+                tracing::debug!(leg = self.id(), "remote candidate refused: {e}");
+            }
+        }
+        let negotiated = self.transport.negotiated().await?;
+        self.state.configure(negotiated, &self.prompts);
+        Ok(())
+    }
+
+    /// Adds a candidate from the far end, expanding `adr` lists; queued until a remote
+    /// description exists.
+    pub async fn add_remote_candidate(
+        &self,
+        candidate: &RemoteCandidate,
+    ) -> Result<(), MediaError> {
+        let lines = candidate.lines()?;
+        let mut signalling = self.signalling.lock().await;
+        if !signalling.remote_description {
+            signalling.pending_candidates.extend(lines);
+            return Ok(());
+        }
+        for line in lines {
+            self.transport.add_remote_candidate(&line).await?;
+        }
+        Ok(())
+    }
+
+    /// The codecs settled with the far end, once known.
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        lock(&self.state.player).negotiated()
+    }
+
+    /// Queues a WAV prompt, `loops` times; it is loaded (once per codec, cached) in the
+    /// background and reported with a `Played` event.
+    pub fn play(&self, path: PathBuf, loops: u32) -> ItemId {
+        let (id, load_now) = lock(&self.state.player).enqueue_prompt(path.clone(), loops);
+        if load_now && let Some(negotiated) = self.negotiated() {
+            self.state
+                .load_prompt(id, path, negotiated.codec, &self.prompts);
+        }
+        id
+    }
+
+    pub fn pause(&self, ms: u32) -> ItemId {
+        lock(&self.state.player).enqueue_pause(ms)
+    }
+
+    pub fn tone(&self, hz: f32, ms: u32) -> ItemId {
+        lock(&self.state.player).enqueue_tone(hz, ms)
+    }
+
+    /// Queues DTMF (`"12#"`): RFC 4733 events, or tones when the far end has no telephone-event.
+    pub fn send_dtmf(&self, digits: &str) -> Result<ItemId, MediaError> {
+        let parsed = Digit::parse_all(digits).ok_or_else(|| MediaError::Digits(digits.into()))?;
+        Ok(lock(&self.state.player).enqueue_dtmf(parsed))
+    }
+
+    /// Clears the queue and cuts the current item (barge-in).
+    pub fn stop(&self) {
+        let events = lock(&self.state.player).stop();
+        for event in events {
+            self.state.emit(LegEvent::Played {
+                id: event.id,
+                outcome: event.outcome,
+            });
+        }
+    }
+
+    /// Echo mode: what arrives is sent back (re-timed) whenever nothing is queued.
+    pub fn set_echo(&self, on: bool) {
+        let mut echo = lock(&self.state.echo);
+        echo.on = on;
+        echo.frames.clear();
+    }
+
+    /// Local hold: send nothing (the recording goes on with silence).
+    pub fn set_muted(&self, muted: bool) {
+        lock(&self.state.player).set_muted(muted);
+    }
+
+    /// Starts recording (replacing a recording in progress). Before the codec is known the
+    /// recording waits for it.
+    pub fn record(&self, options: RecordOptions) {
+        match self.negotiated() {
+            Some(negotiated) => self.state.start_recording(options, negotiated.codec),
+            None => *lock(&self.state.pending_recording) = Some(options),
+        }
+    }
+
+    pub fn stop_recording(&self) {
+        self.state.stop_recording();
+    }
+
+    pub fn stats(&self) -> LegStats {
+        let mut stats = LegStats::default();
+        {
+            let sent = lock(&self.state.sent);
+            stats.packets_sent = sent.packets;
+            stats.bytes_sent = sent.bytes;
+            stats.packets_dropped = sent.dropped;
+            stats.connect_time = sent.connect_time;
+        }
+        let receive = lock(&self.state.receive);
+        let clock_rate = receive.negotiated.map_or(8000, |n| n.codec.clock_rate());
+        receive.stats.fill(&mut stats, clock_rate);
+        stats
+    }
+
+    /// How regularly this leg's packets left.
+    pub fn send_pacing(&self) -> SendPacing {
+        lock(&self.state.sent).pacing.clone()
+    }
+
+    /// Ends the leg: the recording is closed and the connection shut.
+    pub async fn close(&self) {
+        if !self.state.closed.swap(true, Ordering::Relaxed) {
+            self.state.stop_recording();
+            self.transport.close().await;
+        }
+    }
+}
+
+impl Drop for MediaLeg {
+    fn drop(&mut self) {
+        if !self.state.closed.swap(true, Ordering::Relaxed) {
+            self.state.stop_recording();
+            let transport = self.transport.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { transport.close().await });
+            }
+        }
+    }
+}

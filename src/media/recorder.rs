@@ -1,0 +1,468 @@
+//! Call recording: a timeline that lines up what was received and what was sent (sans-IO), and a
+//! writer thread that puts it into WAV files whose header is made valid at least once a second,
+//! so a killed process leaves a playable file.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hound::{SampleFormat, WavSpec, WavWriter};
+
+/// Samples are written this long after they were sent, so received audio that arrives a little
+/// late still lands in its place.
+const WRITE_DELAY_MS: u64 = 100;
+/// Received audio this far ahead of or behind the timeline re-anchors it (a timestamp jump, or
+/// clock drift between the two ends).
+const MAX_SKEW_MS: u64 = 2000;
+/// The header is rewritten at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Both directions of a call on one timeline: left = remote party, right = us (DESIGN.md).
+#[derive(Debug)]
+pub struct Timeline {
+    rate: u32,
+    stereo: bool,
+    /// Samples per channel handed out so far.
+    written: u64,
+    /// Samples per channel sent so far: "now" on the timeline.
+    now: u64,
+    local: VecDeque<i16>,
+    remote: VecDeque<i16>,
+    /// (RTP timestamp, timeline position) of the received packet everything is placed from.
+    anchor: Option<(u32, u64)>,
+    max_samples: Option<u64>,
+}
+
+impl Timeline {
+    pub fn new(rate: u32, stereo: bool, max_secs: Option<u32>) -> Self {
+        Self {
+            rate,
+            stereo,
+            written: 0,
+            now: 0,
+            local: VecDeque::new(),
+            remote: VecDeque::new(),
+            anchor: None,
+            max_samples: max_secs.map(|s| u64::from(s) * u64::from(rate)),
+        }
+    }
+
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    pub fn channels(&self) -> u16 {
+        if self.stereo { 2 } else { 1 }
+    }
+
+    fn ms(&self, ms: u64) -> u64 {
+        ms * u64::from(self.rate) / 1000
+    }
+
+    /// One interval of what we sent; `None` is silence of `samples` length.
+    pub fn push_local(&mut self, pcm: Option<&[i16]>, samples: usize) {
+        match pcm {
+            Some(pcm) => {
+                self.local.extend(pcm.iter().take(samples));
+                self.local
+                    .extend(std::iter::repeat_n(0, samples.saturating_sub(pcm.len())));
+            }
+            None => self.local.extend(std::iter::repeat_n(0, samples)),
+        }
+        self.now += samples as u64;
+    }
+
+    /// Received audio for RTP `timestamp` (the codec's clock is the timeline's rate).
+    pub fn push_remote(&mut self, timestamp: u32, pcm: &[i16]) {
+        let position = match self.anchor {
+            Some((anchor_ts, anchor_pos)) => {
+                let offset = i64::from(timestamp.wrapping_sub(anchor_ts) as i32);
+                let position = anchor_pos as i64 + offset;
+                let skew = self.ms(MAX_SKEW_MS) as i64;
+                let too_late = position + (pcm.len() as i64) <= self.written as i64;
+                if too_late || position > self.now as i64 + skew {
+                    None
+                } else {
+                    Some(position)
+                }
+            }
+            None => None,
+        };
+        let position = position.unwrap_or_else(|| {
+            self.anchor = Some((timestamp, self.now));
+            self.now as i64
+        });
+        let mut start = position - self.written as i64;
+        let mut pcm = pcm;
+        if start < 0 {
+            pcm = &pcm[(-start) as usize..];
+            start = 0;
+        }
+        let start = start as usize;
+        if self.remote.len() < start + pcm.len() {
+            self.remote.resize(start + pcm.len(), 0);
+        }
+        for (slot, &sample) in self.remote.range_mut(start..).zip(pcm) {
+            *slot = sample;
+        }
+    }
+
+    /// Samples old enough to be final, interleaved (stereo) or mixed (mono).
+    pub fn take_ready(&mut self) -> Vec<i16> {
+        let ready_until = self.now.saturating_sub(self.ms(WRITE_DELAY_MS));
+        self.take_until(ready_until)
+    }
+
+    /// Everything left, at the end of the recording.
+    pub fn take_all(&mut self) -> Vec<i16> {
+        self.take_until(self.now)
+    }
+
+    /// Whether `max_secs` has been written.
+    pub fn is_full(&self) -> bool {
+        self.max_samples.is_some_and(|max| self.written >= max)
+    }
+
+    fn take_until(&mut self, until: u64) -> Vec<i16> {
+        let until = match self.max_samples {
+            Some(max) => until.min(max),
+            None => until,
+        };
+        let count = until.saturating_sub(self.written) as usize;
+        if self.remote.len() < count {
+            self.remote.resize(count, 0);
+        }
+        let mut out = Vec::with_capacity(count * usize::from(self.channels()));
+        for _ in 0..count {
+            let remote = self.remote.pop_front().unwrap_or(0);
+            let local = self.local.pop_front().unwrap_or(0);
+            if self.stereo {
+                out.push(remote);
+                out.push(local);
+            } else {
+                out.push(remote.saturating_add(local));
+            }
+        }
+        self.written += count as u64;
+        out
+    }
+}
+
+/// What the writer thread tells the owner of a recording.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordingReport {
+    /// The file was closed; it holds `duration` of audio.
+    Closed { path: PathBuf, duration: Duration },
+    /// Writing failed (disk full, permissions…); the file keeps what was written before.
+    Failed { path: PathBuf, error: String },
+}
+
+type Reporter = Box<dyn Fn(RecordingReport) + Send>;
+
+enum Command {
+    Open {
+        id: u64,
+        path: PathBuf,
+        spec: WavSpec,
+        report: Reporter,
+    },
+    Samples {
+        id: u64,
+        samples: Vec<i16>,
+    },
+    Close {
+        id: u64,
+    },
+}
+
+/// Hands recordings to one writer thread, which keeps file I/O off the media clock.
+#[derive(Debug, Clone)]
+pub struct RecordingWriter {
+    commands: mpsc::Sender<Command>,
+}
+
+impl RecordingWriter {
+    /// Starts the writer thread; it ends when every handle is dropped, closing open files.
+    pub fn start() -> std::io::Result<Self> {
+        let (commands, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("callbot-recorder".into())
+            .spawn(move || write_loop(receiver))?;
+        Ok(Self { commands })
+    }
+
+    /// Opens `path` (creating its folder) for 16-bit audio; `report` hears when it closes or fails.
+    pub fn open(
+        &self,
+        id: u64,
+        path: &Path,
+        channels: u16,
+        rate: u32,
+        report: impl Fn(RecordingReport) + Send + 'static,
+    ) {
+        let spec = WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: SampleFormat::Int,
+        };
+        let _ = self.commands.send(Command::Open {
+            id,
+            path: path.to_owned(),
+            spec,
+            report: Box::new(report),
+        });
+    }
+
+    pub fn write(&self, id: u64, samples: Vec<i16>) {
+        if !samples.is_empty() {
+            let _ = self.commands.send(Command::Samples { id, samples });
+        }
+    }
+
+    pub fn close(&self, id: u64) {
+        let _ = self.commands.send(Command::Close { id });
+    }
+}
+
+struct OpenFile {
+    path: PathBuf,
+    /// `None` after a write error: the rest of the call is not recorded.
+    writer: Option<WavWriter<BufWriter<File>>>,
+    frames: u64,
+    rate: u32,
+    channels: u16,
+    dirty_since: Option<Instant>,
+    report: Reporter,
+}
+
+impl OpenFile {
+    fn fail(&mut self, error: impl std::fmt::Display) {
+        self.writer = None;
+        (self.report)(RecordingReport::Failed {
+            path: self.path.clone(),
+            error: error.to_string(),
+        });
+    }
+
+    fn write(&mut self, samples: &[i16]) {
+        let Some(writer) = &mut self.writer else {
+            return;
+        };
+        let mut written = Ok(());
+        for &sample in samples {
+            written = writer.write_sample(sample);
+            if written.is_err() {
+                break;
+            }
+        }
+        match written {
+            Ok(()) => {
+                self.frames += (samples.len() / usize::from(self.channels)) as u64;
+                self.dirty_since.get_or_insert_with(Instant::now);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Rewrites the header so the file is valid up to here.
+    fn flush(&mut self) {
+        self.dirty_since = None;
+        if let Some(writer) = &mut self.writer
+            && let Err(e) = writer.flush()
+        {
+            self.fail(e);
+        }
+    }
+
+    fn close(mut self) {
+        if let Some(writer) = self.writer.take() {
+            if let Err(e) = writer.finalize() {
+                return self.fail(e);
+            }
+            (self.report)(RecordingReport::Closed {
+                path: self.path.clone(),
+                duration: Duration::from_secs_f64(self.frames as f64 / f64::from(self.rate)),
+            });
+        }
+    }
+}
+
+fn create(path: &Path, spec: WavSpec) -> Result<WavWriter<BufWriter<File>>, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    WavWriter::create(path, spec).map_err(|e| e.to_string())
+}
+
+fn write_loop(commands: mpsc::Receiver<Command>) {
+    let mut files: HashMap<u64, OpenFile> = HashMap::new();
+    loop {
+        match commands.recv_timeout(Duration::from_millis(200)) {
+            Ok(Command::Open {
+                id,
+                path,
+                spec,
+                report,
+            }) => {
+                let mut file = OpenFile {
+                    path: path.clone(),
+                    writer: None,
+                    frames: 0,
+                    rate: spec.sample_rate,
+                    channels: spec.channels,
+                    dirty_since: None,
+                    report,
+                };
+                match create(&path, spec) {
+                    Ok(writer) => {
+                        file.writer = Some(writer);
+                        // A valid (empty) header on disk from the start.
+                        file.flush();
+                    }
+                    Err(error) => file.fail(error),
+                }
+                files.insert(id, file);
+            }
+            Ok(Command::Samples { id, samples }) => {
+                if let Some(file) = files.get_mut(&id) {
+                    file.write(&samples);
+                }
+            }
+            Ok(Command::Close { id }) => {
+                if let Some(file) = files.remove(&id) {
+                    file.close();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        for file in files.values_mut() {
+            if file.dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
+                file.flush();
+            }
+        }
+    }
+    for (_, file) in files.drain() {
+        file.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(value: i16) -> Vec<i16> {
+        vec![value; 160]
+    }
+
+    #[test]
+    fn stereo_lines_up_remote_left_and_local_right() {
+        let mut t = Timeline::new(8000, true, None);
+        for i in 0..10 {
+            t.push_local(Some(&frame(1)), 160);
+            t.push_remote(1000 + 160 * i, &frame(2));
+        }
+        let out = t.take_all();
+        assert_eq!(out.len(), 1600 * 2);
+        assert!(out.chunks(2).all(|lr| lr == [2, 1]));
+    }
+
+    #[test]
+    fn lost_and_missing_audio_is_silence_and_late_packets_land_in_place() {
+        let mut t = Timeline::new(8000, true, None);
+        t.push_local(None, 160);
+        t.push_remote(0, &frame(5));
+        t.push_local(None, 160);
+        // Packet 1 lost; packet 3 arrives before packet 2.
+        t.push_local(None, 160);
+        t.push_remote(480, &frame(7));
+        t.push_remote(320, &frame(6));
+        t.push_local(None, 160);
+        let left: Vec<i16> = t.take_all().chunks(2).map(|lr| lr[0]).collect();
+        // Remote is anchored where its first packet arrived (160 samples in).
+        assert_eq!(&left[..160], &[0; 160][..]);
+        assert_eq!(&left[160..320], &frame(5)[..]);
+        assert_eq!(&left[320..480], &[0; 160][..]);
+        assert_eq!(&left[480..640], &frame(6)[..]);
+    }
+
+    #[test]
+    fn ready_samples_trail_by_the_write_delay_and_mono_mixes() {
+        let mut t = Timeline::new(8000, false, None);
+        for _ in 0..10 {
+            t.push_local(Some(&frame(100)), 160);
+        }
+        let ready = t.take_ready();
+        assert_eq!(ready.len(), 1600 - 800);
+        assert!(ready.iter().all(|&s| s == 100));
+        assert_eq!(t.take_all().len(), 800);
+    }
+
+    #[test]
+    fn max_secs_stops_the_timeline() {
+        let mut t = Timeline::new(8000, false, Some(1));
+        for _ in 0..100 {
+            t.push_local(None, 160);
+        }
+        assert_eq!(t.take_all().len(), 8000);
+        assert!(t.is_full());
+    }
+
+    #[test]
+    fn a_timestamp_jump_reanchors() {
+        let mut t = Timeline::new(8000, true, None);
+        t.push_local(None, 160);
+        t.push_remote(0, &frame(1));
+        t.push_local(None, 160);
+        t.push_remote(4_000_000, &frame(2));
+        t.push_local(None, 160);
+        let left: Vec<i16> = t.take_all().chunks(2).map(|lr| lr[0]).collect();
+        assert_eq!(&left[320..480], &frame(2)[..]);
+    }
+
+    #[test]
+    fn writer_produces_a_valid_file_and_reports_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/call.wav");
+        let writer = RecordingWriter::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        writer.open(1, &path, 2, 8000, move |r| tx.send(r).unwrap());
+        writer.write(1, vec![3; 16000]);
+        writer.close(1);
+        let report = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            report,
+            RecordingReport::Closed {
+                path: path.clone(),
+                duration: Duration::from_secs(1)
+            }
+        );
+        let reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.spec().channels, 2);
+        assert_eq!(reader.duration(), 8000);
+    }
+
+    #[test]
+    fn an_unwritable_path_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let writer = RecordingWriter::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        writer.open(1, &blocker.join("call.wav"), 1, 8000, move |r| {
+            tx.send(r).unwrap()
+        });
+        writer.write(1, vec![1; 100]);
+        writer.close(1);
+        let report = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            matches!(report, RecordingReport::Failed { .. }),
+            "{report:?}"
+        );
+    }
+}

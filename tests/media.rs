@@ -1,0 +1,504 @@
+//! Two media legs in one process over 127.0.0.1: prompts, DTMF, rollback, recording.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbot::media::codec::Codec;
+use callbot::media::dtmf::Digit;
+use callbot::media::player::Outcome;
+use callbot::media::prompt::{PromptError, load};
+use callbot::media::recorder::RecordingReport;
+use callbot::media::transport::{NetworkSettings, TransportState};
+use callbot::media::{LegEvent, MediaLeg, MediaRuntime, RecordOptions};
+use callbot::protocol::RemoteCandidate;
+use hound::{SampleFormat, WavSpec, WavWriter};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn runtime() -> MediaRuntime {
+    MediaRuntime::start(NetworkSettings {
+        addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ice_servers: vec![],
+    })
+    .expect("media runtime")
+}
+
+struct Peer {
+    leg: Arc<MediaLeg>,
+    events: mpsc::UnboundedReceiver<LegEvent>,
+}
+
+impl Peer {
+    /// The next event `pick` accepts, skipping others.
+    async fn wait_for<T>(&mut self, mut pick: impl FnMut(&LegEvent) -> Option<T>) -> T {
+        timeout(WAIT, async {
+            loop {
+                let event = self.events.recv().await.expect("leg events ended");
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a leg event")
+    }
+
+    async fn connected(&mut self) {
+        self.wait_for(|e| matches!(e, LegEvent::State(TransportState::Connected)).then_some(()))
+            .await;
+    }
+
+    async fn played(&mut self, id: u64) -> Outcome {
+        self.wait_for(|e| match e {
+            LegEvent::Played { id: got, outcome } if *got == id => Some(outcome.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn recording_closed(&mut self) -> (PathBuf, Duration) {
+        self.wait_for(|e| match e {
+            LegEvent::Recording(RecordingReport::Closed { path, duration }) => {
+                Some((path.clone(), *duration))
+            }
+            LegEvent::Recording(RecordingReport::Failed { error, .. }) => {
+                panic!("recording failed: {error}")
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Digits received until `count` arrived.
+    async fn digits(&mut self, count: usize, want_inband: bool) -> String {
+        let mut digits = String::new();
+        while digits.len() < count {
+            let digit = self
+                .wait_for(|e| match e {
+                    LegEvent::Digit { digit, inband, .. } => {
+                        assert_eq!(*inband, want_inband, "digit {digit} came the wrong way");
+                        Some(*digit)
+                    }
+                    _ => None,
+                })
+                .await;
+            digits.push(digit.as_char());
+        }
+        digits
+    }
+}
+
+/// Sends `from`'s local candidates to `to`; everything else goes to the returned receiver.
+fn forward(
+    mut raw: mpsc::UnboundedReceiver<LegEvent>,
+    to: Arc<MediaLeg>,
+) -> mpsc::UnboundedReceiver<LegEvent> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = raw.recv().await {
+            match event {
+                LegEvent::LocalCandidate(candidate) => {
+                    let remote = RemoteCandidate {
+                        callid: None,
+                        candidate: candidate.candidate,
+                        addresses: vec![],
+                    };
+                    to.add_remote_candidate(&remote)
+                        .await
+                        .expect("add candidate");
+                }
+                other => {
+                    let _ = tx.send(other);
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn two_legs(media: &MediaRuntime) -> (Peer, Peer) {
+    let (a, a_raw) = media.new_leg().await.expect("leg a");
+    let (b, b_raw) = media.new_leg().await.expect("leg b");
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let a_events = forward(a_raw, b.clone());
+    let b_events = forward(b_raw, a.clone());
+    (
+        Peer {
+            leg: a,
+            events: a_events,
+        },
+        Peer {
+            leg: b,
+            events: b_events,
+        },
+    )
+}
+
+/// A offers, B answers the offer after `edit`; both connect.
+async fn connected_pair(media: &MediaRuntime, edit: impl Fn(&str) -> String) -> (Peer, Peer) {
+    let (mut a, mut b) = two_legs(media).await;
+    let offer = a.leg.create_offer().await.expect("offer");
+    let answer = b.leg.accept_offer(&edit(&offer)).await.expect("answer");
+    a.leg.apply_answer(&answer).await.expect("apply answer");
+    a.connected().await;
+    b.connected().await;
+    (a, b)
+}
+
+/// Keeps only the payload types in `keep` on the audio m-line (and their attributes).
+fn only_payload_types(sdp: &str, keep: &[&str]) -> String {
+    let mut out = String::new();
+    for line in sdp.lines() {
+        if line.starts_with("m=audio") {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let kept: Vec<&str> = fields[..3]
+                .iter()
+                .copied()
+                .chain(fields[3..].iter().copied().filter(|pt| keep.contains(pt)))
+                .collect();
+            out.push_str(&kept.join(" "));
+        } else if let Some(rest) = line
+            .strip_prefix("a=rtpmap:")
+            .or_else(|| line.strip_prefix("a=fmtp:"))
+            .or_else(|| line.strip_prefix("a=rtcp-fb:"))
+        {
+            if !keep.iter().any(|pt| rest.starts_with(&format!("{pt} "))) {
+                continue;
+            }
+            out.push_str(line);
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// A 44.1 kHz stereo float WAV of a 440 Hz sine, to exercise conversion.
+fn write_sine_wav(path: &Path, seconds: f32) {
+    let spec = WavSpec {
+        channels: 2,
+        sample_rate: 44100,
+        bits_per_sample: 32,
+        sample_format: SampleFormat::Float,
+    };
+    let mut writer = WavWriter::create(path, spec).unwrap();
+    for i in 0..(44100.0 * seconds) as usize {
+        let x = (i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 44100.0).sin() * 0.5;
+        writer.write_sample(x).unwrap();
+        writer.write_sample(x).unwrap();
+    }
+    writer.finalize().unwrap();
+}
+
+fn goertzel(samples: &[f32], frequency: f32, rate: f32) -> f32 {
+    let coefficient = 2.0 * (2.0 * std::f32::consts::PI * frequency / rate).cos();
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    for &x in samples {
+        let s0 = x + coefficient * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - coefficient * s1 * s2
+}
+
+/// The left channel of a stereo recording, with its rate.
+fn left_channel(path: &Path) -> (Vec<f32>, u32) {
+    let mut reader = hound::WavReader::open(path).expect("recording is a WAV");
+    let spec = reader.spec();
+    assert_eq!(spec.channels, 2);
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    let left = samples
+        .chunks(2)
+        .map(|lr| f32::from(lr[0]) / 32768.0)
+        .collect();
+    (left, spec.sample_rate)
+}
+
+/// Seconds of audible signal, and the strongest frequency between 300 and 600 Hz.
+fn analyse(samples: &[f32], rate: u32) -> (f32, f32) {
+    let window = (rate / 100) as usize;
+    let loud: Vec<usize> = samples
+        .chunks(window)
+        .enumerate()
+        .filter(|(_, w)| w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32 > 0.001)
+        .map(|(i, _)| i)
+        .collect();
+    let (first, last) = (loud[0], *loud.last().unwrap());
+    let seconds = (last - first + 1) as f32 * window as f32 / rate as f32;
+    let middle = &samples[(first + 20) * window..(last - 20) * window];
+    let dominant = (300..=600)
+        .map(|f| (f as f32, goertzel(middle, f as f32, rate as f32)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap()
+        .0;
+    (seconds, dominant)
+}
+
+async fn prompt_reaches_the_recording(edit: impl Fn(&str) -> String, expected: Codec) {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("sine.wav");
+    write_sine_wav(&prompt, 2.0);
+    let media = runtime();
+    let (mut a, mut b) = connected_pair(&media, edit).await;
+    assert_eq!(a.leg.negotiated().unwrap().codec, expected);
+    assert_eq!(b.leg.negotiated().unwrap().codec, expected);
+    let recording = dir.path().join("rec/b.wav");
+    b.leg.record(RecordOptions {
+        path: recording.clone(),
+        stereo: true,
+        max_secs: None,
+    });
+    let id = a.leg.play(prompt, 1);
+    assert!(matches!(a.played(id).await, Outcome::Done));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.leg.stop_recording();
+    let (path, _) = b.recording_closed().await;
+    let (left, rate) = left_channel(&path);
+    assert_eq!(rate, expected.clock_rate());
+    let (seconds, dominant) = analyse(&left, rate);
+    assert!(
+        (dominant - 440.0).abs() <= 5.0,
+        "{expected:?}: dominant {dominant} Hz"
+    );
+    assert!(
+        (seconds - 2.0).abs() <= 0.1,
+        "{expected:?}: {seconds} s of audio"
+    );
+    let stats = b.leg.stats();
+    assert!(stats.packets_received > 100, "{stats:?}");
+    assert!(a.leg.stats().connect_time.is_some());
+    a.leg.close().await;
+    b.leg.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcmu_prompt_is_recorded_at_440_hz() {
+    prompt_reaches_the_recording(|sdp| sdp.to_owned(), Codec::Pcmu).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcma_prompt_is_recorded_at_440_hz() {
+    prompt_reaches_the_recording(|sdp| only_payload_types(sdp, &["8", "101"]), Codec::Pcma).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_prompt_is_recorded_at_440_hz() {
+    prompt_reaches_the_recording(|sdp| only_payload_types(sdp, &["111", "101"]), Codec::Opus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc4733_digits_arrive_once_each_in_order() {
+    let media = runtime();
+    let (mut a, mut b) = connected_pair(&media, |sdp| sdp.to_owned()).await;
+    assert_eq!(b.leg.negotiated().unwrap().telephone_event, Some(101));
+    let id = a.leg.send_dtmf("0123456789*#").unwrap();
+    assert_eq!(b.digits(12, false).await, "0123456789*#");
+    assert!(matches!(a.played(id).await, Outcome::Done));
+    // Nothing more arrives: no duplicates from the repeated end packets.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(event) = b.events.try_recv() {
+        assert!(!matches!(event, LegEvent::Digit { .. }), "extra {event:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inband_digits_in_a_prompt_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("keys.wav");
+    let spec = WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: SampleFormat::Int,
+    };
+    let mut writer = WavWriter::create(&prompt, spec).unwrap();
+    for c in "0123456789*#".chars() {
+        let tone = callbot::media::tone::dtmf_tone(Digit::from_char(c).unwrap(), 16000, 100);
+        for s in tone.into_iter().chain(std::iter::repeat_n(0, 1600)) {
+            writer.write_sample(s).unwrap();
+        }
+    }
+    writer.finalize().unwrap();
+    let media = runtime();
+    // No telephone-event: B must listen to the audio.
+    let (a, mut b) = connected_pair(&media, |sdp| only_payload_types(sdp, &["0"])).await;
+    assert_eq!(b.leg.negotiated().unwrap().telephone_event, None);
+    a.leg.play(prompt, 1);
+    assert_eq!(b.digits(12, true).await, "0123456789*#");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_then_answer_the_other_offer() {
+    let media = runtime();
+    let (mut a, mut b) = two_legs(&media).await;
+    let _ours = a.leg.create_offer().await.unwrap();
+    let theirs = b.leg.create_offer().await.unwrap();
+    a.leg.rollback().await.unwrap();
+    let answer = a.leg.accept_offer(&theirs).await.unwrap();
+    b.leg.apply_answer(&answer).await.unwrap();
+    a.connected().await;
+    b.connected().await;
+    let id = a.leg.tone(440.0, 400);
+    assert!(matches!(a.played(id).await, Outcome::Done));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(b.leg.stats().packets_received >= 20, "{:?}", b.leg.stats());
+    assert!(a.leg.stats().packets_received >= 10, "{:?}", a.leg.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_offer_with_two_telephone_events_keeps_the_8k_one() {
+    let media = runtime();
+    let (a, b) = two_legs(&media).await;
+    let offer = a.leg.create_offer().await.unwrap();
+    // Make it look like Chromium's: telephone-event at 48 kHz listed before the 8 kHz one.
+    let browser_like = offer.replace(" 101\r\n", " 110 101\r\n").replace(
+        "a=rtpmap:101 telephone-event/8000",
+        "a=rtpmap:110 telephone-event/48000\r\na=rtpmap:101 telephone-event/8000",
+    );
+    assert!(browser_like.contains("telephone-event/48000"));
+    let answer = b.leg.accept_offer(&browser_like).await.unwrap();
+    assert_eq!(b.leg.negotiated().unwrap().telephone_event, Some(101));
+    let media_line = answer.lines().find(|l| l.starts_with("m=audio")).unwrap();
+    let types: Vec<&str> = media_line.split(' ').skip(3).collect();
+    let mut unique = types.clone();
+    unique.dedup();
+    assert_eq!(types, unique, "duplicate payload types in {media_line}");
+    assert!(!answer.contains("telephone-event/48000"));
+}
+
+fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn bad_prompts_give_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.wav");
+    assert!(matches!(
+        load(&missing, Codec::Pcmu),
+        Err(PromptError::NotFound(_))
+    ));
+    let not_wav = write_bytes(
+        dir.path(),
+        "text.wav",
+        b"this is not audio at all, just text",
+    );
+    assert!(matches!(
+        load(&not_wav, Codec::Pcmu),
+        Err(PromptError::NotWav { .. })
+    ));
+    let empty_file = write_bytes(dir.path(), "empty.wav", b"");
+    assert!(matches!(
+        load(&empty_file, Codec::Pcmu),
+        Err(PromptError::Truncated(_))
+    ));
+
+    let spec = WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: SampleFormat::Int,
+    };
+    let silent = dir.path().join("zero.wav");
+    WavWriter::create(&silent, spec)
+        .unwrap()
+        .finalize()
+        .unwrap();
+    assert!(matches!(
+        load(&silent, Codec::Pcmu),
+        Err(PromptError::Empty(_))
+    ));
+
+    let full = dir.path().join("full.wav");
+    let mut writer = WavWriter::create(&full, spec).unwrap();
+    for i in 0..8000 {
+        writer.write_sample(i as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    let bytes = std::fs::read(&full).unwrap();
+    let truncated = write_bytes(dir.path(), "cut.wav", &bytes[..bytes.len() / 2]);
+    assert!(matches!(
+        load(&truncated, Codec::Pcmu),
+        Err(PromptError::Truncated(_))
+    ));
+    let error = load(&truncated, Codec::Pcmu).unwrap_err().to_string();
+    assert!(error.contains("cut.wav"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_prompt_is_reported_and_the_queue_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = runtime();
+    let (mut a, _b) = connected_pair(&media, |sdp| sdp.to_owned()).await;
+    let bad = a.leg.play(dir.path().join("nope.wav"), 1);
+    let tone = a.leg.tone(300.0, 100);
+    assert!(
+        matches!(a.played(bad).await, Outcome::Failed(e) if matches!(*e, PromptError::NotFound(_)))
+    );
+    assert!(matches!(a.played(tone).await, Outcome::Done));
+}
+
+const CHILD_ENV: &str = "CALLBOT_TEST_RECORDING_CHILD";
+const CHILD_READY: &str = "recording started";
+
+/// Run by `recording_survives_sigkill` in a child process: records a call until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process for recording_survives_sigkill"]
+async fn recording_child() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let media = runtime();
+    let (a, b) = connected_pair(&media, |sdp| sdp.to_owned()).await;
+    b.leg.record(RecordOptions {
+        path: PathBuf::from(path),
+        stereo: true,
+        max_secs: None,
+    });
+    a.leg.tone(440.0, 60_000);
+    println!("{CHILD_READY}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[test]
+fn recording_survives_sigkill() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.wav");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "recording_child", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let ready = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains(CHILD_READY));
+    assert!(ready, "child never started recording");
+    let recorded_for = Duration::from_millis(3000);
+    std::thread::sleep(recorded_for);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let mut reader = hound::WavReader::open(&path).expect("a killed recording is a valid WAV");
+    let spec = reader.spec();
+    let seconds = reader.duration() as f32 / spec.sample_rate as f32;
+    let samples: Result<Vec<i16>, _> = reader.samples::<i16>().collect();
+    let samples = samples.expect("every sample the header counts is readable");
+    assert!(
+        seconds >= recorded_for.as_secs_f32() - 1.3,
+        "only {seconds} s of {recorded_for:?} survived"
+    );
+    assert!(samples.iter().any(|&s| s != 0), "the recording holds audio");
+}
