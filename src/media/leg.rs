@@ -16,7 +16,7 @@ use super::dtmf::{Digit, EventReceiver};
 use super::inband::InbandDetector;
 use super::player::{EchoFrame, ItemId, Negotiated, Outcome, Player};
 use super::prompt::{EncodedAudio, PromptCache};
-use super::recorder::{RecordingReport, RecordingWriter, Timeline};
+use super::recorder::{RecordingReport, RecordingWriter, Timeline, WriteBatch};
 use super::rtp::RtpPacket;
 use super::stats::{LegStats, ReceiveStats, SendPacing};
 use super::transport::{Transport, TransportError, TransportEvents, TransportState};
@@ -85,6 +85,14 @@ struct Recording {
     timeline: Timeline,
 }
 
+/// The recording in progress, and those stopped whose last samples the clock still has to hand
+/// to the writer (so a file's close always follows its samples).
+#[derive(Default)]
+struct Recordings {
+    active: Option<Recording>,
+    stopping: Vec<Recording>,
+}
+
 #[derive(Default)]
 struct Sent {
     packets: u64,
@@ -104,7 +112,7 @@ pub(super) struct LegState {
     player: Mutex<Player>,
     receive: Mutex<Receive>,
     echo: Mutex<Echo>,
-    recording: Mutex<Option<Recording>>,
+    recording: Mutex<Recordings>,
     /// A recording asked for before the codec (and so the rate) was known.
     pending_recording: Mutex<Option<RecordOptions>>,
     sent: Mutex<Sent>,
@@ -138,7 +146,7 @@ impl LegState {
                 pcm: Vec::new(),
             }),
             echo: Mutex::default(),
-            recording: Mutex::new(None),
+            recording: Mutex::default(),
             pending_recording: Mutex::new(None),
             sent: Mutex::default(),
             recordings,
@@ -155,7 +163,7 @@ impl LegState {
     }
 
     /// One 20 ms interval: produce, send, record. Called by the media clock.
-    pub(super) fn tick(&self, transport: &dyn Transport, now: Instant) {
+    pub(super) fn tick(&self, transport: &dyn Transport, writes: &mut WriteBatch) {
         let echo = {
             let mut echo = lock(&self.echo);
             if echo.on {
@@ -192,25 +200,27 @@ impl LegState {
             if sent > 0 {
                 stats
                     .pacing
-                    .record(now, Duration::from_millis(FRAME_MS.into()));
+                    .record(Instant::now(), Duration::from_millis(FRAME_MS.into()));
             }
         }
-        let Some(codec) = codec else {
-            return;
-        };
-        let mut recording = lock(&self.recording);
-        if let Some(active) = recording.as_mut() {
+        let mut recordings = lock(&self.recording);
+        if let (Some(active), Some(codec)) = (recordings.active.as_mut(), codec) {
             active
                 .timeline
                 .push_local(tick.pcm(), codec.frame_samples());
-            self.recordings
-                .write(active.id, active.timeline.take_ready());
-            if active.timeline.is_full()
-                && let Some(done) = recording.take()
-            {
-                self.recordings.close(done.id);
+            writes.samples(active.id, active.timeline.take_ready());
+            if active.timeline.is_full() {
+                recordings.stop();
             }
         }
+        recordings.finish(writes);
+    }
+
+    /// The leg is gone: its recordings get their last samples and are closed.
+    pub(super) fn finish(&self, writes: &mut WriteBatch) {
+        let mut recordings = lock(&self.recording);
+        recordings.stop();
+        recordings.finish(writes);
     }
 
     fn configure(self: &Arc<Self>, negotiated: Negotiated, prompts: &Arc<PromptCache>) {
@@ -234,7 +244,8 @@ impl LegState {
         }
     }
 
-    /// Loads a prompt off the runtime's worker threads, then hands it to the player.
+    /// Hands a prompt to the player: at once when cached, otherwise after loading it off the
+    /// runtime's worker threads.
     fn load_prompt(
         self: &Arc<Self>,
         id: ItemId,
@@ -242,6 +253,10 @@ impl LegState {
         codec: Codec,
         prompts: &Arc<PromptCache>,
     ) {
+        if let Some(audio) = prompts.get_if_cached(&path, codec) {
+            lock(&self.player).loaded(id, Ok(audio));
+            return;
+        }
         let prompts = prompts.clone();
         let state = Arc::downgrade(self);
         tokio::task::spawn_blocking(move || {
@@ -269,21 +284,18 @@ impl LegState {
                 let _ = events.send(LegEvent::Recording(report));
             },
         );
-        if let Some(previous) = lock(&self.recording).replace(Recording { id, timeline }) {
-            self.recordings.close(previous.id);
-        }
+        let mut recordings = lock(&self.recording);
+        recordings.stop();
+        recordings.active = Some(Recording { id, timeline });
     }
 
     fn stop_recording(&self) {
-        if let Some(mut active) = lock(&self.recording).take() {
-            self.recordings.write(active.id, active.timeline.take_all());
-            self.recordings.close(active.id);
-        }
+        lock(&self.recording).stop();
         lock(&self.pending_recording).take();
     }
 
     fn on_audio(&self, packet: &RtpPacket, negotiated: Negotiated, receive: &mut Receive) {
-        let recording = lock(&self.recording).is_some();
+        let recording = lock(&self.recording).active.is_some();
         let echo_on = lock(&self.echo).on;
         let needs_pcm = recording || receive.inband.is_some();
         receive.pcm.clear();
@@ -322,9 +334,22 @@ impl LegState {
         }
         if recording
             && !receive.pcm.is_empty()
-            && let Some(active) = lock(&self.recording).as_mut()
+            && let Some(active) = lock(&self.recording).active.as_mut()
         {
             active.timeline.push_remote(packet.timestamp, &receive.pcm);
+        }
+    }
+}
+
+impl Recordings {
+    fn stop(&mut self) {
+        self.stopping.extend(self.active.take());
+    }
+
+    fn finish(&mut self, writes: &mut WriteBatch) {
+        for mut done in self.stopping.drain(..) {
+            writes.samples(done.id, done.timeline.take_all());
+            writes.close(done.id);
         }
     }
 }
@@ -554,10 +579,9 @@ impl MediaLeg {
         lock(&self.state.sent).pacing.clone()
     }
 
-    /// Ends the leg: the recording is closed and the connection shut.
+    /// Ends the leg: the media clock closes its recording, and the connection is shut.
     pub async fn close(&self) {
         if !self.state.closed.swap(true, Ordering::Relaxed) {
-            self.state.stop_recording();
             self.transport.close().await;
         }
     }
@@ -566,7 +590,6 @@ impl MediaLeg {
 impl Drop for MediaLeg {
     fn drop(&mut self) {
         if !self.state.closed.swap(true, Ordering::Relaxed) {
-            self.state.stop_recording();
             let transport = self.transport.clone();
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move { transport.close().await });

@@ -130,6 +130,18 @@ fn sample_error(path: &Path, error: hound::Error) -> PromptError {
     }
 }
 
+fn modified(path: &Path) -> Result<SystemTime, PromptError> {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => PromptError::NotFound(path.into()),
+            _ => PromptError::Unreadable {
+                path: path.into(),
+                source: e,
+            },
+        })
+}
+
 /// Converts mono samples from `from` Hz to `to` Hz with an FFT resampler (flat to 0.9 × Nyquist).
 pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, String> {
     if from == to || input.is_empty() {
@@ -179,24 +191,26 @@ impl PromptCache {
     /// The prompt, loaded on first use. Blocking (file I/O, resampling): call it off the
     /// async runtime's worker threads.
     pub fn get(&self, path: &Path, codec: Codec) -> Result<Arc<EncodedAudio>, PromptError> {
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => PromptError::NotFound(path.into()),
-                _ => PromptError::Unreadable {
-                    path: path.into(),
-                    source: e,
-                },
-            })?;
-        let key = (path.to_path_buf(), codec);
-        if let Some((stamp, audio)) = self.lock().get(&key)
-            && *stamp == modified
-        {
-            return Ok(audio.clone());
+        let modified = modified(path)?;
+        if let Some(audio) = self.cached(path, codec, modified) {
+            return Ok(audio);
         }
         let audio = Arc::new(load(path, codec)?);
-        self.lock().insert(key, (modified, audio.clone()));
+        self.lock()
+            .insert((path.to_path_buf(), codec), (modified, audio.clone()));
         Ok(audio)
+    }
+
+    /// The prompt if it is cached and the file has not changed since: one `stat`, no decoding,
+    /// cheap enough for the calling thread.
+    pub fn get_if_cached(&self, path: &Path, codec: Codec) -> Option<Arc<EncodedAudio>> {
+        self.cached(path, codec, modified(path).ok()?)
+    }
+
+    fn cached(&self, path: &Path, codec: Codec, modified: SystemTime) -> Option<Arc<EncodedAudio>> {
+        let entries = self.lock();
+        let (stamp, audio) = entries.get(&(path.to_path_buf(), codec))?;
+        (*stamp == modified).then(|| audio.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheMap> {

@@ -19,6 +19,8 @@ const WRITE_DELAY_MS: u64 = 100;
 const MAX_SKEW_MS: u64 = 2000;
 /// The header is rewritten at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often the writer looks for files due a header rewrite.
+const SCAN_EVERY: Duration = Duration::from_millis(200);
 
 /// Both directions of a call on one timeline: left = remote party, right = us (DESIGN.md).
 #[derive(Debug)]
@@ -132,19 +134,21 @@ impl Timeline {
             None => until,
         };
         let count = until.saturating_sub(self.written) as usize;
-        if self.remote.len() < count {
-            self.remote.resize(count, 0);
+        for side in [&mut self.remote, &mut self.local] {
+            if side.len() < count {
+                side.resize(count, 0);
+            }
         }
         let mut out = Vec::with_capacity(count * usize::from(self.channels()));
-        for _ in 0..count {
-            let remote = self.remote.pop_front().unwrap_or(0);
-            let local = self.local.pop_front().unwrap_or(0);
-            if self.stereo {
-                out.push(remote);
-                out.push(local);
-            } else {
-                out.push(remote.saturating_add(local));
+        let remote = self.remote.drain(..count);
+        let local = self.local.drain(..count);
+        if self.stereo {
+            for (r, l) in remote.zip(local) {
+                out.push(r);
+                out.push(l);
             }
+        } else {
+            out.extend(remote.zip(local).map(|(r, l)| r.saturating_add(l)));
         }
         self.written += count as u64;
         out
@@ -169,13 +173,35 @@ enum Command {
         spec: WavSpec,
         report: Reporter,
     },
-    Samples {
-        id: u64,
-        samples: Vec<i16>,
-    },
-    Close {
-        id: u64,
-    },
+    /// One media interval's samples and closes for every recording, in order.
+    Batch(Vec<Write>),
+}
+
+#[derive(Debug)]
+enum Write {
+    Samples { id: u64, samples: Vec<i16> },
+    Close { id: u64 },
+}
+
+/// What the media clock collects for the writer during one tick: one message per tick, however
+/// many calls are recorded, and a close always after the last samples of its file.
+#[derive(Debug, Default)]
+pub struct WriteBatch(Vec<Write>);
+
+impl WriteBatch {
+    pub fn samples(&mut self, id: u64, samples: Vec<i16>) {
+        if !samples.is_empty() {
+            self.0.push(Write::Samples { id, samples });
+        }
+    }
+
+    pub fn close(&mut self, id: u64) {
+        self.0.push(Write::Close { id });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Hands recordings to one writer thread, which keeps file I/O off the media clock.
@@ -217,14 +243,11 @@ impl RecordingWriter {
         });
     }
 
-    pub fn write(&self, id: u64, samples: Vec<i16>) {
-        if !samples.is_empty() {
-            let _ = self.commands.send(Command::Samples { id, samples });
+    /// Hands over one tick's samples and closes.
+    pub fn send(&self, batch: WriteBatch) {
+        if !batch.is_empty() {
+            let _ = self.commands.send(Command::Batch(batch.0));
         }
-    }
-
-    pub fn close(&self, id: u64) {
-        let _ = self.commands.send(Command::Close { id });
     }
 }
 
@@ -301,8 +324,9 @@ fn create(path: &Path, spec: WavSpec) -> Result<WavWriter<BufWriter<File>>, Stri
 
 fn write_loop(commands: mpsc::Receiver<Command>) {
     let mut files: HashMap<u64, OpenFile> = HashMap::new();
+    let mut last_scan = Instant::now();
     loop {
-        match commands.recv_timeout(Duration::from_millis(200)) {
+        match commands.recv_timeout(SCAN_EVERY) {
             Ok(Command::Open {
                 id,
                 path,
@@ -328,22 +352,35 @@ fn write_loop(commands: mpsc::Receiver<Command>) {
                 }
                 files.insert(id, file);
             }
-            Ok(Command::Samples { id, samples }) => {
-                if let Some(file) = files.get_mut(&id) {
-                    file.write(&samples);
-                }
-            }
-            Ok(Command::Close { id }) => {
-                if let Some(file) = files.remove(&id) {
-                    file.close();
+            Ok(Command::Batch(writes)) => {
+                for write in writes {
+                    match write {
+                        Write::Samples { id, samples } => {
+                            if let Some(file) = files.get_mut(&id) {
+                                file.write(&samples);
+                                if file.dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
+                                    file.flush();
+                                }
+                            }
+                        }
+                        Write::Close { id } => {
+                            if let Some(file) = files.remove(&id) {
+                                file.close();
+                            }
+                        }
+                    }
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        for file in files.values_mut() {
-            if file.dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
-                file.flush();
+        // Files that stopped receiving samples still get their header rewritten in time.
+        if last_scan.elapsed() >= SCAN_EVERY {
+            last_scan = Instant::now();
+            for file in files.values_mut() {
+                if file.dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
+                    file.flush();
+                }
             }
         }
     }
@@ -364,8 +401,8 @@ mod tests {
     fn stereo_lines_up_remote_left_and_local_right() {
         let mut t = Timeline::new(8000, true, None);
         for i in 0..10 {
-            t.push_local(Some(&frame(1)), 160);
             t.push_remote(1000 + 160 * i, &frame(2));
+            t.push_local(Some(&frame(1)), 160);
         }
         let out = t.take_all();
         assert_eq!(out.len(), 1600 * 2);
@@ -432,8 +469,10 @@ mod tests {
         let writer = RecordingWriter::start().unwrap();
         let (tx, rx) = mpsc::channel();
         writer.open(1, &path, 2, 8000, move |r| tx.send(r).unwrap());
-        writer.write(1, vec![3; 16000]);
-        writer.close(1);
+        let mut batch = WriteBatch::default();
+        batch.samples(1, vec![3; 16000]);
+        batch.close(1);
+        writer.send(batch);
         let report = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(
             report,
@@ -457,8 +496,10 @@ mod tests {
         writer.open(1, &blocker.join("call.wav"), 1, 8000, move |r| {
             tx.send(r).unwrap()
         });
-        writer.write(1, vec![1; 100]);
-        writer.close(1);
+        let mut batch = WriteBatch::default();
+        batch.samples(1, vec![1; 100]);
+        batch.close(1);
+        writer.send(batch);
         let report = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(
             matches!(report, RecordingReport::Failed { .. }),

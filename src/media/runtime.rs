@@ -1,16 +1,15 @@
 //! What all legs share: the 20 ms media clock, the prompt cache, the recording writer and the
 //! network settings.
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
 
 use super::codec::FRAME_MS;
 use super::leg::{LegEvent, LegState, MediaLeg};
 use super::prompt::PromptCache;
-use super::recorder::RecordingWriter;
+use super::recorder::{RecordingWriter, WriteBatch};
 use super::transport::{NetworkSettings, Transport, TransportError};
 use super::webrtc::WebRtcTransport;
 
@@ -26,20 +25,24 @@ struct Inner {
     network: NetworkSettings,
     prompts: Arc<PromptCache>,
     recordings: RecordingWriter,
-    clock: mpsc::UnboundedSender<ClockEntry>,
+    clock: std_mpsc::Sender<ClockEntry>,
 }
 
 impl MediaRuntime {
-    /// Starts the media clock (a tokio task: call from inside the runtime) and the recording
-    /// writer thread. Both stop when the last handle and the last leg are gone.
+    /// Starts the media clock and the recording writer, each on a thread of its own. Both stop
+    /// when the last handle and the last leg are gone. Legs need a tokio runtime.
     pub fn start(network: NetworkSettings) -> std::io::Result<Self> {
-        let (clock, legs) = mpsc::unbounded_channel();
-        tokio::spawn(run_clock(legs));
+        let (clock, legs) = std_mpsc::channel();
+        let recordings = RecordingWriter::start()?;
+        let writer = recordings.clone();
+        std::thread::Builder::new()
+            .name("callbot-media-clock".into())
+            .spawn(move || run_clock(legs, writer))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 network,
                 prompts: Arc::new(PromptCache::default()),
-                recordings: RecordingWriter::start()?,
+                recordings,
                 clock,
             }),
         })
@@ -64,33 +67,65 @@ impl MediaRuntime {
     }
 }
 
-/// One clock for all legs: every 20 ms each leg sends its next interval, in the same order every
-/// time, so each leg's packets leave at a steady offset from the tick.
-async fn run_clock(mut new_legs: mpsc::UnboundedReceiver<ClockEntry>) {
-    let period = Duration::from_millis(FRAME_MS.into());
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut legs: Vec<ClockEntry> = Vec::new();
+/// Sub-ticks per 20 ms interval (1 ms each): each leg belongs to one of them. Measured with
+/// `cargo bench --bench media_legs`: 10 and 40 slots gave more send jitter than 20.
+const SLOTS: usize = 20;
+
+/// One clock for all legs, on a thread of its own so that a busy async runtime cannot delay it.
+///
+/// Every leg sends exactly every 20 ms, but legs are spread over ten 2 ms slots, so each wake-up
+/// handles a tenth of them: a leg's packets leave at a steady offset whatever the others do, and
+/// the network work that follows each send is spread evenly instead of arriving in one burst.
+fn run_clock(new_legs: std_mpsc::Receiver<ClockEntry>, recordings: RecordingWriter) {
+    raise_priority();
+    let slot_period = Duration::from_millis(FRAME_MS.into()) / SLOTS as u32;
+    let mut slots: Vec<Vec<ClockEntry>> = (0..SLOTS).map(|_| Vec::new()).collect();
+    let mut slot = 0;
+    let mut next = Instant::now();
     loop {
-        if legs.is_empty() {
+        if slots.iter().all(Vec::is_empty) {
             // Nothing to pace: sleep until a leg arrives (or every handle is gone).
-            match new_legs.recv().await {
-                Some(entry) => legs.push(entry),
-                None => return,
+            match new_legs.recv() {
+                Ok(entry) => slots[slot].push(entry),
+                Err(_) => return,
             }
-            interval.reset();
+            next = Instant::now();
         }
-        interval.tick().await;
-        while let Ok(entry) = new_legs.try_recv() {
-            legs.push(entry);
+        for entry in new_legs.try_iter() {
+            let emptiest = (0..SLOTS).min_by_key(|&i| slots[i].len()).unwrap_or(0);
+            slots[emptiest].push(entry);
         }
         let now = Instant::now();
-        legs.retain(|(state, transport)| {
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > slot_period * SLOTS as u32 * 5 {
+            // Far behind (the machine stalled): skip ahead rather than burst.
+            next = now;
+        }
+        next += slot_period;
+        let mut writes = WriteBatch::default();
+        slots[slot].retain(|(state, transport)| {
             if state.is_closed() {
+                state.finish(&mut writes);
                 return false;
             }
-            state.tick(transport.as_ref(), now);
+            state.tick(transport.as_ref(), &mut writes);
             true
         });
+        recordings.send(writes);
+        slot = (slot + 1) % SLOTS;
+    }
+}
+
+/// Asks the OS to run the clock thread ahead of the busy network threads (nice -10). Needs
+/// CAP_SYS_NICE; without it the clock still runs, with more jitter under load.
+fn raise_priority() {
+    // SAFETY: setpriority only reads its integer arguments; 0 means the calling thread on Linux.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
+    if result != 0 {
+        tracing::debug!(
+            "media clock keeps normal priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

@@ -1,0 +1,270 @@
+//! Media engine benchmark: N leg pairs in one process over 127.0.0.1, every leg playing a prompt
+//! and recording stereo. Reports CPU and RSS per leg and send pacing jitter.
+//!
+//! `cargo bench --bench media_legs -- [PAIRS…] [--secs S]` (default: 50 200 500 pairs, 10 s).
+//! Each size runs in a fresh child process so memory figures do not mix.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callbot::media::stats::SendPacing;
+use callbot::media::transport::{NetworkSettings, TransportState};
+use callbot::media::{LegEvent, MediaLeg, MediaRuntime, RecordOptions};
+use callbot::protocol::RemoteCandidate;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const CHILD_ENV: &str = "CALLBOT_BENCH_PAIRS";
+/// Pairs set up at once: keeps ICE checks of many legs from crowding each other out.
+const SETUP_BATCH: usize = 25;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let secs: u64 = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    if let Ok(pairs) = std::env::var(CHILD_ENV) {
+        let pairs = pairs.parse().expect("pair count");
+        let result = tokio::runtime::Runtime::new()
+            .expect("tokio")
+            .block_on(run(pairs, secs));
+        println!("{result}");
+        return;
+    }
+    let mut sizes: Vec<usize> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || args[i - 1] != "--secs")
+        .filter_map(|(_, a)| a.parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        sizes = vec![50, 200, 500];
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "media_legs: {secs} s per size, {cores} cores, every leg plays a prompt and records stereo"
+    );
+    println!(
+        "{:>6} {:>6} {:>8} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "pairs",
+        "legs",
+        "setup s",
+        "cores",
+        "CPU/leg %",
+        "RSS/leg KiB",
+        "send p50",
+        "send p99",
+        "recv jit",
+        "loss %",
+        "drops"
+    );
+    for pairs in sizes {
+        let output = Command::new(std::env::current_exe().expect("bench binary"))
+            .env(CHILD_ENV, pairs.to_string())
+            .args(["--secs", &secs.to_string()])
+            .output()
+            .expect("run bench child");
+        let line = String::from_utf8_lossy(&output.stdout);
+        let Ok(r) = serde_json::from_str::<Value>(line.trim()) else {
+            println!(
+                "{pairs:>6} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            continue;
+        };
+        println!(
+            "{:>6} {:>6} {:>8.1} {:>10.2} {:>10.3} {:>12.0} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.3} {:>8}",
+            r["pairs"],
+            r["legs"],
+            r["setup_s"].as_f64().unwrap_or(0.0),
+            r["cores_used"].as_f64().unwrap_or(0.0),
+            r["cpu_per_leg_pct"].as_f64().unwrap_or(0.0),
+            r["rss_per_leg_kib"].as_f64().unwrap_or(0.0),
+            r["send_jitter_p50_ms"].as_f64().unwrap_or(0.0),
+            r["send_jitter_p99_ms"].as_f64().unwrap_or(0.0),
+            r["recv_jitter_mean_ms"].as_f64().unwrap_or(0.0),
+            r["loss_pct"].as_f64().unwrap_or(0.0),
+            r["send_drops"]
+        );
+    }
+}
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// CPU time (user + system) this process has used.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+fn write_prompt(path: &Path) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).expect("prompt");
+    for i in 0..8000 * 5 {
+        let x = (i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 8000.0).sin() * 8000.0;
+        writer.write_sample(x as i16).expect("prompt sample");
+    }
+    writer.finalize().expect("prompt file");
+}
+
+struct Pair {
+    a: Arc<MediaLeg>,
+    b: Arc<MediaLeg>,
+}
+
+/// Forwards candidates to `to` and reports when the leg is connected.
+fn forward(
+    mut events: mpsc::UnboundedReceiver<LegEvent>,
+    to: Arc<MediaLeg>,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (connected, done) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut connected = Some(connected);
+        while let Some(event) = events.recv().await {
+            match event {
+                LegEvent::LocalCandidate(c) => {
+                    let remote = RemoteCandidate {
+                        callid: None,
+                        candidate: c.candidate,
+                        addresses: vec![],
+                    };
+                    let _ = to.add_remote_candidate(&remote).await;
+                }
+                LegEvent::State(TransportState::Connected) => {
+                    if let Some(tx) = connected.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    done
+}
+
+async fn connect(media: &MediaRuntime) -> Pair {
+    let (a, a_events) = media.new_leg().await.expect("leg");
+    let (b, b_events) = media.new_leg().await.expect("leg");
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let a_up = forward(a_events, b.clone());
+    let b_up = forward(b_events, a.clone());
+    let offer = a.create_offer().await.expect("offer");
+    let answer = b.accept_offer(&offer).await.expect("answer");
+    a.apply_answer(&answer).await.expect("apply answer");
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        let _ = a_up.await;
+        let _ = b_up.await;
+    })
+    .await;
+    Pair { a, b }
+}
+
+async fn run(pairs: usize, secs: u64) -> Value {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prompt = dir.path().join("prompt.wav");
+    write_prompt(&prompt);
+    let media = MediaRuntime::start(NetworkSettings {
+        addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ice_servers: vec![],
+    })
+    .expect("media runtime");
+    // The shared prompt copy belongs to the baseline, not to any leg.
+    media
+        .prompts()
+        .get(&prompt, callbot::media::codec::Codec::Pcmu)
+        .expect("prompt");
+    let baseline_rss = rss_kib();
+
+    let setup_start = Instant::now();
+    let mut all = Vec::with_capacity(pairs);
+    while all.len() < pairs {
+        let batch = SETUP_BATCH.min(pairs - all.len());
+        let connecting: Vec<_> = (0..batch)
+            .map(|_| {
+                let media = media.clone();
+                tokio::spawn(async move { connect(&media).await })
+            })
+            .collect();
+        for pair in connecting {
+            all.push(pair.await.expect("setup task"));
+        }
+    }
+    let setup = setup_start.elapsed();
+    for (i, pair) in all.iter().enumerate() {
+        for (side, leg) in [("a", &pair.a), ("b", &pair.b)] {
+            leg.play(prompt.clone(), 1000);
+            if std::env::var_os("BENCH_NO_RECORD").is_none() {
+                leg.record(RecordOptions {
+                    path: dir.path().join(format!("{i}-{side}.wav")),
+                    stereo: true,
+                    max_secs: None,
+                });
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (cpu_start, wall_start) = (cpu_time(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let cpu = cpu_time() - cpu_start;
+    let wall = wall_start.elapsed();
+    let rss = rss_kib();
+
+    let legs = all.iter().flat_map(|p| [&p.a, &p.b]).collect::<Vec<_>>();
+    let mut pacing = SendPacing::default();
+    let (mut received, mut lost, mut drops, mut jitter) = (0u64, 0u64, 0u64, 0.0f64);
+    for leg in &legs {
+        pacing.merge(&leg.send_pacing());
+        let s = leg.stats();
+        received += s.packets_received;
+        lost += s.packets_lost;
+        drops += s.packets_dropped;
+        jitter += s.jitter_ms;
+    }
+    let n = legs.len() as f64;
+    let cores_used = cpu.as_secs_f64() / wall.as_secs_f64();
+    for leg in &legs {
+        leg.close().await;
+    }
+    json!({
+        "pairs": pairs,
+        "legs": legs.len(),
+        "setup_s": setup.as_secs_f64(),
+        "cores_used": cores_used,
+        "cpu_per_leg_pct": cores_used * 100.0 / n,
+        "rss_per_leg_kib": (rss - baseline_rss) / n,
+        "send_jitter_p50_ms": pacing.quantile(0.5).as_secs_f64() * 1000.0,
+        "send_jitter_p99_ms": pacing.quantile(0.99).as_secs_f64() * 1000.0,
+        "recv_jitter_mean_ms": jitter / n,
+        "loss_pct": if received + lost == 0 { 0.0 } else { lost as f64 * 100.0 / (received + lost) as f64 },
+        "send_drops": drops,
+    })
+}
