@@ -256,3 +256,51 @@ fn unknown_keys_anywhere_are_errors() {
         assert!(errors[0].contains("unknown field"), "{errors:?}");
     }
 }
+
+#[test]
+fn media_section_gives_addresses_and_ice_servers() {
+    let d = Deployment::new();
+    let yaml = format!(
+        "{PBX}media:\n  addresses: [127.0.0.1, \"::1\"]\n  ice_servers:\n\
+         \x20   - {{ urls: [\"stun:stun.example.com:3478\"] }}\n\
+         \x20   - {{ urls: [\"turn:turn.example.com:3478\"], username: bot, credential: \"${{EXT_PW}}\" }}\n\
+         bots:\n{ONE_BOT}"
+    );
+    let config = d.parse(&yaml).unwrap();
+    let network = config.media.network_settings();
+    assert_eq!(network.addresses.len(), 2);
+    assert_eq!(network.ice_servers[1].credential, "ext-secret-42");
+    assert!(!format!("{:?}", config.media).contains("ext-secret-42"));
+    let default = d.parse(&with_bots(ONE_BOT)).unwrap();
+    assert!(default.media.network_settings().addresses.is_empty());
+}
+
+#[test]
+fn media_section_errors() {
+    let d = Deployment::new();
+    let cases = [
+        (
+            "media:\n  addresses: [localhost]\n",
+            "media.addresses[0]: \"localhost\" is not an IP address",
+        ),
+        (
+            "media:\n  ice_servers:\n    - { urls: [\"http://x\"] }\n",
+            "media.ice_servers[0].urls[0]",
+        ),
+        (
+            "media:\n  ice_servers:\n    - { urls: [\"turn:x:3478\"] }\n",
+            "media.ice_servers[0]: a TURN server needs username and credential",
+        ),
+        (
+            "media:\n  ice_servers:\n    - { urls: [] }\n",
+            "media.ice_servers[0]: urls",
+        ),
+    ];
+    for (media, expected) in cases {
+        let errors = d.errors(&format!("{PBX}{media}bots:\n{ONE_BOT}"));
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{expected:?} not in {errors:?}"
+        );
+    }
+}

@@ -1,4 +1,10 @@
-//! Two media legs in one process over 127.0.0.1: prompts, DTMF, rollback, recording.
+//! Two media legs in one process over 127.0.0.1: prompts, DTMF, rollback, echo, recording.
+//!
+//! The webrtc-rs pitfalls of DESIGN.md each have a test: the event handler that `build()` needs
+//! (every leg here is built with one), telephone-event registered with an empty track codec
+//! (`rfc4733_digits_arrive_once_each_in_order`: PT 101 arrives), offers listing telephone-event at
+//! 48 and 8 kHz (`browser_offer_with_two_telephone_events_keeps_the_8k_one`), and packets lost
+//! right after connect (silence first: `media::player` unit tests).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -501,4 +507,28 @@ fn recording_survives_sigkill() {
         "only {seconds} s of {recorded_for:?} survived"
     );
     assert!(samples.iter().any(|&s| s != 0), "the recording holds audio");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_mode_sends_back_what_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("sine.wav");
+    write_sine_wav(&prompt, 1.0);
+    let media = runtime();
+    let (mut a, b) = connected_pair(&media, |sdp| sdp.to_owned()).await;
+    b.leg.set_echo(true);
+    a.leg.record(RecordOptions {
+        path: dir.path().join("a.wav"),
+        stereo: true,
+        max_secs: None,
+    });
+    let id = a.leg.play(prompt, 1);
+    assert!(matches!(a.played(id).await, Outcome::Done));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.leg.stop_recording();
+    let (path, _) = a.recording_closed().await;
+    let (left, rate) = left_channel(&path);
+    let (seconds, dominant) = analyse(&left, rate);
+    assert!((dominant - 440.0).abs() <= 5.0, "echo at {dominant} Hz");
+    assert!((seconds - 1.0).abs() <= 0.1, "{seconds} s echoed");
 }

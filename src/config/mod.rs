@@ -12,11 +12,12 @@ mod resolve;
 mod secret;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use url::Url;
 
+use crate::media::transport::{IceServer, NetworkSettings};
 use crate::protocol::Dialect;
 
 pub use dial::{DialPattern, DialPolicy, PatternError};
@@ -32,6 +33,7 @@ pub struct Config {
     pub pbx: PbxConfig,
     /// Where `/metrics` and `/healthz` are served; `None` serves nothing.
     pub http: Option<HttpConfig>,
+    pub media: MediaConfig,
     pub bots: Vec<BotConfig>,
 }
 
@@ -75,6 +77,44 @@ pub struct AdminLogin {
 #[derive(Debug)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+}
+
+/// Where calls' media may flow.
+#[derive(Debug, Default)]
+pub struct MediaConfig {
+    /// Addresses to offer host candidates on; empty: every non-loopback interface plus 127.0.0.1.
+    pub addresses: Vec<IpAddr>,
+    pub ice_servers: Vec<IceServerConfig>,
+}
+
+/// A STUN or TURN server.
+#[derive(Debug)]
+pub struct IceServerConfig {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<Secret>,
+}
+
+impl MediaConfig {
+    /// The settings media legs are built with (the one place TURN credentials are exposed).
+    pub fn network_settings(&self) -> NetworkSettings {
+        NetworkSettings {
+            addresses: self.addresses.clone(),
+            ice_servers: self
+                .ice_servers
+                .iter()
+                .map(|server| IceServer {
+                    urls: server.urls.clone(),
+                    username: server.username.clone().unwrap_or_default(),
+                    credential: server
+                        .credential
+                        .as_ref()
+                        .map(|c| c.expose().to_owned())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Whether and how a bot's calls are recorded.

@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub defaults: RawDefaults,
     pub http: Option<RawHttp>,
+    #[serde(default)]
+    pub media: RawMedia,
     pub bots: Spanned<Vec<Spanned<RawBot>>>,
 }
 
@@ -58,6 +60,23 @@ pub(super) struct RawDefaults {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttp {
     pub listen: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMedia {
+    #[serde(default)]
+    pub addresses: Vec<Text>,
+    #[serde(default)]
+    pub ice_servers: Vec<Spanned<RawIceServer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIceServer {
+    pub urls: Vec<Text>,
+    pub username: Option<Text>,
+    pub credential: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,10 +10,11 @@ use url::Url;
 use super::dial::{DialPattern, DialPolicy};
 use super::env::expand;
 use super::error::{ConfigError, ConfigErrors, Problem, position_of};
-use super::raw::{RawBot, RawConfig, RawDefaults, RawPbx, RawRecord, Text};
+use super::raw::{RawBot, RawConfig, RawDefaults, RawMedia, RawPbx, RawRecord, Text};
 use super::secret::Secret;
 use super::{
-    AdminLogin, BotConfig, Config, DialectSetting, HttpConfig, PbxConfig, RecordMode, TlsSetting,
+    AdminLogin, BotConfig, Config, DialectSetting, HttpConfig, IceServerConfig, MediaConfig,
+    PbxConfig, RecordMode, TlsSetting,
 };
 use crate::protocol::Dialect;
 
@@ -47,6 +48,7 @@ pub(super) fn resolve(
             )
             .map(|listen| Some(HttpConfig { listen })),
     };
+    let media = r.media(&raw.media);
     if raw.bots.value.is_empty() {
         r.report(
             raw.bots.referenced,
@@ -72,6 +74,7 @@ pub(super) fn resolve(
             file: file.to_owned(),
             pbx,
             http,
+            media,
             bots,
         }),
         _ => {
@@ -301,6 +304,79 @@ impl Resolver<'_> {
         let message = format!("{:?} {problem}", value.value);
         self.report(value.referenced, "pbx.url", Problem::Invalid(message));
         None
+    }
+
+    /// Problems here are reported; what is valid is kept, so other sections are still checked.
+    fn media(&mut self, raw: &RawMedia) -> MediaConfig {
+        let addresses = raw
+            .addresses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, address)| {
+                let key = format!("media.addresses[{i}]");
+                self.parsed::<std::net::IpAddr>(address, &key, "an IP address")
+            })
+            .collect();
+        let ice_servers = raw
+            .ice_servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, server)| self.ice_server(i, server))
+            .collect();
+        MediaConfig {
+            addresses,
+            ice_servers,
+        }
+    }
+
+    fn ice_server(
+        &mut self,
+        index: usize,
+        server: &Spanned<super::raw::RawIceServer>,
+    ) -> Option<IceServerConfig> {
+        let key = format!("media.ice_servers[{index}]");
+        let mut urls = Vec::new();
+        let mut turn = false;
+        for (i, url) in server.value.urls.iter().enumerate() {
+            let url_key = format!("{key}.urls[{i}]");
+            let text = self.non_empty(url, &url_key)?;
+            let scheme = text.split(':').next().unwrap_or_default();
+            if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
+                let message = format!(
+                    "{:?} must start with stun:, stuns:, turn: or turns:",
+                    url.value
+                );
+                self.report(url.referenced, url_key, Problem::Invalid(message));
+                return None;
+            }
+            turn |= scheme.starts_with("turn");
+            urls.push(text);
+        }
+        if urls.is_empty() {
+            let problem = Problem::Invalid("urls: give at least one stun: or turn: URL".into());
+            self.report(server.referenced, key, problem);
+            return None;
+        }
+        let username = match &server.value.username {
+            Some(value) => Some(self.non_empty(value, &format!("{key}.username"))?),
+            None => None,
+        };
+        let credential = match &server.value.credential {
+            Some(value) => Some(Secret::new(
+                self.non_empty(value, &format!("{key}.credential"))?,
+            )),
+            None => None,
+        };
+        if turn && (username.is_none() || credential.is_none()) {
+            let problem = Problem::Invalid("a TURN server needs username and credential".into());
+            self.report(server.referenced, key, problem);
+            return None;
+        }
+        Some(IceServerConfig {
+            urls,
+            username,
+            credential,
+        })
     }
 
     fn record(&mut self, value: &Spanned<RawRecord>, key: &str) -> Option<RecordMode> {
