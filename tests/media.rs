@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use callbot::media::codec::Codec;
 use callbot::media::dtmf::Digit;
+use callbot::media::inband::goertzel_power;
 use callbot::media::player::Outcome;
 use callbot::media::prompt::{PromptError, load};
 use callbot::media::recorder::RecordingReport;
@@ -201,17 +202,6 @@ fn write_sine_wav(path: &Path, seconds: f32) {
     writer.finalize().unwrap();
 }
 
-fn goertzel(samples: &[f32], frequency: f32, rate: f32) -> f32 {
-    let coefficient = 2.0 * (2.0 * std::f32::consts::PI * frequency / rate).cos();
-    let (mut s1, mut s2) = (0.0f32, 0.0f32);
-    for &x in samples {
-        let s0 = x + coefficient * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - coefficient * s1 * s2
-}
-
 /// The left channel of a stereo recording, with its rate.
 fn left_channel(path: &Path) -> (Vec<f32>, u32) {
     let mut reader = hound::WavReader::open(path).expect("recording is a WAV");
@@ -238,7 +228,7 @@ fn analyse(samples: &[f32], rate: u32) -> (f32, f32) {
     let seconds = (last - first + 1) as f32 * window as f32 / rate as f32;
     let middle = &samples[(first + 20) * window..(last - 20) * window];
     let dominant = (300..=600)
-        .map(|f| (f as f32, goertzel(middle, f as f32, rate as f32)))
+        .map(|f| (f as f32, goertzel_power(middle, f as f32, rate as f32)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap()
         .0;

@@ -66,9 +66,9 @@ impl InbandDetector {
     }
 }
 
-/// Goertzel power of `frequency` in `block`, normalised so a full-scale sine gives about N²/4.
-fn power(block: &[f32], frequency: f32) -> f32 {
-    let coefficient = 2.0 * (2.0 * std::f32::consts::PI * frequency / SAMPLE_RATE).cos();
+/// Goertzel power of `frequency` in `block`: a sine of amplitude A gives about (A·N/2)².
+pub fn goertzel_power(block: &[f32], frequency: f32, sample_rate: f32) -> f32 {
+    let coefficient = 2.0 * (2.0 * std::f32::consts::PI * frequency / sample_rate).cos();
     let (mut s1, mut s2) = (0.0f32, 0.0f32);
     for &x in block {
         let s0 = x + coefficient * s1 - s2;
@@ -80,7 +80,7 @@ fn power(block: &[f32], frequency: f32) -> f32 {
 
 /// The strongest frequency of a group, with its power, if it dominates the others.
 fn dominant(block: &[f32], group: &[f32; 4]) -> Option<(usize, f32)> {
-    let powers = group.map(|f| power(block, f));
+    let powers = group.map(|f| goertzel_power(block, f, SAMPLE_RATE));
     let (best, &best_power) = powers
         .iter()
         .enumerate()

@@ -37,7 +37,7 @@ use super::transport::{
 };
 use crate::protocol::IceCandidate;
 
-/// Our codec list, in order of preference for offers; answers follow the remote's order.
+/// Payload types we offer for the dynamic codecs (answers take the offer's numbers).
 const TELEPHONE_EVENT_PT: u8 = 101;
 const OPUS_PT: u8 = 111;
 
@@ -62,6 +62,7 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCR
     }
 }
 
+/// Our codecs, in order of preference for offers; answers follow the remote's order.
 fn media_engine() -> Result<MediaEngine, TransportError> {
     let mut engine = MediaEngine::default();
     for parameters in [
