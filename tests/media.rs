@@ -522,3 +522,25 @@ async fn echo_mode_sends_back_what_arrives() {
     assert!((dominant - 440.0).abs() <= 5.0, "echo at {dominant} Hz");
     assert!((seconds - 1.0).abs() <= 0.1, "{seconds} s echoed");
 }
+
+#[test]
+fn absurd_sample_rates_are_unsupported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    for rate in [10, 1_000_000] {
+        let path = dir.path().join(format!("odd-{rate}.wav"));
+        let spec = WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: SampleFormat::Int,
+        };
+        let mut writer = WavWriter::create(&path, spec).unwrap();
+        writer.write_sample(1i16).unwrap();
+        writer.finalize().unwrap();
+        let result = load(&path, Codec::Pcmu);
+        assert!(
+            matches!(result, Err(PromptError::Unsupported { .. })),
+            "{rate} Hz"
+        );
+    }
+}

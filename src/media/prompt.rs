@@ -57,13 +57,17 @@ impl EncodedAudio {
     }
 }
 
+/// Sample rates we convert from; outside this a header is more likely corrupt than real, and the
+/// resampler's tables would grow without bound.
+const SUPPORTED_RATES: std::ops::RangeInclusive<u32> = 1000..=384_000;
+
 /// Reads a WAV file of any rate, 8/16/24/32-bit integer or 32-bit float, mono or stereo, and
 /// returns it as mono samples in [-1, 1] with its rate.
 pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32), PromptError> {
     let reader = WavReader::open(path).map_err(|e| open_error(path, e))?;
     let spec = reader.spec();
     let channels = usize::from(spec.channels);
-    if channels == 0 || spec.sample_rate == 0 {
+    if channels == 0 || !SUPPORTED_RATES.contains(&spec.sample_rate) {
         return Err(PromptError::Unsupported {
             path: path.into(),
             reason: format!("{} channels at {} Hz", spec.channels, spec.sample_rate),
