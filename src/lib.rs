@@ -1,5 +1,7 @@
 //! callbot: a call-automation daemon for PBXs that speak the Vodia websocket protocol.
 
 pub mod config;
+pub mod connection;
 pub mod media;
+pub mod pbx;
 pub mod protocol;

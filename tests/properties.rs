@@ -140,3 +140,56 @@ proptest! {
         let _ = exercise_config(&text, fixture_dir());
     }
 }
+
+mod emulator_under_random_frames {
+    //! Random frames thrown at one socket of the emulator never stop it serving the others.
+
+    use std::sync::OnceLock;
+
+    use callbot::pbx::{MediaMode, Pbx};
+    use callbot::protocol::{ConnectionState, Dialect};
+    use futures_util::SinkExt;
+    use proptest::prelude::*;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::common::emulator::{TestClient, raw_socket, start_pbx};
+    use super::json_frame;
+
+    fn runtime() -> &'static tokio::runtime::Runtime {
+        static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+        RUNTIME.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+    }
+
+    fn pbx() -> &'static Pbx {
+        static PBX: OnceLock<Pbx> = OnceLock::new();
+        PBX.get_or_init(|| runtime().block_on(start_pbx(MediaMode::Relay, Dialect::Legacy)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn other_sockets_keep_being_served(frames in prop::collection::vec(json_frame(), 1..40)) {
+            let pbx = pbx();
+            runtime().block_on(async {
+                let mut attacker = raw_socket(pbx, "509").await;
+                for frame in &frames {
+                    let _ = attacker.send(Message::text(frame.to_string())).await;
+                }
+                let mut bystander = TestClient::connect(super::common::emulator::settings(
+                    pbx,
+                    "508",
+                    super::common::emulator::third_party(super::common::emulator::ADMIN_PASSWORD),
+                ));
+                bystander.state(ConnectionState::AccessGranted).await;
+                bystander.link.close().await;
+            });
+        }
+    }
+}

@@ -100,6 +100,83 @@ impl Codec {
     }
 }
 
+/// Encodes a live stream frame by frame (a bridged call whose legs chose different codecs);
+/// Opus keeps its state from one frame to the next.
+pub struct Encoder {
+    codec: Codec,
+    opus: Option<opus::Encoder>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoder({:?})", self.codec)
+    }
+}
+
+impl Encoder {
+    pub fn new(codec: Codec) -> Result<Self, CodecError> {
+        let opus = match codec {
+            Codec::Opus => Some(opus_encoder()?),
+            _ => None,
+        };
+        Ok(Self { codec, opus })
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// One 20 ms frame of mono PCM at the codec's rate (shorter input is padded with silence).
+    pub fn encode(&mut self, pcm: &[i16]) -> Bytes {
+        let n = self.codec.frame_samples();
+        let mut frame = pcm[..pcm.len().min(n)].to_vec();
+        frame.resize(n, 0);
+        match (&mut self.opus, self.codec) {
+            (Some(encoder), _) => {
+                let mut buffer = [0u8; 1500];
+                match encoder.encode(&frame, &mut buffer) {
+                    Ok(len) => Bytes::copy_from_slice(&buffer[..len]),
+                    Err(_) => Codec::Opus.silence(),
+                }
+            }
+            (None, Codec::Pcma) => frame.iter().map(|&s| g711::encode_alaw(s)).collect(),
+            (None, _) => frame.iter().map(|&s| g711::encode_ulaw(s)).collect(),
+        }
+    }
+}
+
+/// Converts mono PCM between the two rates our codecs use (8 and 48 kHz): averaging groups of
+/// six going down (enough low-pass for narrowband speech and DTMF), linear interpolation going up.
+pub fn convert_rate(pcm: &[i16], from: u32, to: u32) -> Vec<i16> {
+    match (from, to) {
+        (a, b) if a == b => pcm.to_vec(),
+        (48000, 8000) => pcm
+            .chunks(6)
+            .map(|group| {
+                (group.iter().map(|&s| i32::from(s)).sum::<i32>() / group.len() as i32) as i16
+            })
+            .collect(),
+        (8000, 48000) => {
+            let mut out = Vec::with_capacity(pcm.len() * 6);
+            for (i, &sample) in pcm.iter().enumerate() {
+                let next = i32::from(*pcm.get(i + 1).unwrap_or(&sample));
+                let sample = i32::from(sample);
+                out.extend((0..6).map(|k| (sample + (next - sample) * k / 6) as i16));
+            }
+            out
+        }
+        _ => {
+            // Not a pair our codecs produce; nearest sample keeps the length right.
+            let len = pcm.len() * to as usize / from.max(1) as usize;
+            (0..len)
+                .map(|i| {
+                    pcm[(i * from as usize / to.max(1) as usize).min(pcm.len().saturating_sub(1))]
+                })
+                .collect()
+        }
+    }
+}
+
 fn opus_encoder() -> Result<opus::Encoder, opus::Error> {
     let mut encoder = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip)?;
     encoder.set_bitrate(opus::Bitrate::Bits(32_000))?;
@@ -209,6 +286,34 @@ mod tests {
         let energy = |s: &[i16]| s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
         let ratio = energy(&out[4800..]) / energy(&pcm[4800..]);
         assert!((0.5..2.0).contains(&ratio), "{ratio}");
+    }
+
+    #[test]
+    fn frame_encoder_matches_batch_encoding_for_g711() {
+        let pcm = sine(440.0, 8000, 20);
+        let mut encoder = Encoder::new(Codec::Pcma).unwrap();
+        assert_eq!(
+            encoder.encode(&pcm),
+            Codec::Pcma.encode_frames(&pcm).unwrap()[0]
+        );
+        let mut opus = Encoder::new(Codec::Opus).unwrap();
+        assert!(!opus.encode(&sine(440.0, 48000, 20)).is_empty());
+    }
+
+    #[test]
+    fn rate_conversion_keeps_duration_and_tone() {
+        let narrow = sine(440.0, 8000, 100);
+        let wide = convert_rate(&narrow, 8000, 48000);
+        assert_eq!(wide.len(), 4800);
+        let back = convert_rate(&wide, 48000, 8000);
+        assert_eq!(back.len(), 800);
+        let error = narrow
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+            .max()
+            .unwrap();
+        assert!(error < 1500, "{error}");
     }
 
     #[test]

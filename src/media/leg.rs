@@ -5,13 +5,13 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use super::codec::{Codec, Decoder, FRAME_MS};
+use super::codec::{Codec, Decoder, Encoder, FRAME_MS, convert_rate};
 use super::dtmf::{Digit, EventReceiver};
 use super::inband::InbandDetector;
 use super::player::{EchoFrame, ItemId, Negotiated, Outcome, Player};
@@ -19,10 +19,12 @@ use super::prompt::{EncodedAudio, PromptCache};
 use super::recorder::{RecordingReport, RecordingWriter, Timeline, WriteBatch};
 use super::rtp::RtpPacket;
 use super::stats::{LegStats, ReceiveStats, SendPacing};
+use super::tone::Signal;
 use super::transport::{Transport, TransportError, TransportEvents, TransportState};
 use crate::protocol::{CandidateError, IceCandidate, RemoteCandidate};
 
-/// Received frames queued for echo beyond this are dropped, bounding the echo delay.
+/// Received frames queued for echo (or from a bridged leg) beyond this are dropped, bounding
+/// the delay they add.
 const MAX_ECHO_FRAMES: usize = 5;
 
 #[derive(Debug, Error)]
@@ -74,10 +76,21 @@ struct Receive {
     pcm: Vec<i16>,
 }
 
+/// Audio to send when nothing is queued: our own received frames in echo mode, or a bridged
+/// leg's received frames.
 #[derive(Default)]
-struct Echo {
-    on: bool,
+struct Passthrough {
+    echo: bool,
     frames: VecDeque<EchoFrame>,
+}
+
+impl Passthrough {
+    fn push(&mut self, frame: EchoFrame) {
+        if self.frames.len() >= MAX_ECHO_FRAMES {
+            self.frames.pop_front();
+        }
+        self.frames.push_back(frame);
+    }
 }
 
 struct Recording {
@@ -111,7 +124,11 @@ pub(super) struct LegState {
     closed: AtomicBool,
     player: Mutex<Player>,
     receive: Mutex<Receive>,
-    echo: Mutex<Echo>,
+    passthrough: Mutex<Passthrough>,
+    /// The leg that sends what this one receives (a bridged call in the PBX emulator).
+    bridge: Mutex<Option<Weak<LegState>>>,
+    /// Encodes audio bridged in from a leg with another codec.
+    transcoder: Mutex<Option<Encoder>>,
     recording: Mutex<Recordings>,
     /// A recording asked for before the codec (and so the rate) was known.
     pending_recording: Mutex<Option<RecordOptions>>,
@@ -145,7 +162,9 @@ impl LegState {
                 stats: ReceiveStats::default(),
                 pcm: Vec::new(),
             }),
-            echo: Mutex::default(),
+            passthrough: Mutex::default(),
+            bridge: Mutex::default(),
+            transcoder: Mutex::new(None),
             recording: Mutex::default(),
             pending_recording: Mutex::new(None),
             sent: Mutex::default(),
@@ -164,17 +183,13 @@ impl LegState {
 
     /// One 20 ms interval: produce, send, record. Called by the media clock.
     pub(super) fn tick(&self, transport: &dyn Transport, writes: &mut WriteBatch) {
-        let echo = {
-            let mut echo = lock(&self.echo);
-            if echo.on {
-                echo.frames.pop_front()
-            } else {
-                None
-            }
-        };
+        let passthrough = lock(&self.passthrough).frames.pop_front();
         let (tick, codec) = {
             let mut player = lock(&self.player);
-            (player.tick(echo), player.negotiated().map(|n| n.codec))
+            (
+                player.tick(passthrough),
+                player.negotiated().map(|n| n.codec),
+            )
         };
         for event in &tick.events {
             self.emit(LegEvent::Played {
@@ -296,15 +311,24 @@ impl LegState {
 
     fn on_audio(&self, packet: &RtpPacket, negotiated: Negotiated, receive: &mut Receive) {
         let recording = lock(&self.recording).active.is_some();
-        let echo_on = lock(&self.echo).on;
-        let needs_pcm = recording || receive.inband.is_some();
+        let echo_on = lock(&self.passthrough).echo;
+        let bridged = lock(&self.bridge).as_ref().and_then(Weak::upgrade);
+        let bridged_codec = bridged
+            .as_ref()
+            .and_then(|leg| lock(&leg.player).negotiated())
+            .map(|n| n.codec);
+        let transcode = bridged_codec.is_some_and(|codec| codec != negotiated.codec);
+        let needs_pcm = recording || receive.inband.is_some() || transcode;
         receive.pcm.clear();
         if needs_pcm && let Some(decoder) = receive.decoder.as_mut() {
             decoder.decode(&packet.payload, &mut receive.pcm);
         }
+        if let (Some(leg), Some(codec)) = (&bridged, bridged_codec) {
+            leg.bridged_in(&packet.payload, &receive.pcm, negotiated.codec, codec);
+        }
         if let Some(detector) = receive.inband.as_mut() {
             let digits = match negotiated.codec {
-                Codec::Opus => detector.push(&decimate_to_8k(&receive.pcm)),
+                Codec::Opus => detector.push(&convert_rate(&receive.pcm, 48000, 8000)),
                 _ => detector.push(&receive.pcm),
             };
             for digit in digits {
@@ -323,11 +347,7 @@ impl LegState {
                     pcm: receive.pcm.clone(),
                 })
             });
-            let mut echo = lock(&self.echo);
-            if echo.frames.len() >= MAX_ECHO_FRAMES {
-                echo.frames.pop_front();
-            }
-            echo.frames.push_back(EchoFrame {
+            lock(&self.passthrough).push(EchoFrame {
                 payload: packet.payload.clone(),
                 pcm,
             });
@@ -354,11 +374,29 @@ impl Recordings {
     }
 }
 
-/// 48 kHz → 8 kHz by averaging groups of six: enough low-pass for DTMF detection (≤ 1.7 kHz).
-fn decimate_to_8k(pcm: &[i16]) -> Vec<i16> {
-    pcm.chunks(6)
-        .map(|group| (group.iter().map(|&s| i32::from(s)).sum::<i32>() / group.len() as i32) as i16)
-        .collect()
+impl LegState {
+    /// Audio a bridged leg received, to be sent by this one: passed on as it is when both legs
+    /// speak the same codec, otherwise converted from `pcm` (decoded at `from`'s rate).
+    fn bridged_in(&self, payload: &bytes::Bytes, pcm: &[i16], from: Codec, to: Codec) {
+        let payload = if from == to {
+            payload.clone()
+        } else {
+            if pcm.is_empty() {
+                return;
+            }
+            let mut transcoder = lock(&self.transcoder);
+            if transcoder.as_ref().is_none_or(|e| e.codec() != to) {
+                *transcoder = Encoder::new(to)
+                    .inspect_err(|e| tracing::warn!(leg = self.id, "no encoder: {e}"))
+                    .ok();
+            }
+            let Some(encoder) = transcoder.as_mut() else {
+                return;
+            };
+            encoder.encode(&convert_rate(pcm, from.clock_rate(), to.clock_rate()))
+        };
+        lock(&self.passthrough).push(EchoFrame { payload, pcm: None });
+    }
 }
 
 impl TransportEvents for LegState {
@@ -534,11 +572,23 @@ impl MediaLeg {
         }
     }
 
+    /// Queues a call-progress signal (ringback, hold music, error tone), `loops` times.
+    pub fn play_signal(&self, signal: Signal, loops: u32) -> ItemId {
+        lock(&self.state.player).enqueue_signal(signal, loops)
+    }
+
     /// Echo mode: what arrives is sent back (re-timed) whenever nothing is queued.
     pub fn set_echo(&self, on: bool) {
-        let mut echo = lock(&self.state.echo);
-        echo.on = on;
-        echo.frames.clear();
+        let mut passthrough = lock(&self.state.passthrough);
+        passthrough.echo = on;
+        passthrough.frames.clear();
+    }
+
+    /// Sends what this leg receives out through `to` (whenever `to` has nothing queued),
+    /// transcoding if the two legs chose different codecs. One direction; bridge both legs to
+    /// each other for a two-way call. `None` ends the bridge.
+    pub fn bridge_to(&self, to: Option<&MediaLeg>) {
+        *lock(&self.state.bridge) = to.map(|leg| Arc::downgrade(&leg.state));
     }
 
     /// Local hold: send nothing (the recording goes on with silence).

@@ -84,6 +84,7 @@ enum Kind {
     Prompt { prompt: Prompt, loops: u32 },
     Pause { ticks: u32 },
     Tone { hz: f32, ms: u32 },
+    Signal { signal: tone::Signal, loops: u32 },
     Dtmf { digits: VecDeque<Digit> },
 }
 
@@ -210,6 +211,14 @@ impl Player {
 
     pub fn enqueue_tone(&mut self, hz: f32, ms: u32) -> ItemId {
         self.push(Kind::Tone { hz, ms })
+    }
+
+    /// Queues a call-progress signal (ringback, hold music, error tone), `loops` times.
+    pub fn enqueue_signal(&mut self, signal: tone::Signal, loops: u32) -> ItemId {
+        self.push(Kind::Signal {
+            signal,
+            loops: loops.max(1),
+        })
     }
 
     /// Queues DTMF: RFC 4733 events when negotiated, otherwise in-band tones.
@@ -351,6 +360,7 @@ impl Player {
                 ticks_left: ticks,
             }),
             Kind::Tone { hz, ms } => audio_item(id, encode(tone::sine(hz, rate, ms)), 1, tick),
+            Kind::Signal { signal, loops } => audio_item(id, signal.encoded(codec), loops, tick),
             Kind::Dtmf { digits } if negotiated.telephone_event.is_none() => {
                 // In-band: the keys as tones with gaps, played like a prompt.
                 let mut pcm = Vec::new();

@@ -1,8 +1,12 @@
 //! Generated audio: sine tones (beeps, ringback, hold music) and DTMF key tones.
 
+use std::collections::HashMap;
 use std::f32::consts::TAU;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use super::codec::Codec;
 use super::dtmf::Digit;
+use super::prompt::EncodedAudio;
 
 /// Level of a generated tone: about -10 dBFS, loud enough and never clipping.
 const TONE_LEVEL: f32 = 0.3;
@@ -18,6 +22,60 @@ pub fn sine(frequency: f32, sample_rate: u32, ms: u32) -> Vec<i16> {
 pub fn dtmf_tone(digit: Digit, sample_rate: u32, ms: u32) -> Vec<i16> {
     let (row, col) = digit.frequencies();
     mix(&[row, col], DTMF_LEVEL, sample_rate, ms)
+}
+
+/// Call-progress sounds a PBX plays: what a caller hears while the far end rings, while held,
+/// and when a call cannot be completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// 440 + 480 Hz, 2 s on, 4 s off (North American ringback).
+    Ringback,
+    /// A gentle three-note figure with pauses: "music" on hold.
+    Hold,
+    /// The three rising special-information tones (950, 1400, 1800 Hz), then silence.
+    Error,
+}
+
+impl Signal {
+    /// One period of the signal as PCM at `rate`.
+    pub fn pcm(self, rate: u32) -> Vec<i16> {
+        let silence = |ms: u32| vec![0i16; (rate * ms / 1000) as usize];
+        match self {
+            Signal::Ringback => [
+                mix(&[440.0, 480.0], TONE_LEVEL / 2.0, rate, 2000),
+                silence(4000),
+            ]
+            .concat(),
+            Signal::Hold => [
+                sine(523.25, rate, 400),
+                sine(659.25, rate, 400),
+                sine(783.99, rate, 600),
+                silence(1600),
+            ]
+            .concat(),
+            Signal::Error => [
+                sine(950.0, rate, 330),
+                sine(1400.0, rate, 330),
+                sine(1800.0, rate, 330),
+                silence(500),
+            ]
+            .concat(),
+        }
+    }
+
+    /// The signal encoded for `codec`, made once per process and shared by every leg.
+    pub fn encoded(self, codec: Codec) -> Option<Arc<EncodedAudio>> {
+        type Cache = Mutex<HashMap<(Signal, Codec), Arc<EncodedAudio>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Cache::default);
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(audio) = cache.get(&(self, codec)) {
+            return Some(audio.clone());
+        }
+        let audio = Arc::new(EncodedAudio::from_pcm(codec, self.pcm(codec.clock_rate())).ok()?);
+        cache.insert((self, codec), audio.clone());
+        Some(audio)
+    }
 }
 
 fn mix(frequencies: &[f32], level: f32, sample_rate: u32, ms: u32) -> Vec<i16> {
@@ -45,5 +103,15 @@ mod tests {
         let key = dtmf_tone(Digit::from_char('#').unwrap(), 48000, 50);
         assert_eq!(key.len(), 2400);
         assert!(key.iter().all(|s| s.unsigned_abs() < 12_000));
+    }
+
+    #[test]
+    fn signals_have_their_cadence_and_are_cached() {
+        assert_eq!(Signal::Ringback.pcm(8000).len(), 6 * 8000);
+        assert_eq!(Signal::Error.pcm(8000).len(), 8000 * 1490 / 1000);
+        let a = Signal::Hold.encoded(Codec::Pcmu).unwrap();
+        let b = Signal::Hold.encoded(Codec::Pcmu).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.frames.len(), 150);
     }
 }

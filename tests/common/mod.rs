@@ -123,3 +123,4 @@ pub const FRAME_WORDS: &[&str] = &[
     "useragent",
     "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
 ];
+pub mod emulator;

@@ -1,0 +1,98 @@
+//! Subcommands of the `callbot` binary: argument parsing (clap) and the glue that starts the
+//! library's pieces. Each subcommand lives in a file of its own.
+
+mod check;
+mod pbx;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "callbot",
+    version,
+    about = "Call-automation bots for PBXs that speak the Vodia websocket protocol",
+    long_about = "Call-automation bots for PBXs that speak the Vodia websocket protocol.\n\n\
+        Each bot is one PBX extension with its own websocket and a Rhai script that answers, \
+        dials, plays prompts, collects DTMF, transfers and records calls. Bots are listed in a \
+        YAML file (see bots.example.yaml and the README). `callbot pbx` is a PBX emulator that \
+        speaks the same protocol, for trying bots out on one machine."
+)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Check(check::CheckArgs),
+    Pbx(pbx::PbxArgs),
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        match self.command {
+            Command::Check(args) => check::run(&args),
+            Command::Pbx(args) => block_on(pbx::run(args)),
+        }
+    }
+}
+
+/// Runs an async subcommand on a multi-thread tokio runtime.
+fn block_on(future: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(future),
+        Err(e) => {
+            eprintln!("callbot: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` wins over `-v`.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info,webrtc=warn,rtc=warn,webrtc_ice=warn,webrtc_dtls=warn,webrtc_srtp=warn",
+        1 => {
+            "debug,webrtc=info,rtc=info,hyper=info,rustls=info,tungstenite=info,tokio_tungstenite=info"
+        }
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

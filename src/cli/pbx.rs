@@ -1,0 +1,172 @@
+//! `callbot pbx`: the PBX emulator.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use callbot::config::Secret;
+use callbot::media::transport::NetworkSettings;
+use callbot::pbx::{Accounts, CertificateSource, MediaMode, Pbx, PbxOptions};
+use callbot::protocol::Dialect;
+
+/// Run the PBX emulator: HTTPS REST login, the websocket protocol, calls between extensions.
+///
+/// Bots (`callbot run`) and browsers log in to it as they would to a Vodia PBX. It prints its
+/// URL, the admin credentials (for third-party login) and where its certificate is. The admin
+/// password comes from PBX_ADMIN_PASSWORD, or is made up at start. Without --accounts it knows
+/// extensions 500-509 and 600-609, each with its number as password.
+#[derive(clap::Args, Clone)]
+pub struct PbxArgs {
+    /// Address and port to serve HTTPS and the websocket on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// The tenant domain clients log in to.
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+    /// Accounts file: `admin: {user, password}` and `extensions: [{number, name, password}]`.
+    #[arg(long, value_name = "FILE")]
+    pub accounts: Option<PathBuf>,
+    /// Protocol dialect: modern (v70: the PBX makes its own offer) or legacy (v68).
+    #[arg(long, default_value = "modern", value_parser = parse_dialect)]
+    pub dialect: Dialect,
+    /// anchored: terminate and bridge media (ringback, hold music, transfer); relay: pass SDP
+    /// through (peers' media flows directly; legacy dialect).
+    #[arg(long, default_value = "anchored", value_parser = parse_media)]
+    pub media: MediaMode,
+    /// Write the generated self-signed certificate (PEM) here, for bots' `tls.ca_file`.
+    #[arg(long, value_name = "FILE")]
+    pub cert_out: Option<PathBuf>,
+    /// Serve this certificate (PEM) instead of a generated one; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Address for media host candidates (anchored mode); repeat for more. Default: all
+    /// interfaces plus 127.0.0.1.
+    #[arg(long = "media-address", value_name = "IP")]
+    pub media_addresses: Vec<IpAddr>,
+    /// Seconds an unanswered call rings before it ends with 480.
+    #[arg(long, default_value_t = 60)]
+    pub ring_timeout: u64,
+    /// Seconds a caller has to answer the emulator's offer (modern dialect) before `bye` 415.
+    #[arg(long, default_value_t = 10)]
+    pub offer_timeout: u64,
+}
+
+fn parse_dialect(text: &str) -> Result<Dialect, String> {
+    text.parse()
+}
+
+fn parse_media(text: &str) -> Result<MediaMode, String> {
+    match text {
+        "anchored" => Ok(MediaMode::Anchored),
+        "relay" => Ok(MediaMode::Relay),
+        other => Err(format!(
+            "unknown media mode {other:?} (expected anchored or relay)"
+        )),
+    }
+}
+
+impl PbxArgs {
+    /// The emulator options these arguments describe.
+    pub fn options(&self) -> Result<PbxOptions, String> {
+        let admin_password = match std::env::var("PBX_ADMIN_PASSWORD") {
+            Ok(password) if !password.is_empty() => Secret::new(password),
+            _ => Secret::new(format!("{:016x}", rand::random::<u64>())),
+        };
+        let accounts = match &self.accounts {
+            Some(path) => Accounts::load(path).map_err(|e| e.to_string())?,
+            None => Accounts::defaults(admin_password),
+        };
+        let certificate = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => CertificateSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => {
+                let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+                let ip = self.listen.ip();
+                if !ip.is_unspecified() && !ip.is_loopback() {
+                    names.push(ip.to_string());
+                }
+                CertificateSource::SelfSigned {
+                    names,
+                    out: self.cert_out.clone(),
+                }
+            }
+        };
+        Ok(PbxOptions {
+            listen: self.listen,
+            domain: self.domain.clone(),
+            dialect: self.dialect,
+            media: self.media,
+            accounts,
+            certificate,
+            network: NetworkSettings {
+                addresses: self.media_addresses.clone(),
+                ice_servers: vec![],
+            },
+            ring_timeout: Duration::from_secs(self.ring_timeout),
+            offer_timeout: Duration::from_secs(self.offer_timeout),
+        })
+    }
+}
+
+/// Prints how to reach the emulator.
+pub fn announce(pbx: &Pbx, options: &PbxOptions, cert_out: Option<&PathBuf>) {
+    println!("PBX emulator listening on {}", pbx.url());
+    println!(
+        "  dialect {} ({} media), domain {}",
+        options.effective_dialect(),
+        match options.media {
+            MediaMode::Anchored => "anchored",
+            MediaMode::Relay => "relay",
+        },
+        options.domain
+    );
+    println!(
+        "  admin login: user {} password {}",
+        options.accounts.admin_user,
+        options.accounts.admin_password.expose()
+    );
+    let numbers: Vec<&str> = options
+        .accounts
+        .extensions
+        .keys()
+        .map(String::as_str)
+        .collect();
+    println!("  extensions: {}", numbers.join(" "));
+    match cert_out {
+        Some(path) => println!("  certificate: {} (bots: tls.ca_file)", path.display()),
+        None => println!("  certificate: self-signed (bots: tls.insecure, or --cert-out FILE)"),
+    }
+    println!(
+        "  calls: {}emulator/calls  events: {}emulator/events",
+        pbx.url(),
+        pbx.url()
+    );
+}
+
+pub async fn run(args: PbxArgs) -> ExitCode {
+    let options = match args.options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("callbot pbx: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let pbx = match Pbx::start(options.clone()).await {
+        Ok(pbx) => pbx,
+        Err(e) => {
+            eprintln!("callbot pbx: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    announce(&pbx, &options, args.cert_out.as_ref());
+    super::shutdown_signal().await;
+    println!("stopping");
+    pbx.stop().await;
+    ExitCode::SUCCESS
+}

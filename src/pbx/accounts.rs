@@ -1,0 +1,168 @@
+//! Who may log in to the emulator: the admin (for third-party logins) and the extensions, from
+//! `--accounts accounts.yaml` or built-in defaults.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::config::Secret;
+
+/// One extension of the emulated domain.
+#[derive(Clone, Debug)]
+pub struct Extension {
+    pub number: String,
+    pub name: String,
+    pub password: Secret,
+}
+
+/// The admin and the extensions, by number.
+#[derive(Clone, Debug)]
+pub struct Accounts {
+    pub admin_user: String,
+    pub admin_password: Secret,
+    pub extensions: BTreeMap<String, Extension>,
+}
+
+#[derive(Debug, Error)]
+pub enum AccountsError {
+    #[error("{file}: {problem}")]
+    File { file: String, problem: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccounts {
+    admin: RawAdmin,
+    extensions: Vec<RawExtension>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    user: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtension {
+    number: String,
+    #[serde(default)]
+    name: Option<String>,
+    password: String,
+}
+
+/// Names of the default extensions: the demo's bots and some desks for people and browsers.
+fn default_name(number: u32) -> String {
+    match number {
+        500 => "IVR".into(),
+        501 => "Test line".into(),
+        600 => "Greeter A".into(),
+        601 => "Greeter B".into(),
+        n if n < 600 => format!("Desk {n}"),
+        n => format!("Bot {n}"),
+    }
+}
+
+impl Accounts {
+    /// The built-in accounts: admin (with `admin_password`) and extensions 500–509 and 600–609,
+    /// each with its number as password (a lab emulator, never a real PBX).
+    pub fn defaults(admin_password: Secret) -> Self {
+        let extensions = (500..510)
+            .chain(600..610)
+            .map(|n: u32| Extension {
+                number: n.to_string(),
+                name: default_name(n),
+                password: Secret::new(n.to_string()),
+            })
+            .map(|e| (e.number.clone(), e))
+            .collect();
+        Self {
+            admin_user: "admin".into(),
+            admin_password,
+            extensions,
+        }
+    }
+
+    /// Reads an accounts file:
+    /// `admin: {user, password}` and `extensions: [{number, name, password}]`.
+    pub fn load(path: &Path) -> Result<Self, AccountsError> {
+        let file = path.display().to_string();
+        let error = |problem: String| AccountsError::File {
+            file: file.clone(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let raw: RawAccounts = serde_saphyr::from_str(&text).map_err(|e| error(e.to_string()))?;
+        let mut extensions = BTreeMap::new();
+        for ext in raw.extensions {
+            if ext.number.is_empty() || !ext.number.chars().all(|c| c.is_ascii_digit()) {
+                return Err(error(format!(
+                    "extension number {:?} must be digits",
+                    ext.number
+                )));
+            }
+            let extension = Extension {
+                name: ext
+                    .name
+                    .unwrap_or_else(|| format!("Extension {}", ext.number)),
+                number: ext.number.clone(),
+                password: Secret::new(ext.password),
+            };
+            if extensions.insert(ext.number.clone(), extension).is_some() {
+                return Err(error(format!("extension {} is listed twice", ext.number)));
+            }
+        }
+        Ok(Self {
+            admin_user: raw.admin.user,
+            admin_password: Secret::new(raw.admin.password),
+            extensions,
+        })
+    }
+
+    pub fn extension(&self, number: &str) -> Option<&Extension> {
+        self.extensions.get(number)
+    }
+
+    pub fn is_admin(&self, user: &str, password: &str) -> bool {
+        user == self.admin_user && password == self.admin_password.expose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_have_the_demo_extensions() {
+        let accounts = Accounts::defaults(Secret::new("pw"));
+        assert_eq!(accounts.extensions.len(), 20);
+        assert_eq!(accounts.extension("500").unwrap().name, "IVR");
+        assert_eq!(accounts.extension("609").unwrap().password.expose(), "609");
+        assert!(accounts.extension("510").is_none());
+        assert!(accounts.is_admin("admin", "pw"));
+        assert!(!accounts.is_admin("admin", "nope"));
+    }
+
+    #[test]
+    fn file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.yaml");
+        std::fs::write(
+            &path,
+            "admin: { user: root, password: x }\nextensions:\n  - { number: \"700\", password: a }\n",
+        )
+        .unwrap();
+        let accounts = Accounts::load(&path).unwrap();
+        assert_eq!(accounts.extension("700").unwrap().name, "Extension 700");
+        std::fs::write(
+            &path,
+            "admin: { user: root, password: x }\nextensions:\n  - { number: \"7a\", password: a }\n",
+        )
+        .unwrap();
+        let error = Accounts::load(&path).unwrap_err().to_string();
+        assert!(error.contains("must be digits"), "{error}");
+    }
+}

@@ -1,0 +1,996 @@
+//! One call through the emulator, as its own task: the caller, the callee's endpoints (forked
+//! to every registered socket), later a transfer target. In relay mode SDP and candidates pass
+//! through and the peers' media flows directly; in anchored mode the emulator is a back-to-back
+//! user agent with a media leg per party, bridging audio and DTMF, playing ringback, hold music
+//! and error tones (PROTOCOL.md §6, §9).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, info, warn};
+
+use super::journal::{CallView, LegView};
+use super::switch::{CallKey, CallReport, SocketId, SocketTx, SwitchInput};
+use super::{Context, MediaMode, lock};
+use crate::media::tone::Signal;
+use crate::media::transport::TransportState;
+use crate::media::{LegEvent, MediaLeg};
+use crate::protocol::{
+    Bye, CallId, CallInfo, CallRef, ClientFrame, Cseq, Dialect, HoldCommand, Invite, PbxCallState,
+    RemoteCandidate, Sdp, SdpFrame, ServerFrame, SipCode,
+};
+
+/// Plenty of loops for a signal that plays until something stops it.
+const UNTIL_STOPPED: u32 = 10_000;
+/// How long the error tone plays before a failed transfer's transferee is released.
+const ERROR_TONE: Duration = Duration::from_millis(1600);
+
+/// A registered socket of an extension, and the call id this call has on it.
+#[derive(Clone, Debug)]
+pub(super) struct Endpoint {
+    pub socket: SocketId,
+    pub extension: String,
+    pub tx: SocketTx,
+    pub callid: CallId,
+}
+
+pub(super) struct CallSetup {
+    pub key: CallKey,
+    pub caller: Endpoint,
+    /// The emulator's own call id towards the caller (modern dialect, anchored media).
+    pub caller_alias: CallId,
+    pub caller_name: String,
+    pub to: String,
+    pub offer: String,
+    /// The dialled extension's registered sockets; empty: 404.
+    pub callees: Vec<Endpoint>,
+}
+
+pub(super) enum CallInput {
+    Frame {
+        socket: SocketId,
+        frame: ClientFrame,
+    },
+    SocketClosed(SocketId),
+}
+
+/// One party's entry in `call-state` lists.
+#[derive(Clone, Debug)]
+pub(super) struct PartyState {
+    pub extension: String,
+    pub callid: CallId,
+    pub state: &'static str,
+    pub from_number: String,
+    pub from_name: String,
+    pub to_number: String,
+    pub start: u64,
+    pub connect: Option<u64>,
+}
+
+impl PartyState {
+    pub(super) fn info(&self) -> CallInfo {
+        CallInfo {
+            id: self.callid.to_string(),
+            state: match self.state {
+                "alerting" => PbxCallState::Alerting,
+                "ringback" => PbxCallState::Ringback,
+                "connected" => PbxCallState::Connected,
+                "onhold" => PbxCallState::OnHold,
+                "holding" => PbxCallState::Holding,
+                other => PbxCallState::Other(other.to_owned()),
+            },
+            from_number: Some(self.from_number.clone()),
+            from_name: Some(self.from_name.clone()),
+            to_number: Some(self.to_number.clone()),
+            to_name: None,
+            start: Some(self.start),
+            connect: self.connect,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Caller,
+    Callee,
+    Target,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Ringing,
+    Connected,
+    Ended,
+}
+
+struct Party {
+    role: Role,
+    endpoint: Endpoint,
+    /// The call id this party knows the call by.
+    id: CallId,
+    /// Our CSeq towards this party, for the frames we originate.
+    cseq: u64,
+    status: Status,
+    /// Put the call on hold itself.
+    holding: bool,
+    /// Anchored media: the emulator's leg towards this party.
+    leg: Option<Arc<MediaLeg>>,
+    /// What we sent this party as SDP (anchored: our answer or offer; relay: the caller's offer).
+    sdp: Option<Sdp>,
+    dtmf: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Nobody answered in time: 480.
+    Ring,
+    /// The caller never answered our offer (modern dialect): 415.
+    Offer,
+    /// The error tone after a failed transfer has played: release the transferee.
+    ErrorTone,
+}
+
+type PartyIndex = usize;
+const CALLER: PartyIndex = 0;
+
+struct PbxCall {
+    ctx: Arc<Context>,
+    key: CallKey,
+    switch: mpsc::UnboundedSender<SwitchInput>,
+    to: String,
+    caller_name: String,
+    parties: Vec<Party>,
+    /// The two parties whose audio is bridged.
+    bridge: Option<(PartyIndex, PartyIndex)>,
+    /// The party waiting for a transfer target to answer.
+    transferee: Option<PartyIndex>,
+    timers: Vec<(Instant, Timer)>,
+    media_tx: mpsc::UnboundedSender<(PartyIndex, LegEvent)>,
+    started_ms: u64,
+    answered_ms: Option<u64>,
+    end_code: Option<SipCode>,
+    finished: bool,
+}
+
+/// Runs one call until every party is gone.
+pub(super) async fn run(
+    ctx: Arc<Context>,
+    setup: CallSetup,
+    mut inputs: mpsc::UnboundedReceiver<CallInput>,
+    switch: mpsc::UnboundedSender<SwitchInput>,
+) {
+    let (media_tx, mut media_rx) = mpsc::unbounded_channel();
+    let started_ms = lock(&ctx.journal).now_ms();
+    let caller = Party {
+        role: Role::Caller,
+        id: setup.caller.callid.clone(),
+        endpoint: setup.caller,
+        cseq: 0,
+        status: Status::Ringing,
+        holding: false,
+        leg: None,
+        sdp: None,
+        dtmf: String::new(),
+    };
+    let mut call = PbxCall {
+        ctx,
+        key: setup.key,
+        switch,
+        to: setup.to,
+        caller_name: setup.caller_name,
+        parties: vec![caller],
+        bridge: None,
+        transferee: None,
+        timers: Vec::new(),
+        media_tx,
+        started_ms,
+        answered_ms: None,
+        end_code: None,
+        finished: false,
+    };
+    call.start(setup.offer, setup.callees, setup.caller_alias)
+        .await;
+    // Media counters in `/emulator/calls` are refreshed this often.
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    while !call.finished {
+        let next_timer = call.timers.iter().min_by_key(|(at, _)| *at).copied();
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(CallInput::Frame { socket, frame }) => call.on_frame(socket, frame).await,
+                Some(CallInput::SocketClosed(socket)) => call.on_socket_closed(socket).await,
+                None => break,
+            },
+            Some((party, event)) = media_rx.recv() => call.on_media(party, event).await,
+            _ = refresh.tick(), if call.anchored() => call.publish_view(),
+            () = sleep_until(next_timer.map_or_else(Instant::now, |(at, _)| at)), if next_timer.is_some() => {
+                if let Some((at, timer)) = next_timer {
+                    call.timers.retain(|t| *t != (at, timer));
+                    call.on_timer(timer).await;
+                }
+            }
+        }
+    }
+    call.finish().await;
+}
+
+fn candidate_frame(callid: &CallId, candidate: String) -> ServerFrame {
+    ServerFrame::Candidate(RemoteCandidate {
+        callid: Some(callid.clone()),
+        candidate,
+        addresses: vec![],
+    })
+}
+
+impl PbxCall {
+    fn anchored(&self) -> bool {
+        self.ctx.options.media == MediaMode::Anchored
+    }
+
+    fn modern(&self) -> bool {
+        self.anchored() && self.ctx.options.dialect == Dialect::Modern
+    }
+
+    fn journal(&self, kind: &'static str, party: PartyIndex, detail: serde_json::Value) {
+        let p = &self.parties[party];
+        lock(&self.ctx.journal).event(
+            kind,
+            Some(&p.endpoint.extension),
+            Some(p.id.as_str()),
+            detail,
+        );
+    }
+
+    fn send(&self, party: PartyIndex, frame: ServerFrame) {
+        let _ = self.parties[party].endpoint.tx.send(Some(frame));
+    }
+
+    fn next_cseq(&mut self, party: PartyIndex) -> Cseq {
+        let p = &mut self.parties[party];
+        p.cseq += 1;
+        Cseq::Number(p.cseq)
+    }
+
+    fn set_timer(&mut self, after: Duration, timer: Timer) {
+        self.timers.retain(|(_, t)| *t != timer);
+        self.timers.push((Instant::now() + after, timer));
+    }
+
+    fn cancel_timer(&mut self, timer: Timer) {
+        self.timers.retain(|(_, t)| *t != timer);
+    }
+
+    async fn new_leg(&self, party: PartyIndex) -> Option<Arc<MediaLeg>> {
+        let media = self.ctx.media.as_ref()?;
+        match media.new_leg().await {
+            Ok((leg, mut events)) => {
+                let tx = self.media_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        if tx.send((party, event)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Some(Arc::new(leg))
+            }
+            Err(e) => {
+                warn!("emulator media leg: {e}");
+                None
+            }
+        }
+    }
+
+    /// Rings the callees and answers (legacy) or offers to (modern) the caller.
+    async fn start(&mut self, offer: String, callees: Vec<Endpoint>, alias: CallId) {
+        if callees.is_empty() {
+            self.journal("not-found", CALLER, json!({ "to": self.to }));
+            self.fail_caller(SipCode::NOT_FOUND, "Not Found");
+            self.finished = true;
+            return;
+        }
+        if self.anchored() {
+            let Some(leg) = self.new_leg(CALLER).await else {
+                self.fail_caller(SipCode::SERVER_ERROR, "Media Unavailable");
+                self.finished = true;
+                return;
+            };
+            self.parties[CALLER].leg = Some(leg.clone());
+            let sdp = if self.modern() {
+                // §6 modern: the caller's offer is ignored; we offer under our own call id.
+                self.parties[CALLER].id = alias;
+                leg.create_offer().await.map(Sdp::offer)
+            } else {
+                leg.accept_offer(&offer).await.map(Sdp::answer)
+            };
+            match sdp {
+                Ok(sdp) => {
+                    self.parties[CALLER].sdp = Some(sdp.clone());
+                    let cseq = self.next_cseq(CALLER);
+                    self.send(
+                        CALLER,
+                        ServerFrame::Sdp(SdpFrame {
+                            callid: self.parties[CALLER].id.clone(),
+                            cseq: Some(cseq),
+                            code: Some(SipCode::SESSION_PROGRESS),
+                            reason: Some("Session Progress".into()),
+                            sdp,
+                        }),
+                    );
+                    if self.modern() {
+                        self.set_timer(self.ctx.options.offer_timeout, Timer::Offer);
+                    }
+                    leg.play_signal(Signal::Ringback, UNTIL_STOPPED);
+                }
+                Err(e) => {
+                    info!("caller's SDP refused: {e}");
+                    self.fail_caller(SipCode::NOT_ACCEPTABLE_HERE, "Not Acceptable Here");
+                    self.finished = true;
+                    return;
+                }
+            }
+        }
+        for endpoint in callees {
+            self.ring(endpoint, Role::Callee, &offer).await;
+        }
+        self.set_timer(self.ctx.options.ring_timeout, Timer::Ring);
+        self.report();
+    }
+
+    /// Sends an `invitesdp` to one endpoint (a fork of the dialled extension, or a transfer
+    /// target), with our own offer when media is anchored.
+    async fn ring(&mut self, endpoint: Endpoint, role: Role, relay_offer: &str) {
+        let index = self.parties.len();
+        self.parties.push(Party {
+            role,
+            id: endpoint.callid.clone(),
+            endpoint,
+            cseq: 0,
+            status: Status::Ringing,
+            holding: false,
+            leg: None,
+            sdp: None,
+            dtmf: String::new(),
+        });
+        let offer = if self.anchored() {
+            let Some(leg) = self.new_leg(index).await else {
+                self.parties[index].status = Status::Ended;
+                return;
+            };
+            self.parties[index].leg = Some(leg.clone());
+            match leg.create_offer().await {
+                Ok(offer) => offer,
+                Err(e) => {
+                    warn!("emulator offer: {e}");
+                    self.parties[index].status = Status::Ended;
+                    return;
+                }
+            }
+        } else {
+            relay_offer.to_owned()
+        };
+        self.parties[index].sdp = Some(Sdp::offer(offer.clone()));
+        let (from, from_name) = match self.transferee {
+            Some(t) if role == Role::Target => {
+                (self.parties[t].endpoint.extension.clone(), String::new())
+            }
+            _ => (
+                self.parties[CALLER].endpoint.extension.clone(),
+                self.caller_name.clone(),
+            ),
+        };
+        let cseq = self.next_cseq(index);
+        let party = &self.parties[index];
+        self.journal("invite", index, json!({ "from": from }));
+        self.send(
+            index,
+            ServerFrame::InviteSdp(Invite {
+                callid: party.id.clone(),
+                cseq,
+                from: from.clone(),
+                to: party.endpoint.extension.clone(),
+                from_user: Some(from),
+                from_display: (!from_name.is_empty()).then_some(from_name),
+                sdp: Sdp::offer(offer),
+            }),
+        );
+    }
+
+    fn party_of(&self, socket: SocketId, callid: Option<&CallId>) -> Option<PartyIndex> {
+        self.parties.iter().position(|p| {
+            p.endpoint.socket == socket
+                && p.status != Status::Ended
+                && callid.is_none_or(|id| *id == p.id || *id == p.endpoint.callid)
+        })
+    }
+
+    async fn on_frame(&mut self, socket: SocketId, frame: ClientFrame) {
+        let callid = match &frame {
+            ClientFrame::BlindTransfer { id, .. }
+            | ClientFrame::AttendedTransfer { id, .. }
+            | ClientFrame::RecCall { id, .. } => Some(id),
+            ClientFrame::SipRinging { callid, .. }
+            | ClientFrame::Sdp200Ok { callid, .. }
+            | ClientFrame::SipBusy { callid, .. }
+            | ClientFrame::SipAck { callid }
+            | ClientFrame::IceCandidate { callid, .. }
+            | ClientFrame::SipBye { callid, .. }
+            | ClientFrame::ByeResponse { callid, .. }
+            | ClientFrame::CancelResponse { callid, .. }
+            | ClientFrame::WrtcHold { callid, .. } => Some(callid),
+            _ => None,
+        };
+        let Some(party) = self.party_of(socket, callid) else {
+            debug!(
+                "frame from a socket that is not in call {}: {}",
+                self.key,
+                frame.encode()
+            );
+            return;
+        };
+        match frame {
+            ClientFrame::SipRinging { .. } => {
+                self.journal("ringing", party, json!(null));
+                self.report();
+            }
+            ClientFrame::Sdp200Ok { answer, .. } => self.on_answer(party, answer).await,
+            ClientFrame::SipBusy { code, .. } => {
+                self.journal("busy", party, json!({ "code": code.0 }));
+                self.fork_failed(party, code).await;
+            }
+            ClientFrame::SipAck { .. } => self.journal("ack", party, json!(null)),
+            ClientFrame::IceCandidate { candidate, .. } => {
+                self.on_remote_candidate(party, candidate.candidate).await;
+            }
+            ClientFrame::SipBye { .. } => {
+                self.journal("bye", party, json!(null));
+                self.hang_up(party).await;
+            }
+            ClientFrame::ByeResponse { .. } => self.journal("bye-response", party, json!(null)),
+            ClientFrame::CancelResponse { .. } => {
+                self.journal("cancel-response", party, json!(null));
+            }
+            ClientFrame::WrtcHold { command, .. } => self.hold(party, command),
+            ClientFrame::BlindTransfer { to, .. } => self.transfer(party, to).await,
+            ClientFrame::AttendedTransfer { id2, to, .. } => {
+                // Joining two calls needs both in one task; the emulator does not model it.
+                self.journal(
+                    "att-transfer-refused",
+                    party,
+                    json!({ "id2": id2.as_str(), "to": to }),
+                );
+            }
+            ClientFrame::RecCall { on, .. } => {
+                self.journal("rec-call", party, json!({ "on": on }));
+                let callid = Some(self.parties[party].id.clone());
+                self.send(
+                    party,
+                    if on {
+                        ServerFrame::RecStart { callid }
+                    } else {
+                        ServerFrame::RecStop { callid }
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_remote_candidate(&mut self, party: PartyIndex, candidate: String) {
+        if let Some(leg) = self.parties[party].leg.clone() {
+            let remote = RemoteCandidate {
+                callid: None,
+                candidate,
+                addresses: vec![],
+            };
+            if let Err(e) = leg.add_remote_candidate(&remote).await {
+                debug!("candidate refused: {e}");
+            }
+            return;
+        }
+        // Relay: to the other side (every live fork while ringing).
+        let targets: Vec<PartyIndex> = if party == CALLER {
+            (1..self.parties.len())
+                .filter(|&i| self.parties[i].status != Status::Ended)
+                .collect()
+        } else {
+            vec![CALLER]
+        };
+        for target in targets {
+            let id = self.parties[target].id.clone();
+            self.send(target, candidate_frame(&id, candidate.clone()));
+        }
+    }
+
+    /// A party answered our offer: the caller (modern dialect) or a callee / transfer target.
+    async fn on_answer(&mut self, party: PartyIndex, answer: String) {
+        if self.parties[party].status != Status::Ringing {
+            if party == CALLER && self.modern() {
+                self.cancel_timer(Timer::Offer);
+                self.apply_answer(party, &answer).await;
+            }
+            return;
+        }
+        if party == CALLER {
+            if self.modern() {
+                self.cancel_timer(Timer::Offer);
+                if !self.apply_answer(party, &answer).await {
+                    self.fail_caller(SipCode::NOT_ACCEPTABLE_HERE, "Not Acceptable Here");
+                    self.cancel_forks(None);
+                    self.finished = true;
+                }
+            }
+            return;
+        }
+        if self.anchored() && !self.apply_answer(party, &answer).await {
+            self.fork_failed(party, SipCode::NOT_ACCEPTABLE_HERE).await;
+            return;
+        }
+        let role = self.parties[party].role;
+        self.parties[party].status = Status::Connected;
+        self.journal("answer", party, json!(null));
+        self.cancel_forks(Some(party));
+        if role == Role::Target {
+            let Some(transferee) = self.transferee.take() else {
+                return;
+            };
+            self.connect(transferee, party);
+        } else {
+            self.cancel_timer(Timer::Ring);
+            self.parties[CALLER].status = Status::Connected;
+            self.answered_ms = Some(lock(&self.ctx.journal).now_ms());
+            let sdp = match &self.parties[CALLER].sdp {
+                Some(sdp) => sdp.clone(),
+                None => Sdp::answer(answer),
+            };
+            let cseq = self.next_cseq(CALLER);
+            self.send(
+                CALLER,
+                ServerFrame::Sdp(SdpFrame {
+                    callid: self.parties[CALLER].id.clone(),
+                    cseq: Some(cseq),
+                    code: Some(SipCode::OK),
+                    reason: Some("OK".into()),
+                    sdp,
+                }),
+            );
+            self.connect(CALLER, party);
+        }
+        self.report();
+    }
+
+    async fn apply_answer(&self, party: PartyIndex, answer: &str) -> bool {
+        let Some(leg) = &self.parties[party].leg else {
+            return true;
+        };
+        match leg.apply_answer(answer).await {
+            Ok(()) => true,
+            Err(e) => {
+                info!("answer refused: {e}");
+                false
+            }
+        }
+    }
+
+    /// Bridges two connected parties' audio (anchored media).
+    fn connect(&mut self, a: PartyIndex, b: PartyIndex) {
+        self.bridge = Some((a, b));
+        if let (Some(leg_a), Some(leg_b)) = (&self.parties[a].leg, &self.parties[b].leg) {
+            leg_a.stop();
+            leg_b.stop();
+            leg_a.bridge_to(Some(leg_b));
+            leg_b.bridge_to(Some(leg_a));
+        }
+    }
+
+    fn partner(&self, party: PartyIndex) -> Option<PartyIndex> {
+        match self.bridge {
+            Some((a, b)) if a == party => Some(b),
+            Some((a, b)) if b == party => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Cancels every ringing fork except `keep`.
+    fn cancel_forks(&mut self, keep: Option<PartyIndex>) {
+        for index in 1..self.parties.len() {
+            if Some(index) == keep || self.parties[index].status != Status::Ringing {
+                continue;
+            }
+            let cseq = self.next_cseq(index);
+            self.send(
+                index,
+                ServerFrame::Cancel(CallRef {
+                    callid: self.parties[index].id.clone(),
+                    cseq: Some(cseq),
+                }),
+            );
+            self.journal("cancel", index, json!(null));
+            self.end_party(index);
+        }
+    }
+
+    fn end_party(&mut self, party: PartyIndex) {
+        let p = &mut self.parties[party];
+        p.status = Status::Ended;
+        if let Some(leg) = &p.leg {
+            leg.bridge_to(None);
+            let leg = leg.clone();
+            tokio::spawn(async move { leg.close().await });
+        }
+        if let Some((a, b)) = self.bridge
+            && (a == party || b == party)
+        {
+            self.bridge = None;
+            let other = if a == party { b } else { a };
+            if let Some(leg) = &self.parties[other].leg {
+                leg.bridge_to(None);
+            }
+        }
+    }
+
+    /// Ends the call for the caller with a failure code (`bye` with the code: the caller's
+    /// `sdp-packet` got no answer).
+    fn fail_caller(&mut self, code: SipCode, reason: &str) {
+        self.end_code = Some(code);
+        self.bye(CALLER, Some(code), reason);
+    }
+
+    fn bye(&mut self, party: PartyIndex, code: Option<SipCode>, reason: &str) {
+        if self.parties[party].status == Status::Ended {
+            return;
+        }
+        let cseq = self.next_cseq(party);
+        self.send(
+            party,
+            ServerFrame::Bye(Bye {
+                callid: self.parties[party].id.clone(),
+                cseq: Some(cseq),
+                code,
+                reason: Some(reason.to_owned()),
+            }),
+        );
+        self.end_party(party);
+    }
+
+    fn ringing_forks(&self, role: Role) -> usize {
+        self.parties
+            .iter()
+            .filter(|p| p.role == role && p.status == Status::Ringing)
+            .count()
+    }
+
+    /// A fork refused or failed; when it was the last one, the call (or transfer) fails.
+    async fn fork_failed(&mut self, party: PartyIndex, code: SipCode) {
+        let role = self.parties[party].role;
+        if party == CALLER || self.parties[party].status != Status::Ringing {
+            return;
+        }
+        self.end_party(party);
+        if self.ringing_forks(role) > 0 {
+            return;
+        }
+        match role {
+            Role::Callee => {
+                self.fail_caller(code, "Call Failed");
+                self.finished = true;
+            }
+            Role::Target => self.transfer_failed(code),
+            Role::Caller => {}
+        }
+        self.report();
+    }
+
+    async fn hang_up(&mut self, party: PartyIndex) {
+        let status = self.parties[party].status;
+        if party != CALLER && status == Status::Ringing {
+            // A ringing callee that hangs up declines.
+            self.fork_failed(party, SipCode::DECLINE).await;
+            return;
+        }
+        self.end_party(party);
+        if party == CALLER && status == Status::Ringing {
+            self.end_code = Some(SipCode::REQUEST_TERMINATED);
+            self.cancel_forks(None);
+            self.send(
+                CALLER,
+                ServerFrame::CancelResponse(CallRef {
+                    callid: self.parties[CALLER].id.clone(),
+                    cseq: None,
+                }),
+            );
+            self.finished = true;
+            return;
+        }
+        // Everyone else still in the call hears the hang-up.
+        self.cancel_forks(None);
+        for other in 0..self.parties.len() {
+            if self.parties[other].status == Status::Connected {
+                self.bye(other, None, "Normal Call Clearing");
+            }
+        }
+        self.finished = true;
+    }
+
+    fn hold(&mut self, party: PartyIndex, command: HoldCommand) {
+        let hold = command == HoldCommand::Hold;
+        self.parties[party].holding = hold;
+        self.journal(if hold { "hold" } else { "resume" }, party, json!(null));
+        if let Some(partner) = self.partner(party)
+            && let Some(leg) = &self.parties[partner].leg
+        {
+            if hold {
+                leg.play_signal(Signal::Hold, UNTIL_STOPPED);
+            } else {
+                leg.stop();
+            }
+        }
+        self.report();
+    }
+
+    /// Blind transfer (`blind-transfer2`): the transferor is released; in anchored mode the
+    /// transferee hears ringback while the target rings, then talks to the target.
+    async fn transfer(&mut self, party: PartyIndex, target: String) {
+        // Only a connected call can be transferred: its partner is who stays.
+        let Some(transferee) = self.partner(party) else {
+            self.journal("transfer-refused", party, json!({ "to": target }));
+            return;
+        };
+        self.journal("transfer", party, json!({ "to": target }));
+        self.bye(party, None, "Transferred");
+        if !self.anchored() {
+            // Relay: media flows peer to peer, so nobody can be re-bridged (PROTOCOL.md §9).
+            self.report();
+            return;
+        }
+        self.transferee = Some(transferee);
+        let (reply, answer) = oneshot::channel();
+        let _ = self.switch.send(SwitchInput::Call(CallReport::Transfer {
+            call: self.key,
+            target: target.clone(),
+            reply,
+        }));
+        match answer.await {
+            Ok(Ok(endpoints)) => {
+                if let Some(leg) = &self.parties[transferee].leg {
+                    leg.play_signal(Signal::Ringback, UNTIL_STOPPED);
+                }
+                for endpoint in endpoints {
+                    self.ring(endpoint, Role::Target, "").await;
+                }
+                if self.ringing_forks(Role::Target) == 0 {
+                    self.transfer_failed(SipCode::SERVER_ERROR);
+                } else {
+                    self.set_timer(self.ctx.options.ring_timeout, Timer::Ring);
+                }
+            }
+            Ok(Err(code)) => self.transfer_failed(code),
+            Err(_) => self.transfer_failed(SipCode::SERVER_ERROR),
+        }
+        self.report();
+    }
+
+    /// The transferee hears the error tone, then is released.
+    fn transfer_failed(&mut self, code: SipCode) {
+        self.end_code = Some(code);
+        let Some(transferee) = self.transferee else {
+            return;
+        };
+        self.journal("transfer-failed", transferee, json!({ "code": code.0 }));
+        if let Some(leg) = &self.parties[transferee].leg {
+            leg.stop();
+            leg.play_signal(Signal::Error, 1);
+        }
+        self.set_timer(ERROR_TONE, Timer::ErrorTone);
+    }
+
+    async fn on_socket_closed(&mut self, socket: SocketId) {
+        let gone: Vec<PartyIndex> = (0..self.parties.len())
+            .filter(|&i| {
+                self.parties[i].endpoint.socket == socket && self.parties[i].status != Status::Ended
+            })
+            .collect();
+        for party in gone {
+            self.journal("socket-lost", party, json!(null));
+            if self.parties[party].status == Status::Ringing && party != CALLER {
+                self.fork_failed(party, SipCode::TEMPORARILY_UNAVAILABLE)
+                    .await;
+            } else {
+                self.hang_up(party).await;
+            }
+        }
+    }
+
+    async fn on_media(&mut self, party: PartyIndex, event: LegEvent) {
+        if self.parties[party].status == Status::Ended {
+            return;
+        }
+        match event {
+            LegEvent::LocalCandidate(candidate) => {
+                let id = self.parties[party].id.clone();
+                self.send(party, candidate_frame(&id, candidate.candidate));
+            }
+            LegEvent::State(TransportState::Failed) => {
+                self.journal("media-failed", party, json!(null));
+                self.hang_up(party).await;
+            }
+            LegEvent::Digit {
+                digit,
+                inband: false,
+                ..
+            } => {
+                let Some(partner) = self.partner(party) else {
+                    return;
+                };
+                if let Some(leg) = &self.parties[partner].leg
+                    && leg.send_dtmf(&digit.as_char().to_string()).is_ok()
+                {
+                    self.parties[party].dtmf.push(digit.as_char());
+                    self.journal(
+                        "dtmf",
+                        party,
+                        json!({ "digit": digit.as_char().to_string() }),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Ring => {
+                if self.transferee.is_some() {
+                    self.cancel_forks(None);
+                    self.transfer_failed(SipCode::TEMPORARILY_UNAVAILABLE);
+                } else if self.parties[CALLER].status == Status::Ringing {
+                    self.journal("no-answer", CALLER, json!(null));
+                    self.cancel_forks(None);
+                    self.fail_caller(SipCode::TEMPORARILY_UNAVAILABLE, "No Answer");
+                    self.finished = true;
+                }
+            }
+            Timer::Offer => {
+                self.journal("offer-unanswered", CALLER, json!(null));
+                self.cancel_forks(None);
+                for other in 1..self.parties.len() {
+                    if self.parties[other].status == Status::Connected {
+                        self.bye(other, None, "Media Negotiation Failed");
+                    }
+                }
+                self.fail_caller(SipCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
+                self.finished = true;
+            }
+            Timer::ErrorTone => {
+                if let Some(transferee) = self.transferee.take() {
+                    let code = self.end_code;
+                    self.bye(transferee, code, "Transfer Failed");
+                }
+                self.finished = true;
+            }
+        }
+        self.report();
+    }
+
+    fn party_states(&self) -> Vec<PartyState> {
+        let caller = &self.parties[CALLER];
+        self.parties
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let held_by_partner = self
+                    .partner(index)
+                    .is_some_and(|partner| self.parties[partner].holding);
+                let state = match p.status {
+                    Status::Ended => "disconnected",
+                    Status::Ringing if index == CALLER => "ringback",
+                    Status::Ringing => "alerting",
+                    Status::Connected if p.holding => "holding",
+                    Status::Connected if held_by_partner => "onhold",
+                    Status::Connected => "connected",
+                };
+                PartyState {
+                    extension: p.endpoint.extension.clone(),
+                    callid: p.id.clone(),
+                    state,
+                    from_number: caller.endpoint.extension.clone(),
+                    from_name: self.caller_name.clone(),
+                    to_number: self.to.clone(),
+                    start: self.started_ms,
+                    connect: self.answered_ms,
+                }
+            })
+            .collect()
+    }
+
+    fn view(&self) -> CallView {
+        let legs = self
+            .parties
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let stats = p.leg.as_ref().map(|leg| leg.stats()).unwrap_or_default();
+                LegView {
+                    extension: p.endpoint.extension.clone(),
+                    callid: p.id.to_string(),
+                    role: match p.role {
+                        Role::Caller => "caller",
+                        Role::Callee => "callee",
+                        Role::Target => "transfer-target",
+                    },
+                    state: match p.status {
+                        Status::Ringing => "ringing",
+                        Status::Connected if p.holding => "holding",
+                        Status::Connected => "connected",
+                        Status::Ended => "ended",
+                    },
+                    codec: p
+                        .leg
+                        .as_ref()
+                        .and_then(|leg| leg.negotiated())
+                        .map(|n| n.codec.name().to_owned()),
+                    packets_sent: stats.packets_sent,
+                    packets_received: stats.packets_received,
+                    dtmf_relayed: p.dtmf.clone(),
+                    bridged_to: self.partner(index).map(|i| self.parties[i].id.to_string()),
+                }
+            })
+            .collect();
+        let state = if self.finished {
+            "ended"
+        } else if self
+            .bridge
+            .is_some_and(|(a, b)| self.parties[a].holding || self.parties[b].holding)
+        {
+            "held"
+        } else if self.bridge.is_some() || self.parties[CALLER].status == Status::Connected {
+            "connected"
+        } else {
+            "ringing"
+        };
+        CallView {
+            id: self.key,
+            from: self.parties[CALLER].endpoint.extension.clone(),
+            to: self.to.clone(),
+            state,
+            media: match self.ctx.options.media {
+                MediaMode::Anchored => "anchored",
+                MediaMode::Relay => "relay",
+            },
+            started_ms: self.started_ms,
+            answered_ms: self.answered_ms,
+            ended_ms: self.finished.then(|| lock(&self.ctx.journal).now_ms()),
+            end_code: self.end_code.map(|c| c.0),
+            legs,
+        }
+    }
+
+    /// Publishes the call's state: `call-state` lists through the switch, the journal view.
+    fn report(&self) {
+        let _ = self.switch.send(SwitchInput::Call(CallReport::Parties {
+            call: self.key,
+            parties: self.party_states(),
+        }));
+        self.publish_view();
+    }
+
+    fn publish_view(&self) {
+        let view = self.view();
+        lock(&self.ctx.journal).call(view);
+    }
+
+    async fn finish(mut self) {
+        self.finished = true;
+        self.publish_view();
+        for party in 0..self.parties.len() {
+            if self.parties[party].status != Status::Ended {
+                self.end_party(party);
+            }
+        }
+        let _ = self
+            .switch
+            .send(SwitchInput::Call(CallReport::Ended { call: self.key }));
+    }
+}

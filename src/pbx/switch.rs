@@ -1,0 +1,452 @@
+//! The emulator's switchboard: one task that knows every socket, who is registered, and which
+//! call each call id belongs to. It answers the bootstrap, pushes presence, starts calls and
+//! hands call frames to the call's own task (PROTOCOL.md §9).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::call::{self, CallInput, CallSetup, Endpoint, PartyState};
+use super::{Context, lock};
+use crate::protocol::{CallId, CallInfo, CallScope, ClientFrame, Presence, ServerFrame, SipCode};
+
+pub(super) type SocketId = u64;
+pub(super) type CallKey = u64;
+/// Frames to one socket's writer; `None` asks it to close the socket.
+pub(super) type SocketTx = mpsc::UnboundedSender<Option<ServerFrame>>;
+
+/// How long a registration lasts before the client must refresh it (`sip-register` reply).
+const REGISTRATION_SECS: u32 = 3600;
+
+pub(super) enum SwitchInput {
+    Open {
+        socket: SocketId,
+        extension: String,
+        tx: SocketTx,
+    },
+    Frame {
+        socket: SocketId,
+        frame: ClientFrame,
+    },
+    Closed {
+        socket: SocketId,
+    },
+    Call(CallReport),
+}
+
+/// What a call task tells the switch.
+pub(super) enum CallReport {
+    /// The parties' states changed: refresh the `call-state` lists.
+    Parties {
+        call: CallKey,
+        parties: Vec<PartyState>,
+    },
+    /// A blind transfer needs the target's endpoints (each with a fresh call id, already
+    /// routed to `call`), or the code to fail with.
+    Transfer {
+        call: CallKey,
+        target: String,
+        reply: oneshot::Sender<Result<Vec<Endpoint>, SipCode>>,
+    },
+    Ended {
+        call: CallKey,
+    },
+}
+
+struct SocketEntry {
+    extension: String,
+    tx: SocketTx,
+    registered: bool,
+    own_calls: bool,
+    domain_calls: bool,
+    blf: HashSet<String>,
+}
+
+struct CallEntry {
+    inbox: mpsc::UnboundedSender<CallInput>,
+    ids: Vec<CallId>,
+    sockets: HashSet<SocketId>,
+    parties: Vec<PartyState>,
+}
+
+pub(super) struct Switch {
+    ctx: Arc<Context>,
+    inbox: mpsc::UnboundedSender<SwitchInput>,
+    sockets: BTreeMap<SocketId, SocketEntry>,
+    calls: HashMap<CallKey, CallEntry>,
+    callids: HashMap<CallId, CallKey>,
+    next_call: CallKey,
+}
+
+impl Switch {
+    pub(super) fn new(ctx: Arc<Context>, inbox: mpsc::UnboundedSender<SwitchInput>) -> Self {
+        Self {
+            ctx,
+            inbox,
+            sockets: BTreeMap::new(),
+            calls: HashMap::new(),
+            callids: HashMap::new(),
+            next_call: 1,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<SwitchInput>) {
+        while let Some(input) = inputs.recv().await {
+            match input {
+                SwitchInput::Open {
+                    socket,
+                    extension,
+                    tx,
+                } => self.open(socket, extension, tx),
+                SwitchInput::Frame { socket, frame } => self.frame(socket, frame),
+                SwitchInput::Closed { socket } => self.closed(socket),
+                SwitchInput::Call(report) => self.call_report(report),
+            }
+        }
+    }
+
+    fn send(&self, socket: SocketId, frame: ServerFrame) {
+        if let Some(entry) = self.sockets.get(&socket) {
+            let _ = entry.tx.send(Some(frame));
+        }
+    }
+
+    fn presence(&self, extension: &str) -> Presence {
+        let registered = self
+            .sockets
+            .values()
+            .any(|s| s.registered && s.extension == extension);
+        Presence {
+            account: extension.to_owned(),
+            name: self
+                .ctx
+                .accounts
+                .extension(extension)
+                .map(|e| e.name.clone()),
+            registered,
+            dnd: false,
+            chatstatus: None,
+            kind: Some("extension".into()),
+        }
+    }
+
+    fn open(&mut self, socket: SocketId, extension: String, tx: SocketTx) {
+        lock(&self.ctx.journal).event("socket-open", Some(&extension), None, json!(null));
+        self.sockets.insert(
+            socket,
+            SocketEntry {
+                extension,
+                tx,
+                registered: false,
+                own_calls: false,
+                domain_calls: false,
+                blf: HashSet::new(),
+            },
+        );
+        let accounts = self
+            .ctx
+            .accounts
+            .extensions
+            .keys()
+            .map(|number| self.presence(number))
+            .collect();
+        self.send(socket, ServerFrame::DomainState(accounts));
+    }
+
+    fn closed(&mut self, socket: SocketId) {
+        let Some(entry) = self.sockets.remove(&socket) else {
+            return;
+        };
+        lock(&self.ctx.journal).event("socket-closed", Some(&entry.extension), None, json!(null));
+        for call in self.calls.values() {
+            if call.sockets.contains(&socket) {
+                let _ = call.inbox.send(CallInput::SocketClosed(socket));
+            }
+        }
+        if entry.registered {
+            self.presence_changed(&entry.extension);
+        }
+    }
+
+    /// Tells every socket of the domain about `extension` (and blf watchers in particular).
+    fn presence_changed(&self, extension: &str) {
+        let presence = self.presence(extension);
+        for entry in self.sockets.values() {
+            let frame = if entry.blf.contains(extension) {
+                ServerFrame::Blf(presence.clone())
+            } else {
+                ServerFrame::UserState(presence.clone())
+            };
+            let _ = entry.tx.send(Some(frame));
+        }
+    }
+
+    fn frame(&mut self, socket: SocketId, frame: ClientFrame) {
+        let Some(entry) = self.sockets.get_mut(&socket) else {
+            return;
+        };
+        let extension = entry.extension.clone();
+        match frame {
+            ClientFrame::AvoidDisconnect => {}
+            ClientFrame::CallSubscription { scope, subscribe } => {
+                match scope {
+                    CallScope::Own => entry.own_calls = subscribe,
+                    CallScope::Domain => entry.domain_calls = subscribe,
+                    CallScope::Orbit => {}
+                }
+                if subscribe && scope != CallScope::Orbit {
+                    let calls = self.call_list(&extension, scope == CallScope::Domain);
+                    self.send(socket, ServerFrame::CallState(calls));
+                }
+            }
+            ClientFrame::Blf { add, remove } => {
+                for number in &remove {
+                    entry.blf.remove(number);
+                }
+                entry.blf.extend(add.iter().cloned());
+                for number in add {
+                    if self.ctx.accounts.extension(&number).is_some() {
+                        self.send(socket, ServerFrame::Blf(self.presence(&number)));
+                    }
+                }
+            }
+            ClientFrame::Ringtones => {
+                let mut list = serde_json::Map::new();
+                list.insert(
+                    "ringtones".into(),
+                    json!([{ "name": "default", "url": "" }]),
+                );
+                self.send(socket, ServerFrame::Ringtones(list));
+            }
+            ClientFrame::SipRegister { useragent } => {
+                let first = !self
+                    .sockets
+                    .values()
+                    .any(|s| s.registered && s.extension == extension);
+                if let Some(entry) = self.sockets.get_mut(&socket) {
+                    entry.registered = true;
+                }
+                lock(&self.ctx.journal).event(
+                    "register",
+                    Some(&extension),
+                    None,
+                    json!({ "useragent": useragent }),
+                );
+                self.send(
+                    socket,
+                    ServerFrame::SipRegister {
+                        added: true,
+                        expires: Some(REGISTRATION_SECS),
+                    },
+                );
+                if first {
+                    self.presence_changed(&extension);
+                }
+            }
+            ClientFrame::SdpPacket { to, callid, offer } => {
+                self.dial(socket, &extension, to, callid, offer);
+            }
+            ClientFrame::Unknown(map) => {
+                debug!(ext = %extension, "unknown frame ignored: {}", serde_json::Value::Object(map));
+            }
+            other => self.to_call(socket, other),
+        }
+    }
+
+    /// Hands a call frame to its call.
+    fn to_call(&self, socket: SocketId, frame: ClientFrame) {
+        let id = match &frame {
+            ClientFrame::SipRinging { callid, .. }
+            | ClientFrame::Sdp200Ok { callid, .. }
+            | ClientFrame::SipBusy { callid, .. }
+            | ClientFrame::SipAck { callid }
+            | ClientFrame::IceCandidate { callid, .. }
+            | ClientFrame::SipBye { callid, .. }
+            | ClientFrame::ByeResponse { callid, .. }
+            | ClientFrame::CancelResponse { callid, .. }
+            | ClientFrame::WrtcHold { callid, .. } => callid,
+            ClientFrame::BlindTransfer { id, .. }
+            | ClientFrame::AttendedTransfer { id, .. }
+            | ClientFrame::RecCall { id, .. } => id,
+            _ => return,
+        };
+        match self.callids.get(id).and_then(|key| self.calls.get(key)) {
+            Some(call) => {
+                let _ = call.inbox.send(CallInput::Frame { socket, frame });
+            }
+            None => {
+                // Confirmations arrive after their call has ended; anything else is stale.
+                let kind = match frame {
+                    ClientFrame::ByeResponse { .. } => "bye-response",
+                    ClientFrame::CancelResponse { .. } => "cancel-response",
+                    _ => "unknown-call",
+                };
+                let extension = self.sockets.get(&socket).map(|s| s.extension.as_str());
+                let detail = json!({ "frame": frame.to_json() });
+                lock(&self.ctx.journal).event(kind, extension, Some(id.as_str()), detail);
+            }
+        }
+    }
+
+    /// The registered sockets of `number`, each with a fresh call id routed to `call`.
+    fn endpoints(&mut self, number: &str, call: CallKey) -> Vec<Endpoint> {
+        let endpoints: Vec<Endpoint> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| s.registered && s.extension == number)
+            .map(|(&socket, s)| Endpoint {
+                socket,
+                extension: s.extension.clone(),
+                tx: s.tx.clone(),
+                callid: CallId::random(),
+            })
+            .collect();
+        if let Some(entry) = self.calls.get_mut(&call) {
+            for endpoint in &endpoints {
+                entry.sockets.insert(endpoint.socket);
+                entry.ids.push(endpoint.callid.clone());
+                self.callids.insert(endpoint.callid.clone(), call);
+            }
+        }
+        endpoints
+    }
+
+    fn dial(
+        &mut self,
+        socket: SocketId,
+        extension: &str,
+        to: String,
+        callid: CallId,
+        offer: String,
+    ) {
+        let mut journal = lock(&self.ctx.journal);
+        journal.event(
+            "dial",
+            Some(extension),
+            Some(callid.as_str()),
+            json!({ "to": to }),
+        );
+        let key = self.next_call;
+        self.next_call += 1;
+        let known = self.ctx.accounts.extension(&to).is_some();
+        let (inbox, inputs) = mpsc::unbounded_channel();
+        let alias = CallId::random();
+        let entry = CallEntry {
+            inbox,
+            ids: vec![callid.clone(), alias.clone()],
+            sockets: HashSet::from([socket]),
+            parties: Vec::new(),
+        };
+        self.callids.insert(callid.clone(), key);
+        self.callids.insert(alias.clone(), key);
+        self.calls.insert(key, entry);
+        drop(journal);
+        let callees = if known {
+            self.endpoints(&to, key)
+        } else {
+            Vec::new()
+        };
+        let Some(caller) = self.sockets.get(&socket) else {
+            return;
+        };
+        let setup = CallSetup {
+            key,
+            caller: Endpoint {
+                socket,
+                extension: extension.to_owned(),
+                tx: caller.tx.clone(),
+                callid,
+            },
+            caller_alias: alias,
+            caller_name: self
+                .ctx
+                .accounts
+                .extension(extension)
+                .map(|e| e.name.clone())
+                .unwrap_or_default(),
+            to,
+            offer,
+            callees,
+        };
+        tokio::spawn(call::run(
+            self.ctx.clone(),
+            setup,
+            inputs,
+            self.inbox.clone(),
+        ));
+    }
+
+    fn call_report(&mut self, report: CallReport) {
+        match report {
+            CallReport::Parties { call, parties } => {
+                if let Some(entry) = self.calls.get_mut(&call) {
+                    entry.parties = parties.clone();
+                }
+                self.push_call_state(&parties);
+            }
+            CallReport::Transfer {
+                call,
+                target,
+                reply,
+            } => {
+                let result = if self.ctx.accounts.extension(&target).is_none() {
+                    Err(SipCode::NOT_FOUND)
+                } else {
+                    let endpoints = self.endpoints(&target, call);
+                    if endpoints.is_empty() {
+                        Err(SipCode::TEMPORARILY_UNAVAILABLE)
+                    } else {
+                        Ok(endpoints)
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            CallReport::Ended { call } => {
+                if let Some(entry) = self.calls.remove(&call) {
+                    for id in &entry.ids {
+                        self.callids.remove(id);
+                    }
+                    let ended: Vec<PartyState> = entry
+                        .parties
+                        .into_iter()
+                        .map(|mut p| {
+                            p.state = "disconnected";
+                            p
+                        })
+                        .collect();
+                    self.push_call_state(&ended);
+                }
+            }
+        }
+    }
+
+    /// Sends the changed calls to the sockets that follow them: their own extension's
+    /// (`own-calls`) or all (`domain-calls`). Lists after a subscription are complete; later
+    /// ones carry only what changed (choice: full lists on every change cost O(calls²)).
+    fn push_call_state(&self, parties: &[PartyState]) {
+        for entry in self.sockets.values() {
+            let calls: Vec<CallInfo> = parties
+                .iter()
+                .filter(|p| {
+                    entry.domain_calls || (entry.own_calls && p.extension == entry.extension)
+                })
+                .map(PartyState::info)
+                .collect();
+            if !calls.is_empty() {
+                let _ = entry.tx.send(Some(ServerFrame::CallState(calls)));
+            }
+        }
+    }
+
+    fn call_list(&self, extension: &str, domain: bool) -> Vec<CallInfo> {
+        self.calls
+            .values()
+            .flat_map(|c| &c.parties)
+            .filter(|p| domain || p.extension == extension)
+            .map(PartyState::info)
+            .collect()
+    }
+}

@@ -1,0 +1,185 @@
+//! Helpers for tests that run bots or test clients against the PBX emulator on 127.0.0.1.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbot::config::{DialectSetting, Secret, TlsSetting};
+use callbot::connection::{Credentials, FrameSender, Link, LinkEvent, LinkSettings, tls};
+use callbot::media::transport::NetworkSettings;
+use callbot::pbx::{Accounts, CertificateSource, MediaMode, Pbx, PbxOptions};
+use callbot::protocol::{ClientFrame, ConnectionState, Dialect, ServerFrame};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+pub const ADMIN_PASSWORD: &str = "admin-secret-4711";
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn loopback() -> NetworkSettings {
+    NetworkSettings {
+        addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ice_servers: vec![],
+    }
+}
+
+pub fn options(listen: SocketAddr, media: MediaMode, dialect: Dialect) -> PbxOptions {
+    PbxOptions {
+        listen,
+        domain: "localhost".into(),
+        dialect,
+        media,
+        accounts: Accounts::defaults(Secret::new(ADMIN_PASSWORD)),
+        certificate: CertificateSource::SelfSigned {
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+            out: None,
+        },
+        network: loopback(),
+        ring_timeout: Duration::from_secs(60),
+        offer_timeout: Duration::from_secs(3),
+    }
+}
+
+/// An emulator on an OS-chosen loopback port.
+pub async fn start_pbx(media: MediaMode, dialect: Dialect) -> Pbx {
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    Pbx::start(options(listen, media, dialect))
+        .await
+        .expect("emulator starts")
+}
+
+pub fn third_party(password: &str) -> Credentials {
+    Credentials::ThirdParty {
+        user: "admin".into(),
+        password: Secret::new(password),
+    }
+}
+
+pub fn settings(pbx: &Pbx, extension: &str, credentials: Credentials) -> LinkSettings {
+    LinkSettings {
+        bot: format!("test-{extension}"),
+        base: pbx.url().clone(),
+        domain: "localhost".into(),
+        extension: extension.into(),
+        credentials,
+        tls: Arc::new(tls::client_config(&TlsSetting::Insecure).unwrap()),
+        dialect: DialectSetting::Auto,
+        useragent: "callbot-test".into(),
+    }
+}
+
+/// A protocol client: a link whose frames the test sends and whose events it reads.
+pub struct TestClient {
+    pub link: Link,
+    pub sender: FrameSender,
+    pub events: mpsc::Receiver<LinkEvent>,
+}
+
+impl TestClient {
+    pub fn connect(settings: LinkSettings) -> Self {
+        let (link, events) = Link::spawn(settings);
+        let sender = link.sender();
+        Self {
+            link,
+            sender,
+            events,
+        }
+    }
+
+    /// Connects as `extension` with third-party login and waits for ACCESS_GRANTED.
+    pub async fn ready(pbx: &Pbx, extension: &str) -> Self {
+        let mut client = Self::connect(settings(pbx, extension, third_party(ADMIN_PASSWORD)));
+        client.state(ConnectionState::AccessGranted).await;
+        client
+    }
+
+    /// The next event `pick` accepts, skipping others.
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&LinkEvent) -> Option<T>,
+    ) -> T {
+        timeout(WAIT, async {
+            loop {
+                let event = self.events.recv().await.expect("link events ended");
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    pub async fn state(&mut self, state: ConnectionState) -> Dialect {
+        self.wait_for(state.as_str(), |e| match e {
+            LinkEvent::Connection {
+                state: got,
+                dialect,
+                ..
+            } if *got == state => Some(*dialect),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next call frame `pick` accepts.
+    pub async fn frame<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&ServerFrame) -> Option<T>,
+    ) -> T {
+        self.wait_for(what, |e| match e {
+            LinkEvent::Frame(frame) => pick(frame),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn send(&self, frame: ClientFrame) {
+        self.sender.send(frame).await;
+    }
+}
+
+/// `GET <pbx>/emulator/<what>` as JSON.
+pub async fn emulator(pbx: &Pbx, what: &str) -> Value {
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls::client_config(&TlsSetting::Insecure).unwrap())
+        .build()
+        .unwrap();
+    client
+        .get(pbx.url().join(&format!("emulator/{what}")).unwrap())
+        .send()
+        .await
+        .expect("emulator answers")
+        .json()
+        .await
+        .expect("emulator sends JSON")
+}
+
+/// The events of `kind` in `/emulator/events`.
+pub async fn events_of(pbx: &Pbx, kind: &str) -> Vec<Value> {
+    emulator(pbx, "events")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// A raw websocket logged in as `extension` (third-party login), for sending arbitrary text.
+pub async fn raw_socket(pbx: &Pbx, extension: &str) -> callbot::connection::PbxSocket {
+    let s = settings(pbx, extension, third_party(ADMIN_PASSWORD));
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls::client_config(&TlsSetting::Insecure).unwrap())
+        .build()
+        .unwrap();
+    let session = callbot::connection::login(&http, &s.base, &s.domain, extension, &s.credentials)
+        .await
+        .expect("login");
+    callbot::connection::open_socket(&s.base, &s.domain, extension, &session.id, s.tls.clone())
+        .await
+        .expect("socket opens")
+}
