@@ -1,5 +1,6 @@
 //! callbot: a call-automation daemon for PBXs that speak the Vodia websocket protocol.
 
+pub mod call;
 pub mod config;
 pub mod connection;
 pub mod media;
