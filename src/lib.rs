@@ -3,6 +3,8 @@
 pub mod call;
 pub mod config;
 pub mod connection;
+pub mod daemon;
 pub mod media;
 pub mod pbx;
 pub mod protocol;
+pub mod script;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::protocol::{
-    CallFailure, CallId, CallState, ClientFrame, Cseq, Dialect, HoldCommand, IceCandidate,
-    Invite, RemoteCandidate, SdpFrame, SdpKind, ServerFrame, SipCode,
+    CallFailure, CallId, CallState, ClientFrame, Cseq, Dialect, HoldCommand, IceCandidate, Invite,
+    RemoteCandidate, SdpFrame, SdpKind, ServerFrame, SipCode,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub enum MediaResult {
     Failed(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
     /// An outbound call rang too long, or an inbound call was never answered.
     Ring,
@@ -175,7 +175,9 @@ enum Pending {
     Offer,
     /// An answer to a remote offer; `final_code` is set when the PBX's offer came with 200,
     /// so the answer must be followed by `sip-ack`.
-    Answer { final_code: bool },
+    Answer {
+        final_code: bool,
+    },
     /// The PBX's answer to our offer (legacy outbound).
     ApplyAnswer,
 }
@@ -350,7 +352,11 @@ impl Call {
             Input::Timer(Timer::Ring) => match self.phase {
                 Phase::Ringing | Phase::Answering => {
                     out.push(self.busy_frame(SipCode::TEMPORARILY_UNAVAILABLE));
-                    self.finish(EndReason::NoAnswer, Some(SipCode::TEMPORARILY_UNAVAILABLE), &mut out);
+                    self.finish(
+                        EndReason::NoAnswer,
+                        Some(SipCode::TEMPORARILY_UNAVAILABLE),
+                        &mut out,
+                    );
                 }
                 Phase::Offering | Phase::Calling => {
                     out.push(self.bye_frame());
@@ -484,7 +490,11 @@ impl Call {
                 match self.phase {
                     Phase::Answering | Phase::Ringing => {
                         out.push(self.busy_frame(SipCode::NOT_ACCEPTABLE_HERE));
-                        self.finish(EndReason::MediaFailed, Some(SipCode::NOT_ACCEPTABLE_HERE), out);
+                        self.finish(
+                            EndReason::MediaFailed,
+                            Some(SipCode::NOT_ACCEPTABLE_HERE),
+                            out,
+                        );
                     }
                     Phase::Offering => self.finish(EndReason::MediaFailed, None, out),
                     _ => {
@@ -539,10 +549,14 @@ impl Call {
                 let reason = match (bye.code, failure) {
                     _ if self.transferring => EndReason::Transferred,
                     (Some(SipCode::UNSUPPORTED_MEDIA_TYPE), _) => EndReason::MediaFailed,
-                    (Some(SipCode::TEMPORARILY_UNAVAILABLE), _) if self.phase != Phase::Connected => {
+                    (Some(SipCode::TEMPORARILY_UNAVAILABLE), _)
+                        if self.phase != Phase::Connected =>
+                    {
                         EndReason::NoAnswer
                     }
-                    (_, Some(failure)) if self.phase != Phase::Connected => EndReason::Failed(failure),
+                    (_, Some(failure)) if self.phase != Phase::Connected => {
+                        EndReason::Failed(failure)
+                    }
                     _ => EndReason::RemoteHangup,
                 };
                 self.finish(reason, bye.code, out);

@@ -95,7 +95,9 @@ fn answer_accepts_the_offer_then_sends_200_with_the_same_cseq() {
     let out = call.handle(Input::Command(Command::Answer));
     assert_eq!(
         out,
-        vec![Output::Media(MediaCommand::AcceptOffer("remote-offer".into()))]
+        vec![Output::Media(MediaCommand::AcceptOffer(
+            "remote-offer".into()
+        ))]
     );
     let out = call.handle(Input::Media(MediaResult::Answer("our-answer".into())));
     assert_eq!(
@@ -157,7 +159,10 @@ fn unanswered_inbound_call_times_out_with_480() {
     let out = call.handle(Input::Timer(Timer::Ring));
     assert!(matches!(
         sent(&out)[..],
-        [ClientFrame::SipBusy { code: SipCode::TEMPORARILY_UNAVAILABLE, .. }]
+        [ClientFrame::SipBusy {
+            code: SipCode::TEMPORARILY_UNAVAILABLE,
+            ..
+        }]
     ));
     assert_eq!(ended(&out).unwrap().reason, EndReason::NoAnswer);
 }
@@ -226,9 +231,15 @@ fn hold_and_resume_mute_the_leg_and_change_state() {
     assert!(out.contains(&Output::State(CallState::Hold)));
     assert!(matches!(
         sent(&out)[..],
-        [ClientFrame::WrtcHold { command: HoldCommand::Hold, .. }]
+        [ClientFrame::WrtcHold {
+            command: HoldCommand::Hold,
+            ..
+        }]
     ));
-    assert!(call.handle(Input::Command(Command::Hold)).is_empty(), "already held");
+    assert!(
+        call.handle(Input::Command(Command::Hold)).is_empty(),
+        "already held"
+    );
     let out = call.handle(Input::Command(Command::Resume));
     assert!(out.contains(&Output::Media(MediaCommand::Mute(false))));
     assert!(out.contains(&Output::State(CallState::InCall)));
@@ -246,7 +257,10 @@ fn transfer_then_bye_ends_as_transferred() {
             to: "501".into()
         }]
     );
-    assert_eq!(ended(&call.handle(bye(None))).unwrap().reason, EndReason::Transferred);
+    assert_eq!(
+        ended(&call.handle(bye(None))).unwrap().reason,
+        EndReason::Transferred
+    );
 }
 
 #[test]
@@ -281,9 +295,14 @@ fn legacy_answer_is_applied_once_with_setup_fixed_then_acked() {
     let mut call = outbound(Dialect::Legacy);
     let out = call.handle(sdp(id(2), 183, Sdp::answer("a=setup:actpass")));
     assert!(out.contains(&Output::State(CallState::Ringing)));
-    assert!(out.contains(&Output::Media(MediaCommand::ApplyAnswer("a=setup:passive".into()))));
+    assert!(out.contains(&Output::Media(MediaCommand::ApplyAnswer(
+        "a=setup:passive".into()
+    ))));
     let out = call.handle(sdp(id(2), 200, Sdp::answer("a=setup:actpass")));
-    assert!(!out.iter().any(|o| matches!(o, Output::Media(_))), "applied once");
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Media(_))),
+        "applied once"
+    );
     assert_eq!(sent(&out), vec![ClientFrame::SipAck { callid: id(2) }]);
     assert!(out.contains(&Output::State(CallState::InCall)));
 }
@@ -293,7 +312,9 @@ fn modern_offer_under_a_new_id_is_adopted_rolled_back_and_answered() {
     let mut call = outbound(Dialect::Modern);
     let out = call.handle(sdp(id(99), 183, Sdp::offer("pbx-offer")));
     assert_eq!(call.id(), &id(99));
-    assert!(out.contains(&Output::Media(MediaCommand::RollbackAndAccept("pbx-offer".into()))));
+    assert!(out.contains(&Output::Media(MediaCommand::RollbackAndAccept(
+        "pbx-offer".into()
+    ))));
     let out = call.handle(Input::Media(MediaResult::Answer("our-answer".into())));
     assert_eq!(
         sent(&out),
@@ -305,7 +326,10 @@ fn modern_offer_under_a_new_id_is_adopted_rolled_back_and_answered() {
     );
     assert!(!call.is_connected(), "183 is not an answer");
     let out = call.handle(sdp(id(99), 200, Sdp::offer("pbx-offer")));
-    assert!(!out.iter().any(|o| matches!(o, Output::Media(_))), "same offer: no new media work");
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Media(_))),
+        "same offer: no new media work"
+    );
     let frames = sent(&out);
     assert!(matches!(frames[0], ClientFrame::Sdp200Ok { .. }));
     assert_eq!(frames[1], ClientFrame::SipAck { callid: id(99) });
@@ -326,10 +350,24 @@ fn modern_200_offer_while_still_answering_is_acked_after_the_answer() {
 #[test]
 fn sdp_without_type_follows_the_dialect() {
     let mut legacy = outbound(Dialect::Legacy);
-    let out = legacy.handle(sdp(id(2), 200, Sdp { kind: None, text: "x".into() }));
+    let out = legacy.handle(sdp(
+        id(2),
+        200,
+        Sdp {
+            kind: None,
+            text: "x".into(),
+        },
+    ));
     assert!(out.contains(&Output::Media(MediaCommand::ApplyAnswer("x".into()))));
     let mut modern = outbound(Dialect::Modern);
-    let out = modern.handle(sdp(id(2), 200, Sdp { kind: None, text: "x".into() }));
+    let out = modern.handle(sdp(
+        id(2),
+        200,
+        Sdp {
+            kind: None,
+            text: "x".into(),
+        },
+    ));
     assert!(out.contains(&Output::Media(MediaCommand::RollbackAndAccept("x".into()))));
 }
 
@@ -355,7 +393,11 @@ fn failures_map_to_their_end_states() {
     }
     let mut call = outbound(Dialect::Legacy);
     let end = ended(&call.handle(sdp(id(2), 486, Sdp::answer("")))).unwrap();
-    assert_eq!(end.reason.state(), CallState::Busy, "failure in an sdp frame");
+    assert_eq!(
+        end.reason.state(),
+        CallState::Busy,
+        "failure in an sdp frame"
+    );
 }
 
 #[test]
@@ -393,7 +435,10 @@ fn media_failure_while_answering_rejects_with_488() {
     let out = call.handle(Input::Media(MediaResult::Failed("no codec".into())));
     assert!(matches!(
         sent(&out)[..],
-        [ClientFrame::SipBusy { code: SipCode::NOT_ACCEPTABLE_HERE, .. }]
+        [ClientFrame::SipBusy {
+            code: SipCode::NOT_ACCEPTABLE_HERE,
+            ..
+        }]
     ));
     assert_eq!(ended(&out).unwrap().reason, EndReason::MediaFailed);
 }

@@ -1,7 +1,16 @@
 //! Calls: the per-call signalling state machine (sans-IO), the action queue that gives script
 //! commands their order, and the actor that runs both with a media leg.
 
+mod actions;
+mod actor;
+mod gather;
 mod machine;
+
+pub use actions::{Action, ActionQueue};
+pub use actor::{
+    ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup, Origin, spawn,
+};
+pub use gather::{Gather, GatherOptions, GatherReason, GatherStep};
 
 pub use machine::{
     Call, CallEnd, Command, Direction, EndReason, Input, MediaCommand, MediaResult, Output, Timer,

@@ -5,15 +5,14 @@ use std::process::ExitCode;
 
 use callbot::config::Config;
 
-/// Exit status for a config with errors, so scripts can tell it from a crash (1).
-const EXIT_CONFIG_ERRORS: u8 = 2;
+use super::EXIT_CONFIG_ERRORS;
 
-/// Validate a bots.yaml and report every problem with file, line and key.
+/// Validate a bots.yaml and its scripts; report every problem with file, line and key.
 ///
 /// Checks the YAML against the config model (unknown keys are errors), substitutes
 /// ${VAR}s from the environment (unset ones are errors), checks that scripts and prompt
 /// folders exist, that bot names and extensions are unique and that allow_dial patterns
-/// are valid. Exits 0 when the file is valid, 2 when it is not.
+/// are valid, and compiles every script. Exits 0 when all is valid, 2 when not.
 #[derive(clap::Args)]
 pub struct CheckArgs {
     /// The config file.
@@ -28,6 +27,23 @@ pub fn run(args: &CheckArgs) -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            let script_errors: Vec<String> = config
+                .bots
+                .iter()
+                .filter_map(|bot| callbot::script::check(&bot.script).err())
+                .map(|e| e.to_string())
+                .collect();
+            if !script_errors.is_empty() {
+                for error in &script_errors {
+                    eprintln!("{error}");
+                }
+                eprintln!(
+                    "{}: {} script error(s)",
+                    path.display(),
+                    script_errors.len()
+                );
+                return ExitCode::from(EXIT_CONFIG_ERRORS);
+            }
             let bots: Vec<String> = config
                 .bots
                 .iter()

@@ -2,7 +2,13 @@
 //! library's pieces. Each subcommand lives in a file of its own.
 
 mod check;
+mod demo;
+mod dial;
 mod pbx;
+mod run;
+
+/// Exit status for a config with errors, so scripts can tell it from a crash (1).
+const EXIT_CONFIG_ERRORS: u8 = 2;
 
 use std::process::ExitCode;
 
@@ -30,15 +36,21 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Run(run::RunArgs),
     Check(check::CheckArgs),
     Pbx(pbx::PbxArgs),
+    Demo(demo::DemoArgs),
+    Dial(dial::DialArgs),
 }
 
 impl Cli {
     pub fn run(self) -> ExitCode {
         match self.command {
+            Command::Run(args) => block_on(run::run(args)),
             Command::Check(args) => check::run(&args),
             Command::Pbx(args) => block_on(pbx::run(args)),
+            Command::Demo(args) => block_on(demo::run(args)),
+            Command::Dial(args) => block_on(dial::run(args)),
         }
     }
 }
@@ -67,8 +79,10 @@ pub fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -59,7 +59,7 @@ fn parse_dialect(text: &str) -> Result<Dialect, String> {
     text.parse()
 }
 
-fn parse_media(text: &str) -> Result<MediaMode, String> {
+pub fn parse_media(text: &str) -> Result<MediaMode, String> {
     match text {
         "anchored" => Ok(MediaMode::Anchored),
         "relay" => Ok(MediaMode::Relay),

@@ -31,6 +31,8 @@ pub struct Config {
     /// The file this config was read from.
     pub file: PathBuf,
     pub pbx: PbxConfig,
+    /// `defaults.recordings`: where `cdr.jsonl` goes (bots record below their own folder).
+    pub recordings: PathBuf,
     /// Where `/metrics` and `/healthz` are served; `None` serves nothing.
     pub http: Option<HttpConfig>,
     pub media: MediaConfig,

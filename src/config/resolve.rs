@@ -69,14 +69,18 @@ pub(super) fn resolve(
     });
 
     let bots: Option<Vec<BotConfig>> = bots.into_iter().collect();
-    match (pbx, http, bots) {
-        (Some(pbx), Some(http), Some(bots)) if r.errors.is_empty() => Ok(Config {
-            file: file.to_owned(),
-            pbx,
-            http,
-            media,
-            bots,
-        }),
+    let recordings = defaults.recordings.clone();
+    match (pbx, http, bots, recordings) {
+        (Some(pbx), Some(http), Some(bots), Some(recordings)) if r.errors.is_empty() => {
+            Ok(Config {
+                file: file.to_owned(),
+                pbx,
+                recordings,
+                http,
+                media,
+                bots,
+            })
+        }
         _ => {
             r.errors.sort_by_key(|error| error.position);
             Err(ConfigErrors(r.errors))

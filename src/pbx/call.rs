@@ -120,6 +120,8 @@ struct Party {
     leg: Option<Arc<MediaLeg>>,
     /// What we sent this party as SDP (anchored: our answer or offer; relay: the caller's offer).
     sdp: Option<Sdp>,
+    /// Modern dialect: the caller has answered our offer.
+    offer_answered: bool,
     dtmf: String,
 }
 
@@ -173,6 +175,7 @@ pub(super) async fn run(
         holding: false,
         leg: None,
         sdp: None,
+        offer_answered: false,
         dtmf: String::new(),
     };
     let mut call = PbxCall {
@@ -352,6 +355,7 @@ impl PbxCall {
             holding: false,
             leg: None,
             sdp: None,
+            offer_answered: false,
             dtmf: String::new(),
         });
         let offer = if self.anchored() {
@@ -506,22 +510,21 @@ impl PbxCall {
 
     /// A party answered our offer: the caller (modern dialect) or a callee / transfer target.
     async fn on_answer(&mut self, party: PartyIndex, answer: String) {
-        if self.parties[party].status != Status::Ringing {
-            if party == CALLER && self.modern() {
-                self.cancel_timer(Timer::Offer);
-                self.apply_answer(party, &answer).await;
-            }
-            return;
-        }
         if party == CALLER {
-            if self.modern() {
+            // Modern dialect: the caller answers our offer (once; a repeat after our 200 is
+            // the same answer again).
+            if self.modern() && !self.parties[CALLER].offer_answered {
                 self.cancel_timer(Timer::Offer);
+                self.parties[CALLER].offer_answered = true;
                 if !self.apply_answer(party, &answer).await {
                     self.fail_caller(SipCode::NOT_ACCEPTABLE_HERE, "Not Acceptable Here");
                     self.cancel_forks(None);
                     self.finished = true;
                 }
             }
+            return;
+        }
+        if self.parties[party].status != Status::Ringing {
             return;
         }
         if self.anchored() && !self.apply_answer(party, &answer).await {

@@ -1,0 +1,720 @@
+//! The call actor: one tokio task per call that runs the state machine with a media leg, the
+//! action queue, digit collection and timers, and asks a [`CallHandler`] (the bot's script)
+//! what to do at each event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+use tracing::{Instrument, debug, info, warn};
+
+use super::actions::{Action, ActionQueue};
+use super::gather::{Gather, GatherOptions, GatherReason, GatherStep};
+use super::machine::{
+    Call, CallEnd, Command, Direction, Input, MediaCommand, MediaResult, Output, Timer,
+};
+use crate::connection::FrameSender;
+use crate::media::player::{ItemId, Outcome};
+use crate::media::recorder::RecordingReport;
+use crate::media::stats::LegStats;
+use crate::media::transport::TransportState;
+use crate::media::{LegEvent, MediaLeg, MediaRuntime, RecordOptions};
+use crate::protocol::{CallId, CallState, ClientFrame, Dialect, Invite, ServerFrame, SipCode};
+
+/// How long a finished call waits for its recording to be closed before it reports.
+const RECORDING_CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// How a call begins.
+#[derive(Clone, Debug)]
+pub enum Origin {
+    /// An `invitesdp` for this bot.
+    Inbound(Invite),
+    /// A call the bot places; `id` is ours until the PBX gives its own.
+    Outbound { to: String, id: CallId },
+}
+
+/// Everything a call needs besides its handler.
+pub struct CallSetup {
+    pub origin: Origin,
+    pub dialect: Dialect,
+    pub own_extension: String,
+    pub ring_timeout: Duration,
+    /// `bot.dial(number, vars)`'s vars.
+    pub vars: BTreeMap<String, String>,
+    /// Record from the moment the call is answered.
+    pub record: Option<RecordOptions>,
+    /// Where `call.record()` writes when it names no file.
+    pub recording_path: PathBuf,
+    pub frames: FrameSender,
+    pub media: MediaRuntime,
+}
+
+/// What a handler sees of a call: a snapshot taken before each event.
+#[derive(Clone, Debug)]
+pub struct CallInfo {
+    /// The id the call started with (stable for logs and files, even when the PBX renames it).
+    pub id: CallId,
+    pub direction: Direction,
+    pub from: String,
+    pub from_name: String,
+    pub to: String,
+    pub state: Option<CallState>,
+    pub started: SystemTime,
+    pub answered: Option<SystemTime>,
+    pub ended: Option<SystemTime>,
+    /// Every digit received so far.
+    pub digits: String,
+    pub vars: BTreeMap<String, String>,
+    pub end: Option<CallEnd>,
+    pub gather_reason: Option<GatherReason>,
+    /// About the prompt of the latest `PlayDone`.
+    pub play_interrupted: bool,
+    pub play_error: Option<String>,
+    /// `set_result(text)`.
+    pub result: Option<String>,
+    /// Recordings closed so far, and the latest recording error.
+    pub recordings: Vec<PathBuf>,
+    pub recording_error: Option<String>,
+    /// Offer received → answer sent (inbound); dial → answered (outbound).
+    pub setup_time: Option<Duration>,
+    /// The leg's packet counts, loss and jitter, filled in when the call ends.
+    pub stats: LegStats,
+}
+
+impl CallInfo {
+    /// A call that is just starting; `from` is (number, display name).
+    pub fn new(
+        id: CallId,
+        direction: Direction,
+        from: (&str, &str),
+        to: &str,
+        vars: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            id,
+            direction,
+            from: from.0.to_owned(),
+            from_name: from.1.to_owned(),
+            to: to.to_owned(),
+            state: None,
+            started: SystemTime::now(),
+            answered: None,
+            ended: None,
+            digits: String::new(),
+            vars,
+            end: None,
+            gather_reason: None,
+            play_interrupted: false,
+            play_error: None,
+            result: None,
+            recordings: Vec::new(),
+            recording_error: None,
+            setup_time: None,
+            stats: LegStats::default(),
+        }
+    }
+
+    /// How long the call has been (or was) connected.
+    pub fn duration(&self) -> Duration {
+        match self.answered {
+            Some(answered) => self
+                .ended
+                .unwrap_or_else(SystemTime::now)
+                .duration_since(answered)
+                .unwrap_or_default(),
+            None => Duration::ZERO,
+        }
+    }
+}
+
+/// What happened, for the handler.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallEvent {
+    Incoming,
+    State(CallState),
+    Dtmf(char),
+    /// A gather finished (`gather_reason` says why).
+    Digits(String),
+    /// A prompt finished or was cut off (`play_interrupted`, `play_error`).
+    PlayDone(String),
+    Timer(String),
+    /// A recording file was closed (or failed: `recording_error`).
+    Recording(PathBuf),
+}
+
+/// What a handler asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallCommand {
+    Answer,
+    Reject(SipCode),
+    /// Clear the action queue and cut the current prompt.
+    Stop,
+    Gather(GatherOptions),
+    /// Record (to `path`, or the bot's recording path when `None`).
+    Record {
+        path: Option<PathBuf>,
+        stereo: bool,
+        max_secs: Option<u32>,
+    },
+    StopRecording,
+    Echo(bool),
+    SetTimer(String, Duration),
+    CancelTimer(String),
+    SetResult(String),
+    /// A queued command (play, pause, tone, send_dtmf, hold, resume, transfer, hangup).
+    Queue(Action),
+}
+
+/// The bot's side of a call: usually its script.
+pub trait CallHandler: Send + 'static {
+    /// Handles one event; the commands run in order. An error is logged by the caller; for
+    /// `Incoming` it also rejects the call with 500.
+    fn handle(&mut self, call: &CallInfo, event: &CallEvent) -> Result<Vec<CallCommand>, String>;
+}
+
+/// What the bot hears from its calls.
+#[derive(Debug)]
+pub enum CallReport {
+    State {
+        key: u64,
+        state: CallState,
+    },
+    /// The call is over; the final snapshot (for CDRs and sidecars).
+    Ended {
+        key: u64,
+        info: Box<CallInfo>,
+    },
+}
+
+/// Sent to a running call by its bot.
+#[derive(Debug)]
+pub enum ActorInput {
+    Frame(ServerFrame),
+    LinkLost,
+    Command(CallCommand),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum TimerId {
+    Machine(Timer),
+    Gather,
+    Script(String),
+}
+
+struct Actor {
+    key: u64,
+    machine: Call,
+    leg: Arc<MediaLeg>,
+    handler: Box<dyn CallHandler>,
+    info: CallInfo,
+    frames: FrameSender,
+    reports: mpsc::UnboundedSender<CallReport>,
+    actions: ActionQueue,
+    gather: Option<Gather>,
+    /// Player items that are prompts (for `PlayDone`), and which one is the gather's.
+    prompts: HashMap<ItemId, String>,
+    gather_prompt: Option<ItemId>,
+    timers: HashMap<TimerId, Instant>,
+    record: Option<RecordOptions>,
+    recording_path: PathBuf,
+    recordings_open: usize,
+    created: Instant,
+}
+
+/// Starts a call on a task of its own (it creates its leg first). `inbox` is where the bot
+/// (and the handler's `call` objects) send it frames and commands.
+pub fn spawn(
+    key: u64,
+    setup: CallSetup,
+    handler: Box<dyn CallHandler>,
+    inbox: mpsc::UnboundedReceiver<ActorInput>,
+    reports: mpsc::UnboundedSender<CallReport>,
+) {
+    let id = match &setup.origin {
+        Origin::Inbound(invite) => invite.callid.clone(),
+        Origin::Outbound { id, .. } => id.clone(),
+    };
+    let span = tracing::info_span!("call", call = %id);
+    tokio::spawn(run(key, setup, handler, inbox, reports).instrument(span));
+}
+
+async fn run(
+    key: u64,
+    setup: CallSetup,
+    handler: Box<dyn CallHandler>,
+    mut inputs: mpsc::UnboundedReceiver<ActorInput>,
+    reports: mpsc::UnboundedSender<CallReport>,
+) {
+    let created = Instant::now();
+    let info = match &setup.origin {
+        Origin::Inbound(invite) => CallInfo::new(
+            invite.callid.clone(),
+            Direction::Inbound,
+            (
+                &invite.from,
+                invite.from_display.as_deref().unwrap_or_default(),
+            ),
+            &setup.own_extension,
+            setup.vars.clone(),
+        ),
+        Origin::Outbound { to, id } => CallInfo::new(
+            id.clone(),
+            Direction::Outbound,
+            (&setup.own_extension, ""),
+            to,
+            setup.vars.clone(),
+        ),
+    };
+    let direction = info.direction;
+    let (leg, mut leg_events) = match setup.media.new_leg().await {
+        Ok((leg, events)) => (Arc::new(leg), events),
+        Err(e) => {
+            warn!("no media leg: {e}");
+            if let Origin::Inbound(invite) = &setup.origin {
+                setup
+                    .frames
+                    .send(ClientFrame::SipBusy {
+                        callid: invite.callid.clone(),
+                        cseq: invite.cseq.clone(),
+                        code: SipCode::SERVER_ERROR,
+                    })
+                    .await;
+            }
+            let mut info = info;
+            info.ended = Some(SystemTime::now());
+            info.end = Some(CallEnd {
+                reason: super::EndReason::MediaFailed,
+                code: Some(SipCode::SERVER_ERROR),
+            });
+            let _ = reports.send(CallReport::Ended {
+                key,
+                info: Box::new(info),
+            });
+            return;
+        }
+    };
+    let (machine, outputs) = match &setup.origin {
+        Origin::Inbound(invite) => Call::inbound(
+            invite,
+            setup.dialect,
+            &setup.own_extension,
+            setup.ring_timeout,
+        ),
+        Origin::Outbound { to, id } => Call::outbound(
+            to,
+            id.clone(),
+            setup.dialect,
+            &setup.own_extension,
+            setup.ring_timeout,
+        ),
+    };
+    let mut actor = Actor {
+        key,
+        machine,
+        leg,
+        handler,
+        info,
+        frames: setup.frames,
+        reports,
+        actions: ActionQueue::default(),
+        gather: None,
+        prompts: HashMap::new(),
+        gather_prompt: None,
+        timers: HashMap::new(),
+        record: setup.record,
+        recording_path: setup.recording_path,
+        recordings_open: 0,
+        created,
+    };
+    actor.apply(outputs).await;
+    if direction == Direction::Inbound {
+        actor.event(CallEvent::Incoming).await;
+    }
+    while actor.machine.end().is_none() {
+        let next = actor
+            .timers
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(id, at)| (id.clone(), *at));
+        let deadline = next.as_ref().map_or_else(
+            || tokio::time::Instant::now() + Duration::from_secs(3600),
+            |(_, at)| tokio::time::Instant::from_std(*at),
+        );
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(ActorInput::Frame(frame)) => actor.input(Input::Frame(frame)).await,
+                Some(ActorInput::LinkLost) | None => actor.input(Input::LinkLost).await,
+                Some(ActorInput::Command(command)) => actor.command(command).await,
+            },
+            event = leg_events.recv() => match event {
+                Some(event) => actor.leg_event(event).await,
+                None => actor.input(Input::MediaLost).await,
+            },
+            () = sleep_until(deadline) => {
+                if let Some((id, _)) = next {
+                    actor.timers.remove(&id);
+                    actor.timer(id).await;
+                }
+            }
+        }
+    }
+    actor.finish(&mut leg_events).await;
+}
+
+impl Actor {
+    async fn event(&mut self, event: CallEvent) {
+        let commands = match self.handler.handle(&self.info, &event) {
+            Ok(commands) => commands,
+            Err(error) => {
+                warn!("script error in {event:?}: {error}");
+                if event == CallEvent::Incoming {
+                    vec![CallCommand::Reject(SipCode::SERVER_ERROR)]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        for command in commands {
+            Box::pin(self.command(command)).await;
+        }
+    }
+
+    async fn input(&mut self, input: Input) {
+        let outputs = self.machine.handle(input);
+        self.apply(outputs).await;
+    }
+
+    async fn apply(&mut self, outputs: Vec<Output>) {
+        let mut queue: std::collections::VecDeque<Output> = outputs.into();
+        while let Some(output) = queue.pop_front() {
+            match output {
+                Output::Send(frame) => {
+                    if matches!(
+                        frame,
+                        ClientFrame::Sdp200Ok { .. } | ClientFrame::SipAck { .. }
+                    ) && self.info.setup_time.is_none()
+                    {
+                        self.info.setup_time = Some(self.created.elapsed());
+                    }
+                    self.frames.send(frame).await;
+                }
+                Output::Media(command) => {
+                    if let Some(result) = self.media(command).await {
+                        queue.extend(self.machine.handle(Input::Media(result)));
+                    }
+                }
+                Output::State(state) => {
+                    if state == CallState::InCall && self.info.answered.is_none() {
+                        self.info.answered = Some(SystemTime::now());
+                        if let Some(options) = self.record.take() {
+                            self.start_recording(options);
+                        }
+                    }
+                    self.info.state = Some(state);
+                    let _ = self.reports.send(CallReport::State {
+                        key: self.key,
+                        state,
+                    });
+                    Box::pin(self.event(CallEvent::State(state))).await;
+                }
+                Output::SetTimer(timer, after) => {
+                    self.timers
+                        .insert(TimerId::Machine(timer), Instant::now() + after);
+                }
+                Output::CancelTimer(timer) => {
+                    self.timers.remove(&TimerId::Machine(timer));
+                }
+                Output::Ended(end) => {
+                    self.info.end = Some(end);
+                    self.info.ended = Some(SystemTime::now());
+                    self.info.state = Some(end.reason.state());
+                    info!(
+                        "call ended: {} ({})",
+                        end.reason.as_str(),
+                        end.code.map_or_else(|| "-".to_owned(), |c| c.to_string())
+                    );
+                }
+            }
+        }
+    }
+
+    /// Does media work; returns its result for the machine when it has one.
+    async fn media(&mut self, command: MediaCommand) -> Option<MediaResult> {
+        let result = match command {
+            MediaCommand::CreateOffer => self.leg.create_offer().await.map(MediaResult::Offer),
+            MediaCommand::AcceptOffer(offer) => {
+                self.leg.accept_offer(&offer).await.map(MediaResult::Answer)
+            }
+            MediaCommand::RollbackAndAccept(offer) => match self.leg.rollback().await {
+                Ok(()) => self.leg.accept_offer(&offer).await.map(MediaResult::Answer),
+                Err(e) => Err(e),
+            },
+            MediaCommand::ApplyAnswer(answer) => self
+                .leg
+                .apply_answer(&answer)
+                .await
+                .map(|()| MediaResult::AnswerApplied),
+            MediaCommand::AddCandidate(candidate) => {
+                if let Err(e) = self.leg.add_remote_candidate(&candidate).await {
+                    debug!("remote candidate refused: {e}");
+                }
+                return None;
+            }
+            MediaCommand::Mute(muted) => {
+                self.leg.set_muted(muted);
+                return None;
+            }
+        };
+        Some(result.unwrap_or_else(|e| MediaResult::Failed(e.to_string())))
+    }
+
+    fn start_recording(&mut self, options: RecordOptions) {
+        if let Some(dir) = options.path.parent()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            warn!("cannot create {}: {e}", dir.display());
+            self.info.recording_error = Some(format!("{}: {e}", dir.display()));
+            return;
+        }
+        self.recordings_open += 1;
+        self.leg.record(options);
+    }
+
+    async fn command(&mut self, command: CallCommand) {
+        if let CallCommand::SetResult(text) = command {
+            // Bookkeeping: also from the handler that hears the call end.
+            self.info.result = Some(text);
+            return;
+        }
+        if self.machine.end().is_some() {
+            return;
+        }
+        match command {
+            CallCommand::Answer => self.input(Input::Command(Command::Answer)).await,
+            CallCommand::Reject(code) => self.input(Input::Command(Command::Reject(code))).await,
+            CallCommand::Stop => {
+                self.actions.clear();
+                self.leg.stop();
+            }
+            CallCommand::Gather(options) => {
+                let (gather, wait) = Gather::start(options);
+                self.timers.remove(&TimerId::Gather);
+                if let Some(wait) = wait {
+                    self.timers.insert(TimerId::Gather, Instant::now() + wait);
+                }
+                let prompt = gather.prompt().map(|p| p.to_path_buf());
+                self.gather = Some(gather);
+                self.gather_prompt = None;
+                if let Some(prompt) = prompt {
+                    Box::pin(self.queue(Action::Play {
+                        prompt,
+                        loops: 1,
+                        for_gather: true,
+                    }))
+                    .await;
+                }
+            }
+            CallCommand::Record {
+                path,
+                stereo,
+                max_secs,
+            } => {
+                let options = RecordOptions {
+                    path: path.unwrap_or_else(|| self.recording_path.clone()),
+                    stereo,
+                    max_secs,
+                };
+                if self.machine.is_connected() {
+                    self.start_recording(options);
+                } else {
+                    self.record = Some(options);
+                }
+            }
+            CallCommand::StopRecording => {
+                self.record = None;
+                self.leg.stop_recording();
+            }
+            CallCommand::Echo(on) => self.leg.set_echo(on),
+            CallCommand::SetTimer(name, after) => {
+                self.timers
+                    .insert(TimerId::Script(name), Instant::now() + after);
+            }
+            CallCommand::CancelTimer(name) => {
+                self.timers.remove(&TimerId::Script(name));
+            }
+            CallCommand::SetResult(_) => {}
+            CallCommand::Queue(action) => Box::pin(self.queue(action)).await,
+        }
+    }
+
+    async fn queue(&mut self, action: Action) {
+        for ready in self.actions.push(action) {
+            self.perform(ready).await;
+        }
+    }
+
+    async fn perform(&mut self, action: Action) {
+        let id = match action {
+            Action::Play {
+                prompt,
+                loops,
+                for_gather,
+            } => {
+                let name = prompt
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let id = self.leg.play(prompt, loops);
+                self.prompts.insert(id, name);
+                if for_gather {
+                    self.gather_prompt = Some(id);
+                }
+                Some(id)
+            }
+            Action::Pause { ms } => Some(self.leg.pause(ms)),
+            Action::Tone { hz, ms } => Some(self.leg.tone(hz, ms)),
+            Action::SendDtmf { digits } => match self.leg.send_dtmf(&digits) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    warn!("{e}");
+                    None
+                }
+            },
+            Action::Hold => return self.input(Input::Command(Command::Hold)).await,
+            Action::Resume => return self.input(Input::Command(Command::Resume)).await,
+            Action::Transfer { to } => {
+                return self.input(Input::Command(Command::Transfer(to))).await;
+            }
+            Action::Hangup => return self.input(Input::Command(Command::Hangup)).await,
+        };
+        match id {
+            Some(id) => self.actions.dispatched(id),
+            None => {
+                for ready in self.actions.not_dispatched() {
+                    Box::pin(self.perform(ready)).await;
+                }
+            }
+        }
+    }
+
+    async fn leg_event(&mut self, event: LegEvent) {
+        match event {
+            LegEvent::LocalCandidate(candidate) => {
+                self.input(Input::LocalCandidate(candidate)).await;
+            }
+            LegEvent::State(TransportState::Failed) => self.input(Input::MediaLost).await,
+            LegEvent::State(state) => debug!("media {state:?}"),
+            LegEvent::Digit { digit, .. } => self.digit(digit.as_char()).await,
+            LegEvent::Played { id, outcome } => {
+                if let Some(name) = self.prompts.remove(&id) {
+                    self.info.play_interrupted = matches!(outcome, Outcome::Interrupted);
+                    self.info.play_error = match &outcome {
+                        Outcome::Failed(e) => {
+                            warn!("prompt failed: {e}");
+                            Some(e.to_string())
+                        }
+                        _ => None,
+                    };
+                    if self.gather_prompt == Some(id) {
+                        self.gather_prompt = None;
+                        if let Some(wait) = self.gather.as_mut().and_then(Gather::prompt_done) {
+                            self.timers.insert(TimerId::Gather, Instant::now() + wait);
+                        }
+                    }
+                    self.event(CallEvent::PlayDone(name)).await;
+                }
+                for ready in self.actions.finished(id) {
+                    self.perform(ready).await;
+                }
+            }
+            LegEvent::Recording(report) => self.recording(report).await,
+        }
+    }
+
+    async fn recording(&mut self, report: RecordingReport) {
+        let path = match report {
+            RecordingReport::Closed { path, .. } => {
+                self.recordings_open = self.recordings_open.saturating_sub(1);
+                self.info.recordings.push(path.clone());
+                path
+            }
+            RecordingReport::Failed { path, error } => {
+                warn!("recording {}: {error}", path.display());
+                self.info.recording_error = Some(error);
+                path
+            }
+        };
+        self.event(CallEvent::Recording(path)).await;
+    }
+
+    async fn digit(&mut self, digit: char) {
+        self.info.digits.push(digit);
+        self.event(CallEvent::Dtmf(digit)).await;
+        let Some(gather) = self.gather.as_mut() else {
+            return;
+        };
+        match gather.digit(digit) {
+            GatherStep::Continue { wait, cut_prompt } => {
+                self.timers.insert(TimerId::Gather, Instant::now() + wait);
+                if cut_prompt {
+                    self.leg.stop();
+                }
+            }
+            step @ GatherStep::Done { .. } => self.gather_done(step).await,
+        }
+    }
+
+    async fn gather_done(&mut self, step: GatherStep) {
+        let GatherStep::Done { digits, reason } = step else {
+            return;
+        };
+        self.gather = None;
+        self.timers.remove(&TimerId::Gather);
+        self.info.gather_reason = Some(reason);
+        self.event(CallEvent::Digits(digits)).await;
+    }
+
+    async fn timer(&mut self, id: TimerId) {
+        match id {
+            TimerId::Machine(timer) => self.input(Input::Timer(timer)).await,
+            TimerId::Gather => {
+                if let Some(step) = self.gather.as_mut().map(Gather::timed_out) {
+                    self.gather_done(step).await;
+                }
+            }
+            TimerId::Script(name) => self.event(CallEvent::Timer(name)).await,
+        }
+    }
+
+    /// The call is over: the state event, recordings closed (waiting a moment for the
+    /// writer), the leg shut, the report sent.
+    async fn finish(mut self, leg_events: &mut mpsc::UnboundedReceiver<LegEvent>) {
+        self.gather = None;
+        self.timers.clear();
+        if let Some(state) = self.info.state {
+            let _ = self.reports.send(CallReport::State {
+                key: self.key,
+                state,
+            });
+            self.event(CallEvent::State(state)).await;
+        }
+        self.leg.stop_recording();
+        self.leg.close().await;
+        let deadline = tokio::time::Instant::now() + RECORDING_CLOSE_WAIT;
+        while self.recordings_open > 0 {
+            match tokio::time::timeout_at(deadline, leg_events.recv()).await {
+                Ok(Some(LegEvent::Recording(report))) => self.recording(report).await,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.info.stats = self.leg.stats();
+        let _ = self.reports.send(CallReport::Ended {
+            key: self.key,
+            info: Box::new(self.info),
+        });
+    }
+}

@@ -1,0 +1,239 @@
+//! `callbot demo`: the PBX emulator and the example bots in one process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use callbot::config::{Config, Secret};
+use callbot::daemon::Daemon;
+use callbot::media::transport::NetworkSettings;
+use callbot::pbx::{Accounts, CertificateSource, MediaMode, Pbx, PbxOptions};
+use callbot::protocol::Dialect;
+use callbot::script::Limits;
+
+/// The example scripts and prompts, built in so the demo runs anywhere.
+const SCRIPTS: &[(&str, &str)] = &[
+    ("ivr.rhai", include_str!("../../scripts/ivr.rhai")),
+    (
+        "test_line.rhai",
+        include_str!("../../scripts/test_line.rhai"),
+    ),
+    ("greeter.rhai", include_str!("../../scripts/greeter.rhai")),
+    ("campaign.rhai", include_str!("../../scripts/campaign.rhai")),
+];
+const PROMPTS: &[(&str, &[u8])] = &[
+    ("welcome.wav", include_bytes!("../../prompts/welcome.wav")),
+    ("menu.wav", include_bytes!("../../prompts/menu.wav")),
+    ("invalid.wav", include_bytes!("../../prompts/invalid.wav")),
+    ("goodbye.wav", include_bytes!("../../prompts/goodbye.wav")),
+    (
+        "test_line.wav",
+        include_bytes!("../../prompts/test_line.wav"),
+    ),
+    (
+        "greeting_a.wav",
+        include_bytes!("../../prompts/greeting_a.wav"),
+    ),
+    (
+        "greeting_b.wav",
+        include_bytes!("../../prompts/greeting_b.wav"),
+    ),
+    (
+        "campaign_message.wav",
+        include_bytes!("../../prompts/campaign_message.wav"),
+    ),
+    ("thanks.wav", include_bytes!("../../prompts/thanks.wav")),
+];
+
+/// Run the PBX emulator and the example bots: an IVR (500), a test line (501) and two greeters
+/// (600, 601) that call each other every 30 s.
+///
+/// Open the printed URL in a browser to get a softphone, log in as one of the desk extensions
+/// (502-509, password = the number) and call 500 or 501. Scripts and prompts come from
+/// ./scripts and ./prompts when they exist (edit a script and it reloads), else from copies
+/// built into the binary. Runs until Ctrl-C.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Address and port of the emulator (HTTPS, websocket and softphone page).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Protocol dialect of the emulator: modern or legacy.
+    #[arg(long, default_value = "modern", value_parser = |s: &str| s.parse::<Dialect>())]
+    dialect: Dialect,
+    /// anchored (ringback, hold music, transfer) or relay.
+    #[arg(long, default_value = "anchored", value_parser = super::pbx::parse_media)]
+    media: MediaMode,
+    /// Where recordings and cdr.jsonl go.
+    #[arg(long, default_value = "recordings")]
+    recordings: PathBuf,
+    /// Serve /metrics and /healthz here.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+}
+
+/// `dir` if it holds every file named, else `None`.
+fn local_copy(dir: &Path, names: impl IntoIterator<Item = &'static str>) -> Option<PathBuf> {
+    let all = names.into_iter().all(|name| dir.join(name).is_file());
+    all.then(|| dir.canonicalize().unwrap_or_else(|_| dir.to_owned()))
+}
+
+fn unpack(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    let scripts = dir.join("scripts");
+    let prompts = dir.join("prompts");
+    std::fs::create_dir_all(&scripts)?;
+    std::fs::create_dir_all(&prompts)?;
+    for (name, text) in SCRIPTS {
+        std::fs::write(scripts.join(name), text)?;
+    }
+    for (name, bytes) in PROMPTS {
+        std::fs::write(prompts.join(name), bytes)?;
+    }
+    Ok((scripts, prompts))
+}
+
+fn config_text(
+    pbx: &Pbx,
+    dialect: Dialect,
+    cert: &Path,
+    scripts: &Path,
+    prompts: &Path,
+    recordings: &Path,
+    metrics: Option<SocketAddr>,
+) -> String {
+    let http = metrics.map_or_else(String::new, |address| {
+        format!("http: {{ listen: \"{address}\" }}\n")
+    });
+    let script = |name: &str| scripts.join(name).display().to_string();
+    format!(
+        r#"pbx:
+  url: "{url}"
+  domain: localhost
+  dialect: {dialect}
+  tls: {{ ca_file: "{cert}" }}
+  admin: {{ user: admin, password: "${{DEMO_ADMIN_PASSWORD}}" }}
+defaults: {{ prompts: "{prompts}", recordings: "{recordings}", record: stereo }}
+{http}media: {{ addresses: [127.0.0.1] }}
+bots:
+  - name: ivr
+    extension: "500"
+    script: "{ivr}"
+    allow_dial: ["501"]
+    vars: {{ test_line: "501" }}
+  - name: test-line
+    extension: "501"
+    script: "{test_line}"
+  - name: greeter-a
+    extension: "600"
+    script: "{greeter}"
+    allow_dial: ["601"]
+    vars: {{ peer: "601", role: caller, greeting: greeting_a.wav }}
+  - name: greeter-b
+    extension: "601"
+    script: "{greeter}"
+    vars: {{ peer: "600", role: callee, greeting: greeting_b.wav }}
+"#,
+        url = pbx.url(),
+        cert = cert.display(),
+        prompts = prompts.display(),
+        recordings = recordings.display(),
+        ivr = script("ivr.rhai"),
+        test_line = script("test_line.rhai"),
+        greeter = script("greeter.rhai"),
+    )
+}
+
+pub async fn run(args: DemoArgs) -> ExitCode {
+    match demo(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callbot demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(args: DemoArgs) -> Result<(), String> {
+    let work = tempfile::Builder::new()
+        .prefix("callbot-demo-")
+        .tempdir()
+        .map_err(|e| format!("temporary folder: {e}"))?;
+    let cert = work.path().join("pbx.pem");
+    let admin_password = format!("{:016x}", rand::random::<u64>());
+    let options = PbxOptions {
+        listen: args.listen,
+        domain: "localhost".into(),
+        dialect: args.dialect,
+        media: args.media,
+        accounts: Accounts::defaults(Secret::new(admin_password.clone())),
+        certificate: CertificateSource::SelfSigned {
+            names: vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                args.listen.ip().to_string(),
+            ],
+            out: Some(cert.clone()),
+        },
+        network: NetworkSettings::default(),
+        ring_timeout: Duration::from_secs(60),
+        offer_timeout: Duration::from_secs(10),
+    };
+    let pbx = Pbx::start(options.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let local_scripts = local_copy(Path::new("scripts"), SCRIPTS.iter().map(|(n, _)| *n));
+    let local_prompts = local_copy(Path::new("prompts"), PROMPTS.iter().map(|(n, _)| *n));
+    let (scripts, prompts) = match (local_scripts, local_prompts) {
+        (Some(scripts), Some(prompts)) => (scripts, prompts),
+        _ => unpack(work.path()).map_err(|e| format!("unpacking the examples: {e}"))?,
+    };
+    std::fs::create_dir_all(&args.recordings)
+        .map_err(|e| format!("{}: {e}", args.recordings.display()))?;
+    let recordings = args
+        .recordings
+        .canonicalize()
+        .unwrap_or(args.recordings.clone());
+    let text = config_text(
+        &pbx,
+        options.effective_dialect(),
+        &cert,
+        &scripts,
+        &prompts,
+        &recordings,
+        args.metrics,
+    );
+    let file = work.path().join("demo.yaml");
+    let env = |name: &str| (name == "DEMO_ADMIN_PASSWORD").then(|| admin_password.clone());
+    let config = Config::parse(&text, &file, &env).map_err(|e| e.to_string())?;
+    let daemon = Daemon::start(config, Limits::default())
+        .await
+        .map_err(|e| e.to_string())?;
+
+    super::pbx::announce(&pbx, &options, Some(&cert));
+    println!();
+    println!(
+        "callbot demo is running. Open the softphone:  {}",
+        pbx.url()
+    );
+    println!("  log in as 502-509 (password = the number) and call:");
+    println!("    500  IVR: press 1 for the test line, 2 to hang up");
+    println!("    501  test line: announces itself, then echoes you");
+    println!("  600 and 601 are greeters that call each other every 30 s");
+    println!(
+        "  scripts: {}   prompts: {}",
+        scripts.display(),
+        prompts.display()
+    );
+    println!(
+        "  recordings: {}   call log: {}",
+        recordings.display(),
+        daemon.cdr_path().display()
+    );
+    if let Some(address) = daemon.http_address() {
+        println!("  metrics: http://{address}/metrics   health: http://{address}/healthz");
+    }
+    println!("Ctrl-C stops it.");
+    super::run::serve_until_stopped(daemon, Duration::from_secs(5)).await;
+    pbx.stop().await;
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! `callbot dial`: one test call, reported on stdout.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbot::call::{
+    self, Action, ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup,
+    Origin,
+};
+use callbot::config::{Config, DialectSetting, Secret, TlsSetting};
+use callbot::connection::{CallRouter, Credentials, Link, LinkEvent, LinkSettings, Route, tls};
+use callbot::media::MediaRuntime;
+use callbot::media::transport::NetworkSettings;
+use callbot::protocol::{CallId, CallState, ConnectionState, Dialect};
+use tokio::sync::mpsc;
+use url::Url;
+
+/// Place one call and print its states, the digits received and its media statistics.
+///
+/// The PBX comes from a config (-c, with its admin login) or from --pbx, logging in with
+/// PBX_ADMIN_PASSWORD (third-party login as --admin-user) or, without it, with the extension
+/// password in CALLBOT_PASSWORD. When the call is answered it records (--record), plays
+/// (--play), sends DTMF (--dtmf, --dtmf-delay ms after the answer or the prompt) and hangs up
+/// after --secs unless the far end hangs up first. Exits 0 when the call was answered.
+#[derive(clap::Args)]
+pub struct DialArgs {
+    /// The number to call.
+    #[arg(long)]
+    to: String,
+    /// The extension to call from.
+    #[arg(long, default_value = "509")]
+    from: String,
+    /// Take the PBX settings from this config.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "pbx")]
+    config: Option<PathBuf>,
+    /// The PBX URL (https://host:port).
+    #[arg(long)]
+    pbx: Option<Url>,
+    /// The PBX domain (default: the URL's host).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Admin user for third-party login with --pbx.
+    #[arg(long, default_value = "admin")]
+    admin_user: String,
+    /// Do not check the PBX certificate (lab only).
+    #[arg(long)]
+    insecure: bool,
+    /// Trust this CA certificate (PEM) for the PBX.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// auto, modern or legacy.
+    #[arg(long, default_value = "auto")]
+    dialect: String,
+    /// A WAV file to play once answered.
+    #[arg(long, value_name = "FILE")]
+    play: Option<PathBuf>,
+    /// DTMF to send once answered (after --play).
+    #[arg(long)]
+    dtmf: Option<String>,
+    /// Milliseconds to wait before sending the DTMF.
+    #[arg(long, default_value_t = 2000)]
+    dtmf_delay: u32,
+    /// Record the call to this WAV file (stereo: left the far end, right us).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Hang up after this many seconds of talk.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Address for media host candidates; repeat for more (default: every interface plus
+    /// 127.0.0.1, or the config's).
+    #[arg(long = "media-address", value_name = "IP")]
+    media_addresses: Vec<IpAddr>,
+}
+
+/// Follows the plan of the command line and prints what happens.
+struct Plan {
+    play: Option<PathBuf>,
+    dtmf: Option<String>,
+    dtmf_delay: u32,
+    record: Option<PathBuf>,
+    secs: u64,
+}
+
+impl CallHandler for Plan {
+    fn handle(&mut self, call: &CallInfo, event: &CallEvent) -> Result<Vec<CallCommand>, String> {
+        let mut commands = Vec::new();
+        match event {
+            CallEvent::State(state) => {
+                println!("state {}", state.as_str());
+                if *state == CallState::InCall {
+                    if let Some(path) = &self.record {
+                        commands.push(CallCommand::Record {
+                            path: Some(path.clone()),
+                            stereo: true,
+                            max_secs: None,
+                        });
+                    }
+                    if let Some(prompt) = &self.play {
+                        commands.push(CallCommand::Queue(Action::Play {
+                            prompt: prompt.clone(),
+                            loops: 1,
+                            for_gather: false,
+                        }));
+                    }
+                    if let Some(digits) = &self.dtmf {
+                        commands.push(CallCommand::Queue(Action::Pause {
+                            ms: self.dtmf_delay,
+                        }));
+                        commands.push(CallCommand::Queue(Action::SendDtmf {
+                            digits: digits.clone(),
+                        }));
+                    }
+                    commands.push(CallCommand::SetTimer(
+                        "end".into(),
+                        Duration::from_secs(self.secs),
+                    ));
+                }
+                if state.is_final() {
+                    let end = call.end;
+                    println!(
+                        "ended: {} (code {})",
+                        end.map_or("?", |e| e.reason.as_str()),
+                        end.and_then(|e| e.code)
+                            .map_or_else(|| "-".into(), |c| c.to_string())
+                    );
+                }
+            }
+            CallEvent::Dtmf(digit) => println!("digit {digit}"),
+            CallEvent::PlayDone(prompt) => match &call.play_error {
+                Some(error) => println!("prompt {prompt} failed: {error}"),
+                None => println!("played {prompt}"),
+            },
+            CallEvent::Timer(_) => {
+                commands.push(CallCommand::Stop);
+                commands.push(CallCommand::Queue(Action::Hangup));
+            }
+            CallEvent::Recording(path) => println!("recording {}", path.display()),
+            CallEvent::Incoming | CallEvent::Digits(_) => {}
+        }
+        Ok(commands)
+    }
+}
+
+struct Target {
+    link: LinkSettings,
+    network: NetworkSettings,
+}
+
+fn target(args: &DialArgs) -> Result<Target, String> {
+    let dialect = match args.dialect.as_str() {
+        "auto" => DialectSetting::Auto,
+        other => DialectSetting::Fixed(other.parse::<Dialect>()?),
+    };
+    let useragent = format!("callbot-dial/{}", env!("CARGO_PKG_VERSION"));
+    if let Some(path) = &args.config {
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let credentials = match (
+            &config.pbx.admin,
+            config.bots.iter().find(|b| b.extension == args.from),
+        ) {
+            (Some(admin), _) => Credentials::ThirdParty {
+                user: admin.user.clone(),
+                password: admin.password.clone(),
+            },
+            (None, Some(bot)) if bot.password.is_some() => {
+                Credentials::Password(bot.password.clone().unwrap_or_else(|| Secret::new("")))
+            }
+            _ => return Err(format!("the config has no way to log in as {}", args.from)),
+        };
+        let mut network = config.media.network_settings();
+        if !args.media_addresses.is_empty() {
+            network.addresses = args.media_addresses.clone();
+        }
+        return Ok(Target {
+            link: LinkSettings {
+                bot: "dial".into(),
+                base: config.pbx.url.clone(),
+                domain: config.pbx.domain.clone(),
+                extension: args.from.clone(),
+                credentials,
+                tls: Arc::new(tls::client_config(&config.pbx.tls).map_err(|e| e.to_string())?),
+                dialect: if args.dialect == "auto" {
+                    config.pbx.dialect
+                } else {
+                    dialect
+                },
+                useragent,
+            },
+            network,
+        });
+    }
+    let base = args
+        .pbx
+        .clone()
+        .ok_or("give the PBX with --pbx URL or -c bots.yaml")?;
+    let credentials = match (
+        std::env::var("PBX_ADMIN_PASSWORD"),
+        std::env::var("CALLBOT_PASSWORD"),
+    ) {
+        (Ok(password), _) => Credentials::ThirdParty {
+            user: args.admin_user.clone(),
+            password: Secret::new(password),
+        },
+        (_, Ok(password)) => Credentials::Password(Secret::new(password)),
+        _ => return Err("set PBX_ADMIN_PASSWORD (or CALLBOT_PASSWORD for the extension)".into()),
+    };
+    let setting = match (&args.ca_file, args.insecure) {
+        (Some(file), _) => TlsSetting::CaFile(file.clone()),
+        (None, true) => TlsSetting::Insecure,
+        (None, false) => TlsSetting::PublicRoots,
+    };
+    Ok(Target {
+        link: LinkSettings {
+            bot: "dial".into(),
+            domain: args
+                .domain
+                .clone()
+                .or_else(|| base.host_str().map(str::to_owned))
+                .unwrap_or_default(),
+            base,
+            extension: args.from.clone(),
+            credentials,
+            tls: Arc::new(tls::client_config(&setting).map_err(|e| e.to_string())?),
+            dialect,
+            useragent,
+        },
+        network: NetworkSettings {
+            addresses: args.media_addresses.clone(),
+            ice_servers: vec![],
+        },
+    })
+}
+
+pub async fn run(args: DialArgs) -> ExitCode {
+    match dial(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("callbot dial: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Returns whether the call was answered.
+async fn dial(args: DialArgs) -> Result<bool, String> {
+    let target = target(&args)?;
+    let media = MediaRuntime::start(target.network).map_err(|e| format!("media: {e}"))?;
+    let (link, mut events) = Link::spawn(target.link);
+    let dialect = loop {
+        match tokio::time::timeout(Duration::from_secs(15), events.recv()).await {
+            Ok(Some(LinkEvent::Connection {
+                state: ConnectionState::AccessGranted,
+                dialect,
+                ..
+            })) => {
+                println!("registered as {} ({dialect} dialect)", args.from);
+                break dialect;
+            }
+            Ok(Some(LinkEvent::Connection { state, reason, .. })) => {
+                return Err(format!(
+                    "{}: {}",
+                    state.as_str(),
+                    reason.unwrap_or_default()
+                ));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return Err("no answer from the PBX".into()),
+        }
+    };
+    let id = CallId::random();
+    let mut router = CallRouter::default();
+    router.outbound(id.clone(), 1u64);
+    let (inbox, inputs) = mpsc::unbounded_channel();
+    let (reports, mut reports_rx) = mpsc::unbounded_channel();
+    let setup = CallSetup {
+        origin: Origin::Outbound {
+            to: args.to.clone(),
+            id,
+        },
+        dialect,
+        own_extension: args.from.clone(),
+        ring_timeout: Duration::from_secs(60),
+        vars: BTreeMap::new(),
+        record: None,
+        recording_path: args.record.clone().unwrap_or_else(|| "dial.wav".into()),
+        frames: link.sender(),
+        media,
+    };
+    let plan = Plan {
+        play: args.play.clone(),
+        dtmf: args.dtmf.clone(),
+        dtmf_delay: args.dtmf_delay,
+        record: args.record.clone(),
+        secs: args.secs,
+    };
+    println!("calling {}", args.to);
+    call::spawn(1, setup, Box::new(plan), inputs, reports);
+    let info = loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(LinkEvent::Frame(frame)) => {
+                    if let Route::Call(_) | Route::Adopted { .. } = router.route(&frame) {
+                        let _ = inbox.send(ActorInput::Frame(frame));
+                    }
+                }
+                Some(LinkEvent::Connection { state, .. }) if state != ConnectionState::AccessGranted => {
+                    let _ = inbox.send(ActorInput::LinkLost);
+                }
+                Some(_) => {}
+                None => { let _ = inbox.send(ActorInput::LinkLost); }
+            },
+            report = reports_rx.recv() => match report {
+                Some(CallReport::Ended { info, .. }) => break info,
+                Some(CallReport::State { .. }) => {}
+                None => return Err("the call task stopped".into()),
+            },
+        }
+    };
+    let stats = &info.stats;
+    println!("digits received: {:?}", info.digits);
+    println!(
+        "media: sent {} packets, received {} ({} lost, jitter {:.1} ms)",
+        stats.packets_sent, stats.packets_received, stats.packets_lost, stats.jitter_ms
+    );
+    if let Some(setup) = info.setup_time {
+        println!("answered after {:.0} ms", setup.as_secs_f64() * 1000.0);
+    }
+    link.close().await;
+    Ok(info.answered.is_some())
+}

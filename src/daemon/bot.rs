@@ -1,0 +1,415 @@
+//! One bot at run time: its link, its script, its calls. A single task owns them; calls run on
+//! tasks of their own and report back here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+use tracing::{Instrument, info, warn};
+
+use super::metrics::BotMetrics;
+use super::records::{CdrLog, call_record, recording_path, write_sidecars};
+use crate::call::{self, Action, ActorInput, CallCommand, CallReport, CallSetup, Origin};
+use crate::config::{BotConfig, RecordMode};
+use crate::connection::{CallRouter, Client, Link, LinkEvent, LinkSettings, Route};
+use crate::media::{MediaRuntime, RecordOptions};
+use crate::protocol::{
+    CallState, ClientFrame, ConnectionState, Dialect, Invite, ServerFrame, SipCode,
+};
+use crate::script::{BotApi, BotCommand, Limits, ScriptHost, client_value};
+
+/// How long an unanswered call rings, either way.
+const RING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the daemon asks of a bot.
+#[derive(Debug)]
+pub enum BotControl {
+    /// Compile the script again (file changed, SIGHUP).
+    Reload,
+    /// Take no new calls; hang up the rest after `grace`; then stop.
+    Shutdown { grace: Duration },
+}
+
+/// What the daemon (and `/healthz`) can see of a bot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BotStatus {
+    pub connection: Option<ConnectionState>,
+    pub active_calls: usize,
+}
+
+struct LiveCall {
+    inbox: mpsc::UnboundedSender<ActorInput>,
+}
+
+pub struct BotTask {
+    config: Arc<BotConfig>,
+    link: Link,
+    events: mpsc::Receiver<LinkEvent>,
+    script: ScriptHost,
+    media: MediaRuntime,
+    dialect: Dialect,
+    granted: bool,
+    router: CallRouter<u64>,
+    calls: HashMap<u64, LiveCall>,
+    next_key: u64,
+    reports: mpsc::UnboundedSender<CallReport>,
+    reports_rx: mpsc::UnboundedReceiver<CallReport>,
+    commands: mpsc::UnboundedReceiver<BotCommand>,
+    control: mpsc::Receiver<BotControl>,
+    status: watch::Sender<BotStatus>,
+    timers: HashMap<String, Instant>,
+    clients: BTreeMap<String, Client>,
+    metrics: BotMetrics,
+    cdr: Arc<CdrLog>,
+    /// Set by a shutdown: when to hang up whatever is left.
+    closing: Option<Instant>,
+}
+
+/// Handles to a running bot.
+pub struct BotHandle {
+    pub name: String,
+    /// The script file, for the reload watcher.
+    pub script: std::path::PathBuf,
+    pub control: mpsc::Sender<BotControl>,
+    pub status: watch::Receiver<BotStatus>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl BotTask {
+    /// Compiles the bot's script, opens its link and starts its task.
+    pub fn spawn(
+        config: Arc<BotConfig>,
+        link: LinkSettings,
+        media: MediaRuntime,
+        metrics: BotMetrics,
+        cdr: Arc<CdrLog>,
+        limits: Limits,
+    ) -> Result<BotHandle, crate::script::ScriptError> {
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let api = BotApi::new(
+            &config.name,
+            &config.extension,
+            &config.vars,
+            config.prompts.clone(),
+            config.allow_dial.clone(),
+            commands_tx,
+        );
+        let script = ScriptHost::load(&config.script, api, limits, metrics.script_errors.clone())?;
+        let dialect = match link.dialect {
+            crate::config::DialectSetting::Fixed(dialect) => dialect,
+            crate::config::DialectSetting::Auto => Dialect::Modern,
+        };
+        let (link, events) = Link::spawn(link);
+        let (reports, reports_rx) = mpsc::unbounded_channel();
+        let (control_tx, control) = mpsc::channel(8);
+        let (status_tx, status) = watch::channel(BotStatus {
+            connection: None,
+            active_calls: 0,
+        });
+        let name = config.name.clone();
+        let script_file = config.script.clone();
+        let task = BotTask {
+            config,
+            link,
+            events,
+            script,
+            media,
+            dialect,
+            granted: false,
+            router: CallRouter::default(),
+            calls: HashMap::new(),
+            next_key: 1,
+            reports,
+            reports_rx,
+            commands,
+            control,
+            status: status_tx,
+            timers: HashMap::new(),
+            clients: BTreeMap::new(),
+            metrics,
+            cdr,
+            closing: None,
+        };
+        let span = tracing::info_span!("bot", bot = %name);
+        let task = tokio::spawn(task.run().instrument(span));
+        Ok(BotHandle {
+            name,
+            script: script_file,
+            control: control_tx,
+            status,
+            task,
+        })
+    }
+
+    async fn run(mut self) {
+        self.script.bot_event("on_start", ());
+        loop {
+            if self.closing.is_some() && self.calls.is_empty() {
+                break;
+            }
+            let next_timer = self
+                .timers
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(name, at)| (name.clone(), *at));
+            let wake = next_timer
+                .as_ref()
+                .map(|(_, at)| *at)
+                .into_iter()
+                .chain(self.closing)
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => self.link_event(event).await,
+                    None => break,
+                },
+                Some(report) = self.reports_rx.recv() => self.call_report(report),
+                Some(command) = self.commands.recv() => self.bot_command(command).await,
+                control = self.control.recv() => match control {
+                    Some(BotControl::Reload) => self.reload(),
+                    Some(BotControl::Shutdown { grace }) => self.shut_down(grace),
+                    None => self.shut_down(Duration::ZERO),
+                },
+                () = sleep_until(wake) => self.wake(next_timer),
+            }
+        }
+        info!("stopped");
+        self.link.close().await;
+    }
+
+    fn publish_status(&self, connection: Option<ConnectionState>) {
+        self.status.send_modify(|status| {
+            if connection.is_some() {
+                status.connection = connection;
+            }
+            status.active_calls = self.calls.len();
+        });
+        self.metrics.active.set(self.calls.len() as i64);
+    }
+
+    fn reload(&mut self) {
+        match self.script.reload() {
+            Ok(()) => {
+                info!("script {} reloaded", self.script.file().display());
+                self.script.bot_event("on_start", ());
+            }
+            Err(e) => warn!("script not reloaded, the previous version stays: {e}"),
+        }
+    }
+
+    fn shut_down(&mut self, grace: Duration) {
+        if self.closing.is_none() {
+            info!("shutting down: no new calls, {} live", self.calls.len());
+            self.closing = Some(Instant::now() + grace);
+        }
+    }
+
+    fn wake(&mut self, timer: Option<(String, Instant)>) {
+        let now = Instant::now();
+        if let Some(closing) = self.closing
+            && closing <= now
+        {
+            // Grace is over: hang up what is left, then wait for the calls to report.
+            for call in self.calls.values() {
+                let _ = call.inbox.send(ActorInput::Command(CallCommand::Stop));
+                let _ = call
+                    .inbox
+                    .send(ActorInput::Command(CallCommand::Queue(Action::Hangup)));
+            }
+            self.closing = Some(now + Duration::from_secs(3600));
+        }
+        if let Some((name, at)) = timer
+            && at <= now
+        {
+            self.timers.remove(&name);
+            self.script.bot_event("on_timer", (name,));
+        }
+    }
+
+    async fn link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connection { state, dialect, .. } => {
+                self.dialect = dialect;
+                if state == ConnectionState::AccessGranted {
+                    if self.granted {
+                        self.metrics.reconnects.inc();
+                    }
+                    self.granted = true;
+                    self.metrics.connected.set(1);
+                } else {
+                    self.metrics.connected.set(0);
+                    // The calls' signalling died with the socket (PROTOCOL.md §6 "Reconnect":
+                    // the emulator and PBXs drop them too).
+                    for call in self.calls.values() {
+                        let _ = call.inbox.send(ActorInput::LinkLost);
+                    }
+                }
+                self.publish_status(Some(state));
+                self.script
+                    .bot_event("on_connection_state", (state.as_str().to_owned(),));
+            }
+            LinkEvent::Client(client) => {
+                self.clients.insert(client.number.clone(), client.clone());
+                self.script
+                    .bot()
+                    .set_clients(self.clients.values().cloned().collect());
+                self.script
+                    .bot_event("on_client_state", (client_value(&client),));
+            }
+            LinkEvent::Frame(frame) => self.frame(frame).await,
+        }
+    }
+
+    async fn frame(&mut self, frame: ServerFrame) {
+        match self.router.route(&frame) {
+            Route::Call(key) | Route::Adopted { key, .. } => {
+                if let Some(call) = self.calls.get(&key) {
+                    let _ = call.inbox.send(ActorInput::Frame(frame));
+                }
+            }
+            Route::Incoming => {
+                if let ServerFrame::InviteSdp(invite) = frame {
+                    self.incoming(invite).await;
+                }
+            }
+            Route::Nowhere => {}
+        }
+    }
+
+    async fn incoming(&mut self, invite: Invite) {
+        let inbound = self.calls.len();
+        if self.closing.is_some() || inbound >= self.config.max_calls as usize {
+            info!(
+                "call {} from {} refused: {}",
+                invite.callid,
+                invite.from,
+                if self.closing.is_some() {
+                    "shutting down"
+                } else {
+                    "max_calls reached"
+                }
+            );
+            self.link
+                .sender()
+                .send(ClientFrame::SipBusy {
+                    callid: invite.callid,
+                    cseq: invite.cseq,
+                    code: SipCode::BUSY_HERE,
+                })
+                .await;
+            self.metrics.call_ended(CallState::Busy);
+            return;
+        }
+        info!("incoming call {} from {}", invite.callid, invite.from);
+        let key = self.next_key();
+        self.router.incoming(invite.callid.clone(), key);
+        let id = invite.callid.to_string();
+        self.start_call(key, Origin::Inbound(invite), &id, BTreeMap::new(), None);
+    }
+
+    fn next_key(&mut self) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        key
+    }
+
+    /// Starts a call actor with the script's handler.
+    fn start_call(
+        &mut self,
+        key: u64,
+        origin: Origin,
+        id: &str,
+        vars: BTreeMap<String, String>,
+        inbox: Option<(
+            mpsc::UnboundedSender<ActorInput>,
+            mpsc::UnboundedReceiver<ActorInput>,
+        )>,
+    ) {
+        let (tx, rx) = inbox.unwrap_or_else(mpsc::unbounded_channel);
+        let recording = recording_path(&self.config.recordings.join(&self.config.name), id);
+        let record = match self.config.record {
+            RecordMode::Off => None,
+            mode => Some(RecordOptions {
+                path: recording.clone(),
+                stereo: mode == RecordMode::Stereo,
+                max_secs: None,
+            }),
+        };
+        let setup = CallSetup {
+            origin,
+            dialect: self.dialect,
+            own_extension: self.config.extension.clone(),
+            ring_timeout: RING_TIMEOUT,
+            vars,
+            record,
+            recording_path: recording,
+            frames: self.link.sender(),
+            media: self.media.clone(),
+        };
+        let handler = Box::new(self.script.call_handler(tx.clone()));
+        if !self.granted {
+            let _ = tx.send(ActorInput::LinkLost);
+        }
+        call::spawn(key, setup, handler, rx, self.reports.clone());
+        self.calls.insert(key, LiveCall { inbox: tx });
+        self.publish_status(None);
+    }
+
+    async fn bot_command(&mut self, command: BotCommand) {
+        match command {
+            BotCommand::Dial {
+                id,
+                to,
+                vars,
+                inbox,
+            } => {
+                if self.closing.is_some() {
+                    warn!("not dialling {to}: shutting down");
+                    return;
+                }
+                info!("dialling {to} as call {id}");
+                let key = self.next_key();
+                self.router.outbound(id.clone(), key);
+                let name = id.to_string();
+                self.start_call(key, Origin::Outbound { to, id }, &name, vars, Some(inbox));
+            }
+            BotCommand::SetTimer(name, after) => {
+                self.timers.insert(name, Instant::now() + after);
+            }
+            BotCommand::CancelTimer(name) => {
+                self.timers.remove(&name);
+            }
+        }
+    }
+
+    fn call_report(&mut self, report: CallReport) {
+        match report {
+            CallReport::State { .. } => {}
+            CallReport::Ended { key, info } => {
+                self.router.remove(&key);
+                self.calls.remove(&key);
+                self.publish_status(None);
+                if let Some(state) = info.state {
+                    self.metrics.call_ended(state);
+                }
+                if let (Some(setup), true) = (info.setup_time, info.answered.is_some()) {
+                    self.metrics.setup.observe(setup.as_secs_f64());
+                }
+                let record = call_record(&self.config.name, &info);
+                write_sidecars(&info, &record);
+                self.cdr.append(&record);
+                info!(
+                    "call {} ({} {} → {}) ended: {}",
+                    info.id,
+                    info.direction.as_str(),
+                    info.from,
+                    info.to,
+                    info.end.map_or("?", |e| e.reason.as_str())
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! The `bot` and `call` objects scripts see (SCRIPTING.md), registered on the engine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map};
+use tokio::sync::mpsc;
+
+use super::prompts;
+use crate::call::{Action, ActorInput, CallCommand, CallInfo, Direction, GatherOptions};
+use crate::config::DialPolicy;
+use crate::connection::Client;
+use crate::protocol::{CallId, SipCode};
+
+type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn error<T>(message: impl Into<String>) -> ScriptResult<T> {
+    Err(message.into().into())
+}
+
+/// What a script asks of its bot (the bot task carries it out).
+#[derive(Debug)]
+pub enum BotCommand {
+    /// Place a call; `inbox` is the new call's input channel (commands given to it before it
+    /// starts wait there).
+    Dial {
+        id: CallId,
+        to: String,
+        vars: BTreeMap<String, String>,
+        inbox: (
+            mpsc::UnboundedSender<ActorInput>,
+            mpsc::UnboundedReceiver<ActorInput>,
+        ),
+    },
+    SetTimer(String, Duration),
+    CancelTimer(String),
+}
+
+/// The `bot` object: one per bot, shared by its handlers and calls.
+#[derive(Clone)]
+pub struct BotApi(Arc<BotShared>);
+
+pub struct BotShared {
+    pub name: String,
+    pub extension: String,
+    pub vars: Map,
+    pub prompts: PathBuf,
+    pub allow_dial: DialPolicy,
+    state: Mutex<Map>,
+    clients: Mutex<Vec<Client>>,
+    commands: mpsc::UnboundedSender<BotCommand>,
+}
+
+impl BotApi {
+    pub fn new(
+        name: &str,
+        extension: &str,
+        vars: &BTreeMap<String, String>,
+        prompts: PathBuf,
+        allow_dial: DialPolicy,
+        commands: mpsc::UnboundedSender<BotCommand>,
+    ) -> Self {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+            .collect();
+        Self(Arc::new(BotShared {
+            name: name.to_owned(),
+            extension: extension.to_owned(),
+            vars,
+            prompts,
+            allow_dial,
+            state: Mutex::default(),
+            clients: Mutex::default(),
+            commands,
+        }))
+    }
+
+    pub fn shared(&self) -> &BotShared {
+        &self.0
+    }
+
+    /// The bot task keeps `bot.clients()` current.
+    pub fn set_clients(&self, clients: Vec<Client>) {
+        *lock(&self.0.clients) = clients;
+    }
+
+    fn check_dial(&self, number: &str, what: &str) -> ScriptResult<()> {
+        if self.0.allow_dial.allows(number) {
+            Ok(())
+        } else {
+            error(format!(
+                "{what} {number:?} refused: not in allow_dial of bot {}",
+                self.0.name
+            ))
+        }
+    }
+
+    fn dial(&self, number: &str, vars: Map) -> ScriptResult<CallApi> {
+        self.check_dial(number, "dialling")?;
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let id = CallId::random();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let info = CallInfo::new(
+            id.clone(),
+            Direction::Outbound,
+            (&self.0.extension, ""),
+            number,
+            vars.clone(),
+        );
+        self.0
+            .commands
+            .send(BotCommand::Dial {
+                id,
+                to: number.to_owned(),
+                vars,
+                inbox: (tx.clone(), rx),
+            })
+            .map_err(|_| "the bot is shutting down".to_owned())?;
+        Ok(CallApi::new(
+            Arc::new(info),
+            Arc::new(CommandSink::direct(tx)),
+            self.clone(),
+            Arc::default(),
+        ))
+    }
+}
+
+/// Where a `call` object's commands go: collected while the handler that got the object runs
+/// (the call applies them in order when it returns), straight to the call's inbox otherwise.
+pub struct CommandSink {
+    buffer: Mutex<Option<Vec<CallCommand>>>,
+    inbox: mpsc::UnboundedSender<ActorInput>,
+}
+
+impl CommandSink {
+    pub fn buffered(inbox: mpsc::UnboundedSender<ActorInput>) -> Self {
+        Self {
+            buffer: Mutex::new(Some(Vec::new())),
+            inbox,
+        }
+    }
+
+    fn direct(inbox: mpsc::UnboundedSender<ActorInput>) -> Self {
+        Self {
+            buffer: Mutex::new(None),
+            inbox,
+        }
+    }
+
+    fn push(&self, command: CallCommand) {
+        match lock(&self.buffer).as_mut() {
+            Some(buffer) => buffer.push(command),
+            None => {
+                let _ = self.inbox.send(ActorInput::Command(command));
+            }
+        }
+    }
+
+    /// Ends buffering: returns what was collected; later commands go to the inbox.
+    pub fn take(&self) -> Vec<CallCommand> {
+        lock(&self.buffer).take().unwrap_or_default()
+    }
+}
+
+/// The `call` object.
+#[derive(Clone)]
+pub struct CallApi {
+    info: Arc<CallInfo>,
+    sink: Arc<CommandSink>,
+    bot: BotApi,
+    /// `call.set` / `call.get`, kept for the call's lifetime.
+    store: Arc<Mutex<Map>>,
+}
+
+impl CallApi {
+    pub fn new(
+        info: Arc<CallInfo>,
+        sink: Arc<CommandSink>,
+        bot: BotApi,
+        store: Arc<Mutex<Map>>,
+    ) -> Self {
+        Self {
+            info,
+            sink,
+            bot,
+            store,
+        }
+    }
+
+    fn push(&mut self, command: CallCommand) {
+        self.sink.push(command);
+    }
+
+    fn queue(&mut self, action: Action) {
+        self.push(CallCommand::Queue(action));
+    }
+
+    fn prompt(&self, name: &str) -> ScriptResult<PathBuf> {
+        prompts::resolve(&self.bot.0.prompts, name).or_else(error)
+    }
+
+    fn play(&mut self, name: &str, options: Map) -> ScriptResult<()> {
+        let mut loops = 1;
+        for (key, value) in options {
+            match key.as_str() {
+                "loop" | "loops" => loops = positive(&value, "loop")?,
+                other => return error(format!("play: unknown option {other:?} (known: loop)")),
+            }
+        }
+        let prompt = self.prompt(name)?;
+        self.queue(Action::Play {
+            prompt,
+            loops,
+            for_gather: false,
+        });
+        Ok(())
+    }
+
+    fn gather(&mut self, options: Map) -> ScriptResult<()> {
+        let mut gather = GatherOptions::default();
+        for (key, value) in options {
+            match key.as_str() {
+                "max" => gather.max = positive(&value, "max")? as usize,
+                "timeout_ms" => gather.timeout = millis(&value, "timeout_ms")?,
+                "interdigit_ms" => gather.interdigit = millis(&value, "interdigit_ms")?,
+                "terminator" => {
+                    let text = value.to_string();
+                    gather.terminator = text.chars().next();
+                }
+                "prompt" => gather.prompt = Some(self.prompt(&value.to_string())?),
+                "barge_in" => {
+                    gather.barge_in = value
+                        .as_bool()
+                        .or_else(|_| error("gather: barge_in must be true or false"))?;
+                }
+                other => {
+                    return error(format!(
+                        "gather: unknown option {other:?} (known: max, timeout_ms, \
+                         interdigit_ms, terminator, prompt, barge_in)"
+                    ));
+                }
+            }
+        }
+        self.push(CallCommand::Gather(gather));
+        Ok(())
+    }
+
+    fn record(&mut self, options: Map) -> ScriptResult<()> {
+        let (mut stereo, mut max_secs) = (true, None);
+        for (key, value) in options {
+            match key.as_str() {
+                "stereo" => {
+                    stereo = value
+                        .as_bool()
+                        .or_else(|_| error("record: stereo must be true or false"))?;
+                }
+                "max_secs" => max_secs = Some(positive(&value, "max_secs")?),
+                other => {
+                    return error(format!(
+                        "record: unknown option {other:?} (known: stereo, max_secs)"
+                    ));
+                }
+            }
+        }
+        self.push(CallCommand::Record {
+            path: None,
+            stereo,
+            max_secs,
+        });
+        Ok(())
+    }
+
+    fn transfer(&mut self, number: &str) -> ScriptResult<()> {
+        self.bot.check_dial(number, "transfer to")?;
+        self.queue(Action::Transfer {
+            to: number.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn reject(&mut self, code: i64) -> ScriptResult<()> {
+        match u16::try_from(code) {
+            Ok(code @ 400..=699) => {
+                self.push(CallCommand::Reject(SipCode(code)));
+                Ok(())
+            }
+            _ => error(format!(
+                "reject: {code} is not a SIP error code (use 486, 603 or 488)"
+            )),
+        }
+    }
+
+    fn send_dtmf(&mut self, digits: &str) -> ScriptResult<()> {
+        if digits.is_empty()
+            || !digits
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D'))
+        {
+            return error(format!("send_dtmf: {digits:?} is not 0-9 * # A-D"));
+        }
+        self.queue(Action::SendDtmf {
+            digits: digits.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn log(&mut self, message: &str) {
+        tracing::info!(bot = %self.bot.0.name, call = %self.info.id, "{message}");
+    }
+}
+
+fn positive(value: &Dynamic, what: &str) -> ScriptResult<u32> {
+    value
+        .as_int()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .map_or_else(
+            || error(format!("{what} must be a positive whole number")),
+            Ok,
+        )
+}
+
+fn millis(value: &Dynamic, what: &str) -> ScriptResult<Duration> {
+    match value.as_int().ok().and_then(|n| u64::try_from(n).ok()) {
+        Some(ms) => Ok(Duration::from_millis(ms)),
+        None => error(format!("{what} must be a number of milliseconds")),
+    }
+}
+
+fn client_map(client: &Client) -> Map {
+    let mut map = Map::new();
+    map.insert("number".into(), client.number.clone().into());
+    map.insert("name".into(), client.name.clone().into());
+    map.insert("status".into(), client.status.as_str().into());
+    map.insert("dnd".into(), client.dnd.into());
+    map
+}
+
+/// A client as the map `on_client_state` receives.
+pub fn client_value(client: &Client) -> Dynamic {
+    client_map(client).into()
+}
+
+fn text(value: Option<&str>) -> ImmutableString {
+    value.unwrap_or_default().into()
+}
+
+/// Registers `Bot` and `Call` with their properties and methods, and `random(n)` (a whole
+/// number in 0..n, for jitter such as the greeters' random delay; Rhai has none built in).
+pub fn register(engine: &mut Engine) {
+    engine.register_fn("random", |max: i64| {
+        if max <= 0 {
+            0
+        } else {
+            rand::random_range(0..max)
+        }
+    });
+    engine
+        .register_type_with_name::<BotApi>("Bot")
+        .register_get("name", |b: &mut BotApi| b.0.name.clone())
+        .register_get("extension", |b: &mut BotApi| b.0.extension.clone())
+        .register_get("vars", |b: &mut BotApi| b.0.vars.clone())
+        .register_fn("clients", |b: &mut BotApi| -> rhai::Array {
+            lock(&b.0.clients)
+                .iter()
+                .map(|c| client_map(c).into())
+                .collect()
+        })
+        .register_fn("dial", |b: &mut BotApi, number: &str| {
+            b.dial(number, Map::new())
+        })
+        .register_fn("dial", |b: &mut BotApi, number: &str, vars: Map| {
+            b.dial(number, vars)
+        })
+        .register_fn("set_timer", |b: &mut BotApi, name: &str, ms: i64| {
+            let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            let _ =
+                b.0.commands
+                    .send(BotCommand::SetTimer(name.to_owned(), after));
+        })
+        .register_fn("cancel_timer", |b: &mut BotApi, name: &str| {
+            let _ = b.0.commands.send(BotCommand::CancelTimer(name.to_owned()));
+        })
+        .register_fn("set", |b: &mut BotApi, key: &str, value: Dynamic| {
+            lock(&b.0.state).insert(key.into(), value);
+        })
+        .register_fn("get", |b: &mut BotApi, key: &str| {
+            lock(&b.0.state).get(key).cloned().unwrap_or(Dynamic::UNIT)
+        })
+        .register_fn("log", |b: &mut BotApi, message: &str| {
+            tracing::info!(bot = %b.0.name, "{message}");
+        });
+
+    engine
+        .register_type_with_name::<CallApi>("Call")
+        .register_get("id", |c: &mut CallApi| c.info.id.to_string())
+        .register_get("direction", |c: &mut CallApi| c.info.direction.as_str())
+        .register_get("from", |c: &mut CallApi| c.info.from.clone())
+        .register_get("from_name", |c: &mut CallApi| c.info.from_name.clone())
+        .register_get("to", |c: &mut CallApi| c.info.to.clone())
+        .register_get("state", |c: &mut CallApi| {
+            text(c.info.state.map(|s| s.as_str()))
+        })
+        .register_get("duration_ms", |c: &mut CallApi| {
+            c.info.duration().as_millis() as i64
+        })
+        .register_get("digits", |c: &mut CallApi| c.info.digits.clone())
+        .register_get("vars", |c: &mut CallApi| -> Map {
+            c.info
+                .vars
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+                .collect()
+        })
+        .register_get("end_reason", |c: &mut CallApi| {
+            text(c.info.end.map(|e| e.reason.as_str()))
+        })
+        .register_get("end_code", |c: &mut CallApi| {
+            c.info
+                .end
+                .and_then(|e| e.code)
+                .map_or(0, |code| i64::from(code.0))
+        })
+        .register_get("gather_reason", |c: &mut CallApi| {
+            text(c.info.gather_reason.map(|r| r.as_str()))
+        })
+        .register_get("play_interrupted", |c: &mut CallApi| {
+            c.info.play_interrupted
+        })
+        .register_get("play_error", |c: &mut CallApi| {
+            text(c.info.play_error.as_deref())
+        })
+        .register_get("recording_error", |c: &mut CallApi| {
+            text(c.info.recording_error.as_deref())
+        })
+        .register_fn("answer", |c: &mut CallApi| c.push(CallCommand::Answer))
+        .register_fn("reject", |c: &mut CallApi| c.reject(486))
+        .register_fn("reject", CallApi::reject)
+        .register_fn("hangup", |c: &mut CallApi| c.queue(Action::Hangup))
+        .register_fn("stop", |c: &mut CallApi| c.push(CallCommand::Stop))
+        .register_fn("gather", |c: &mut CallApi| c.gather(Map::new()))
+        .register_fn("gather", CallApi::gather)
+        .register_fn("record", |c: &mut CallApi| c.record(Map::new()))
+        .register_fn("record", CallApi::record)
+        .register_fn("stop_recording", |c: &mut CallApi| {
+            c.push(CallCommand::StopRecording);
+        })
+        .register_fn("echo", |c: &mut CallApi, on: bool| {
+            c.push(CallCommand::Echo(on))
+        })
+        .register_fn("set_timer", |c: &mut CallApi, name: &str, ms: i64| {
+            let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            c.push(CallCommand::SetTimer(name.to_owned(), after));
+        })
+        .register_fn("cancel_timer", |c: &mut CallApi, name: &str| {
+            c.push(CallCommand::CancelTimer(name.to_owned()));
+        })
+        .register_fn("set", |c: &mut CallApi, key: &str, value: Dynamic| {
+            lock(&c.store).insert(key.into(), value);
+        })
+        .register_fn("get", |c: &mut CallApi, key: &str| {
+            lock(&c.store).get(key).cloned().unwrap_or(Dynamic::UNIT)
+        })
+        .register_fn("set_result", |c: &mut CallApi, result: &str| {
+            c.push(CallCommand::SetResult(result.to_owned()));
+        })
+        .register_fn("log", CallApi::log)
+        .register_fn("play", |c: &mut CallApi, name: &str| {
+            c.play(name, Map::new())
+        })
+        .register_fn("play", CallApi::play)
+        .register_fn("pause", |c: &mut CallApi, ms: i64| {
+            let ms = u32::try_from(ms).unwrap_or(0);
+            c.queue(Action::Pause { ms });
+        })
+        .register_fn("tone", |c: &mut CallApi, hz: i64, ms: i64| {
+            let ms = u32::try_from(ms).unwrap_or(0);
+            c.queue(Action::Tone { hz: hz as f32, ms });
+        })
+        .register_fn("tone", |c: &mut CallApi, hz: f64, ms: i64| {
+            let ms = u32::try_from(ms).unwrap_or(0);
+            c.queue(Action::Tone { hz: hz as f32, ms });
+        })
+        .register_fn("send_dtmf", CallApi::send_dtmf)
+        .register_fn("hold", |c: &mut CallApi| c.queue(Action::Hold))
+        .register_fn("resume", |c: &mut CallApi| c.queue(Action::Resume))
+        .register_fn("transfer", CallApi::transfer);
+}

@@ -1,0 +1,238 @@
+//! Bot scripts (SCRIPTING.md): each bot's Rhai file compiled once, its handlers run for bot
+//! and call events with budgets and a sandbox, hot reload that leaves live calls on the code
+//! they started with.
+
+mod api;
+mod engine;
+mod prompts;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use prometheus_client::metrics::counter::Counter;
+use rhai::{AST, CallFnOptions, Dynamic, Engine, FuncArgs, Scope};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+pub use api::{BotApi, BotCommand, CallApi, CommandSink, client_value};
+pub use engine::Limits;
+pub use prompts::resolve as resolve_prompt;
+
+use crate::call::{ActorInput, CallCommand, CallEvent, CallHandler, CallInfo};
+use crate::protocol::SipCode;
+
+#[derive(Debug, Error)]
+pub enum ScriptError {
+    #[error("{path}: {problem}")]
+    Unreadable { path: String, problem: String },
+    /// `file:line:column: message`.
+    #[error("{0}")]
+    Compile(String),
+}
+
+/// A compiled script and what it defines.
+struct Compiled {
+    ast: Arc<AST>,
+    handlers: HashSet<(String, usize)>,
+}
+
+/// One bot's script: the engine (with the bot's `bot` object), the current compiled version,
+/// and an error counter for metrics.
+pub struct ScriptHost {
+    engine: Arc<Engine>,
+    file: PathBuf,
+    label: String,
+    limits: Limits,
+    bot: BotApi,
+    current: RwLock<Arc<Compiled>>,
+    errors: Counter,
+}
+
+fn read(path: &Path) -> Result<String, ScriptError> {
+    std::fs::read_to_string(path).map_err(|e| ScriptError::Unreadable {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })
+}
+
+fn compile(engine: &Engine, label: &str, text: &str) -> Result<Compiled, ScriptError> {
+    let ast = engine.compile(text).map_err(|e| {
+        let position = e.position();
+        ScriptError::Compile(format!(
+            "{label}:{}:{}: {}",
+            position.line().unwrap_or(0),
+            position.position().unwrap_or(0),
+            e.err_type()
+        ))
+    })?;
+    let handlers = ast
+        .iter_functions()
+        .map(|f| (f.name.to_owned(), f.params.len()))
+        .collect();
+    Ok(Compiled {
+        ast: Arc::new(ast),
+        handlers,
+    })
+}
+
+/// Compiles `path` without running it (for `callbot check`).
+pub fn check(path: &Path) -> Result<(), ScriptError> {
+    let label = path.display().to_string();
+    let text = read(path)?;
+    let mut engine = engine::engine(&label, Limits::default());
+    api::register(&mut engine);
+    compile(&engine, &label, &text).map(|_| ())
+}
+
+impl ScriptHost {
+    /// Compiles the script for `bot`; handler errors are counted in `errors`.
+    pub fn load(
+        path: &Path,
+        bot: BotApi,
+        limits: Limits,
+        errors: Counter,
+    ) -> Result<Self, ScriptError> {
+        let label = path.display().to_string();
+        let text = read(path)?;
+        let mut engine = engine::engine(&label, limits);
+        api::register(&mut engine);
+        // `bot` is a global in every handler (Rhai functions cannot see the global scope, so
+        // the name is resolved here). `on_var` is marked volatile, not deprecated, upstream.
+        let global = bot.clone();
+        #[allow(deprecated)]
+        engine.on_var(move |name, _, _| Ok((name == "bot").then(|| Dynamic::from(global.clone()))));
+        let compiled = compile(&engine, &label, &text)?;
+        Ok(Self {
+            engine: Arc::new(engine),
+            file: path.to_owned(),
+            label,
+            limits,
+            bot,
+            current: RwLock::new(Arc::new(compiled)),
+            errors,
+        })
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    pub fn bot(&self) -> &BotApi {
+        &self.bot
+    }
+
+    fn current(&self) -> Arc<Compiled> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Compiles the file again; on success new calls and bot events use it, live calls keep
+    /// the version they started with. On failure the old version stays.
+    pub fn reload(&self) -> Result<(), ScriptError> {
+        let compiled = compile(&self.engine, &self.label, &read(&self.file)?)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(compiled);
+        Ok(())
+    }
+
+    /// Runs a bot-level handler (`on_start`, `on_connection_state`, `on_client_state`,
+    /// `on_timer`) if the script defines it; errors are logged and counted.
+    pub fn bot_event(&self, name: &str, args: impl FuncArgs) {
+        let compiled = self.current();
+        let mut values = Vec::new();
+        args.parse(&mut values);
+        if !compiled.handlers.contains(&(name.to_owned(), values.len())) {
+            return;
+        }
+        if let Err(e) = run(&self.engine, &compiled.ast, self.limits, name, values) {
+            self.errors.inc();
+            tracing::warn!(bot = %self.bot.shared().name, "script error in {name}: {}", engine::describe(&self.label, &e));
+        }
+    }
+
+    /// The handler for a new call, bound to the script version current now.
+    pub fn call_handler(&self, inbox: mpsc::UnboundedSender<ActorInput>) -> ScriptCallHandler {
+        ScriptCallHandler {
+            engine: self.engine.clone(),
+            compiled: self.current(),
+            label: self.label.clone(),
+            limits: self.limits,
+            bot: self.bot.clone(),
+            inbox,
+            store: Arc::default(),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+fn run(
+    engine: &Engine,
+    ast: &AST,
+    limits: Limits,
+    name: &str,
+    args: Vec<Dynamic>,
+) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+    let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+    engine::with_deadline(limits.time, || {
+        engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, name, args)
+    })
+}
+
+/// Runs a call's events through the script version the call started with.
+pub struct ScriptCallHandler {
+    engine: Arc<Engine>,
+    compiled: Arc<Compiled>,
+    label: String,
+    limits: Limits,
+    bot: BotApi,
+    inbox: mpsc::UnboundedSender<ActorInput>,
+    store: Arc<Mutex<rhai::Map>>,
+    errors: Counter,
+}
+
+impl CallHandler for ScriptCallHandler {
+    fn handle(&mut self, info: &CallInfo, event: &CallEvent) -> Result<Vec<CallCommand>, String> {
+        let (name, extra): (&str, Option<Dynamic>) = match event {
+            CallEvent::Incoming => ("on_incoming_call", None),
+            CallEvent::State(state) => ("on_call_state", Some(state.as_str().into())),
+            CallEvent::Dtmf(digit) => ("on_dtmf", Some(digit.to_string().into())),
+            CallEvent::Digits(digits) => ("on_digits", Some(digits.clone().into())),
+            CallEvent::PlayDone(prompt) => ("on_play_done", Some(prompt.clone().into())),
+            CallEvent::Timer(timer) => ("on_call_timer", Some(timer.clone().into())),
+            CallEvent::Recording(path) => ("on_recording", Some(path.display().to_string().into())),
+        };
+        let arity = 1 + usize::from(extra.is_some());
+        if !self.compiled.handlers.contains(&(name.to_owned(), arity)) {
+            // SCRIPTING.md: without `on_incoming_call` calls are rejected with 480.
+            return Ok(match event {
+                CallEvent::Incoming => vec![CallCommand::Reject(SipCode::TEMPORARILY_UNAVAILABLE)],
+                _ => Vec::new(),
+            });
+        }
+        let sink = Arc::new(CommandSink::buffered(self.inbox.clone()));
+        let call = CallApi::new(
+            Arc::new(info.clone()),
+            sink.clone(),
+            self.bot.clone(),
+            self.store.clone(),
+        );
+        let mut args = vec![Dynamic::from(call)];
+        args.extend(extra);
+        let result = run(&self.engine, &self.compiled.ast, self.limits, name, args);
+        let commands = sink.take();
+        match result {
+            Ok(_) => Ok(commands),
+            Err(e) => {
+                self.errors.inc();
+                Err(format!(
+                    "{} (bot {}, call {})",
+                    engine::describe(&self.label, &e),
+                    self.bot.shared().name,
+                    info.id
+                ))
+            }
+        }
+    }
+}

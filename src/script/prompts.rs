@@ -1,0 +1,65 @@
+//! Prompt paths from scripts are confined to the bot's prompt folder (SCRIPTING.md): no
+//! absolute paths, no `..`, and no symlinks that lead out of it.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Resolves `name` inside `folder`. A file that does not exist is not an error here (playing
+/// it reports the error through `on_play_done`); leaving the folder is.
+pub fn resolve(folder: &Path, name: &str) -> Result<PathBuf, String> {
+    let relative = Path::new(name);
+    if name.is_empty() {
+        return Err("empty prompt name".into());
+    }
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!(
+            "prompt {name:?} must be a path inside the prompt folder (no `..`, not absolute)"
+        ));
+    }
+    let path = folder.join(relative);
+    if let (Ok(real), Ok(root)) = (path.canonicalize(), folder.canonicalize())
+        && !real.starts_with(&root)
+    {
+        return Err(format!("prompt {name:?} leads out of the prompt folder"));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_and_subfolders_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            resolve(dir.path(), "hello.wav").unwrap(),
+            dir.path().join("hello.wav")
+        );
+        assert!(resolve(dir.path(), "en/menu.wav").is_ok());
+        assert!(
+            resolve(dir.path(), "missing.wav").is_ok(),
+            "reported when played"
+        );
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["../secret.wav", "/etc/passwd", "a/../../b.wav", ""] {
+            assert!(resolve(dir.path(), name).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn symlinks_out_of_the_folder_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.wav");
+        std::fs::write(&secret, b"x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("link.wav")).unwrap();
+        assert!(resolve(dir.path(), "link.wav").is_err());
+    }
+}
