@@ -6,5 +6,6 @@ pub mod connection;
 pub mod daemon;
 pub mod media;
 pub mod pbx;
+pub mod phone;
 pub mod protocol;
 pub mod script;

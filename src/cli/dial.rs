@@ -1,22 +1,18 @@
 //! `callbot dial`: one test call, reported on stdout.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbot::call::{
-    self, Action, ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup,
-    Origin,
-};
+use callbot::call::{Action, CallCommand, CallEvent};
 use callbot::config::{Config, DialectSetting, Secret, TlsSetting};
-use callbot::connection::{CallRouter, Credentials, Link, LinkEvent, LinkSettings, Route, tls};
+use callbot::connection::{Credentials, LinkSettings, tls};
 use callbot::media::MediaRuntime;
 use callbot::media::transport::NetworkSettings;
-use callbot::protocol::{CallId, CallState, ConnectionState, Dialect};
-use tokio::sync::mpsc;
+use callbot::phone::{Phone, PhoneEvent};
+use callbot::protocol::{CallState, Dialect};
 use url::Url;
 
 /// Place one call and print its states, the digits received and its media statistics.
@@ -74,75 +70,6 @@ pub struct DialArgs {
     /// 127.0.0.1, or the config's).
     #[arg(long = "media-address", value_name = "IP")]
     media_addresses: Vec<IpAddr>,
-}
-
-/// Follows the plan of the command line and prints what happens.
-struct Plan {
-    play: Option<PathBuf>,
-    dtmf: Option<String>,
-    dtmf_delay: u32,
-    record: Option<PathBuf>,
-    secs: u64,
-}
-
-impl CallHandler for Plan {
-    fn handle(&mut self, call: &CallInfo, event: &CallEvent) -> Result<Vec<CallCommand>, String> {
-        let mut commands = Vec::new();
-        match event {
-            CallEvent::State(state) => {
-                println!("state {}", state.as_str());
-                if *state == CallState::InCall {
-                    if let Some(path) = &self.record {
-                        commands.push(CallCommand::Record {
-                            path: Some(path.clone()),
-                            stereo: true,
-                            max_secs: None,
-                        });
-                    }
-                    if let Some(prompt) = &self.play {
-                        commands.push(CallCommand::Queue(Action::Play {
-                            prompt: prompt.clone(),
-                            loops: 1,
-                            for_gather: false,
-                        }));
-                    }
-                    if let Some(digits) = &self.dtmf {
-                        commands.push(CallCommand::Queue(Action::Pause {
-                            ms: self.dtmf_delay,
-                        }));
-                        commands.push(CallCommand::Queue(Action::SendDtmf {
-                            digits: digits.clone(),
-                        }));
-                    }
-                    commands.push(CallCommand::SetTimer(
-                        "end".into(),
-                        Duration::from_secs(self.secs),
-                    ));
-                }
-                if state.is_final() {
-                    let end = call.end;
-                    println!(
-                        "ended: {} (code {})",
-                        end.map_or("?", |e| e.reason.as_str()),
-                        end.and_then(|e| e.code)
-                            .map_or_else(|| "-".into(), |c| c.to_string())
-                    );
-                }
-            }
-            CallEvent::Dtmf(digit) => println!("digit {digit}"),
-            CallEvent::PlayDone(prompt) => match &call.play_error {
-                Some(error) => println!("prompt {prompt} failed: {error}"),
-                None => println!("played {prompt}"),
-            },
-            CallEvent::Timer(_) => {
-                commands.push(CallCommand::Stop);
-                commands.push(CallCommand::Queue(Action::Hangup));
-            }
-            CallEvent::Recording(path) => println!("recording {}", path.display()),
-            CallEvent::Incoming | CallEvent::Digits(_) => {}
-        }
-        Ok(commands)
-    }
 }
 
 struct Target {
@@ -246,81 +173,84 @@ pub async fn run(args: DialArgs) -> ExitCode {
     }
 }
 
+/// The commands that carry out the command line's plan once the call is answered.
+fn plan(args: &DialArgs) -> Vec<CallCommand> {
+    let mut commands = Vec::new();
+    if let Some(path) = &args.record {
+        commands.push(CallCommand::Record {
+            path: Some(path.clone()),
+            stereo: true,
+            max_secs: None,
+        });
+    }
+    if let Some(prompt) = &args.play {
+        commands.push(CallCommand::Queue(Action::Play {
+            prompt: prompt.clone(),
+            loops: 1,
+            for_gather: false,
+        }));
+    }
+    if let Some(digits) = &args.dtmf {
+        commands.push(CallCommand::Queue(Action::Pause {
+            ms: args.dtmf_delay,
+        }));
+        commands.push(CallCommand::Queue(Action::SendDtmf {
+            digits: digits.clone(),
+        }));
+    }
+    commands.push(CallCommand::SetTimer(
+        "end".into(),
+        Duration::from_secs(args.secs),
+    ));
+    commands
+}
+
 /// Returns whether the call was answered.
 async fn dial(args: DialArgs) -> Result<bool, String> {
     let target = target(&args)?;
     let media = MediaRuntime::start(target.network).map_err(|e| format!("media: {e}"))?;
-    let (link, mut events) = Link::spawn(target.link);
-    let dialect = loop {
-        match tokio::time::timeout(Duration::from_secs(15), events.recv()).await {
-            Ok(Some(LinkEvent::Connection {
-                state: ConnectionState::AccessGranted,
-                dialect,
-                ..
-            })) => {
-                println!("registered as {} ({dialect} dialect)", args.from);
-                break dialect;
-            }
-            Ok(Some(LinkEvent::Connection { state, reason, .. })) => {
-                return Err(format!(
-                    "{}: {}",
-                    state.as_str(),
-                    reason.unwrap_or_default()
-                ));
-            }
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return Err("no answer from the PBX".into()),
-        }
-    };
-    let id = CallId::random();
-    let mut router = CallRouter::default();
-    router.outbound(id.clone(), 1u64);
-    let (inbox, inputs) = mpsc::unbounded_channel();
-    let (reports, mut reports_rx) = mpsc::unbounded_channel();
-    let setup = CallSetup {
-        origin: Origin::Outbound {
-            to: args.to.clone(),
-            id,
-        },
-        dialect,
-        own_extension: args.from.clone(),
-        ring_timeout: Duration::from_secs(60),
-        vars: BTreeMap::new(),
-        record: None,
-        recording_path: args.record.clone().unwrap_or_else(|| "dial.wav".into()),
-        frames: link.sender(),
-        media,
-    };
-    let plan = Plan {
-        play: args.play.clone(),
-        dtmf: args.dtmf.clone(),
-        dtmf_delay: args.dtmf_delay,
-        record: args.record.clone(),
-        secs: args.secs,
-    };
+    let recordings = std::env::temp_dir();
+    let phone = Phone::connect(target.link, media, recordings).await?;
+    println!("registered as {} ({} dialect)", args.from, phone.dialect());
     println!("calling {}", args.to);
-    call::spawn(1, setup, Box::new(plan), inputs, reports);
+    let mut call = phone.dial(&args.to);
     let info = loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(LinkEvent::Frame(frame)) => {
-                    if let Route::Call(_) | Route::Adopted { .. } = router.route(&frame) {
-                        let _ = inbox.send(ActorInput::Frame(frame));
+        let Some(event) = call.next().await else {
+            return Err("the call task stopped".into());
+        };
+        let (info, event) = match event {
+            PhoneEvent::Ended(info) => break info,
+            PhoneEvent::Call(info, event) => (info, event),
+        };
+        match event {
+            CallEvent::State(state) => {
+                println!("state {}", state.as_str());
+                if state == CallState::InCall {
+                    for command in plan(&args) {
+                        call.command(command);
                     }
                 }
-                Some(LinkEvent::Connection { state, .. }) if state != ConnectionState::AccessGranted => {
-                    let _ = inbox.send(ActorInput::LinkLost);
-                }
-                Some(_) => {}
-                None => { let _ = inbox.send(ActorInput::LinkLost); }
+            }
+            CallEvent::Dtmf(digit) => println!("digit {digit}"),
+            CallEvent::PlayDone(prompt) => match &info.play_error {
+                Some(error) => println!("prompt {prompt} failed: {error}"),
+                None => println!("played {prompt}"),
             },
-            report = reports_rx.recv() => match report {
-                Some(CallReport::Ended { info, .. }) => break info,
-                Some(CallReport::State { .. }) => {}
-                None => return Err("the call task stopped".into()),
-            },
+            CallEvent::Timer(_) => {
+                call.command(CallCommand::Stop);
+                call.command(CallCommand::Queue(Action::Hangup));
+            }
+            CallEvent::Recording(path) => println!("recording {}", path.display()),
+            CallEvent::Incoming | CallEvent::Digits(_) => {}
         }
     };
+    let end = info.end;
+    println!(
+        "ended: {} (code {})",
+        end.map_or("?", |e| e.reason.as_str()),
+        end.and_then(|e| e.code)
+            .map_or_else(|| "-".into(), |c| c.to_string())
+    );
     let stats = &info.stats;
     println!("digits received: {:?}", info.digits);
     println!(
@@ -330,6 +260,5 @@ async fn dial(args: DialArgs) -> Result<bool, String> {
     if let Some(setup) = info.setup_time {
         println!("answered after {:.0} ms", setup.as_secs_f64() * 1000.0);
     }
-    link.close().await;
     Ok(info.answered.is_some())
 }

@@ -72,10 +72,10 @@ fn block_on(future: impl Future<Output = ExitCode>) -> ExitCode {
 /// Logs go to stderr; `RUST_LOG` wins over `-v`.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "info,webrtc=warn,rtc=warn,webrtc_ice=warn,webrtc_dtls=warn,webrtc_srtp=warn",
-        1 => {
-            "debug,webrtc=info,rtc=info,hyper=info,rustls=info,tungstenite=info,tokio_tungstenite=info"
-        }
+        // The WebRTC stack warns about routine things (a DTLS server name, ICE checks before
+        // candidates arrive); its errors still show.
+        0 => "warn,callbot=info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_srtp=error,webrtc=error",
+        1 => "info,callbot=debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

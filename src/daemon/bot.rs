@@ -22,6 +22,9 @@ use crate::script::{BotApi, BotCommand, Limits, ScriptHost, client_value};
 
 /// How long an unanswered call rings, either way.
 const RING_TIMEOUT: Duration = Duration::from_secs(60);
+/// A reload waits this long after the last request, so an editor's save (truncate, write,
+/// rename …) is compiled once it is complete.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// What the daemon asks of a bot.
 #[derive(Debug)]
@@ -65,6 +68,8 @@ pub struct BotTask {
     cdr: Arc<CdrLog>,
     /// Set by a shutdown: when to hang up whatever is left.
     closing: Option<Instant>,
+    /// A reload asked for, and when it is due.
+    reload_at: Option<Instant>,
 }
 
 /// Handles to a running bot.
@@ -131,6 +136,7 @@ impl BotTask {
             metrics,
             cdr,
             closing: None,
+            reload_at: None,
         };
         let span = tracing::info_span!("bot", bot = %name);
         let task = tokio::spawn(task.run().instrument(span));
@@ -159,6 +165,7 @@ impl BotTask {
                 .map(|(_, at)| *at)
                 .into_iter()
                 .chain(self.closing)
+                .chain(self.reload_at)
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -169,7 +176,9 @@ impl BotTask {
                 Some(report) = self.reports_rx.recv() => self.call_report(report),
                 Some(command) = self.commands.recv() => self.bot_command(command).await,
                 control = self.control.recv() => match control {
-                    Some(BotControl::Reload) => self.reload(),
+                    Some(BotControl::Reload) => {
+                        self.reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
+                    }
                     Some(BotControl::Shutdown { grace }) => self.shut_down(grace),
                     None => self.shut_down(Duration::ZERO),
                 },
@@ -209,6 +218,10 @@ impl BotTask {
 
     fn wake(&mut self, timer: Option<(String, Instant)>) {
         let now = Instant::now();
+        if self.reload_at.is_some_and(|at| at <= now) {
+            self.reload_at = None;
+            self.reload();
+        }
         if let Some(closing) = self.closing
             && closing <= now
         {

@@ -27,6 +27,8 @@ use crate::protocol::{
 const UNTIL_STOPPED: u32 = 10_000;
 /// How long the error tone plays before a failed transfer's transferee is released.
 const ERROR_TONE: Duration = Duration::from_millis(1600);
+/// How long the caller's 200 may wait for the callee's media to come up.
+const MEDIA_WAIT: Duration = Duration::from_secs(2);
 
 /// A registered socket of an extension, and the call id this call has on it.
 #[derive(Clone, Debug)]
@@ -122,6 +124,8 @@ struct Party {
     sdp: Option<Sdp>,
     /// Modern dialect: the caller has answered our offer.
     offer_answered: bool,
+    /// Anchored: ICE and DTLS are up on our leg towards this party.
+    media_up: bool,
     dtmf: String,
 }
 
@@ -133,6 +137,8 @@ enum Timer {
     Offer,
     /// The error tone after a failed transfer has played: release the transferee.
     ErrorTone,
+    /// The callee's media did not come up in time: answer the caller anyway.
+    MediaWait,
 }
 
 type PartyIndex = usize;
@@ -149,6 +155,8 @@ struct PbxCall {
     bridge: Option<(PartyIndex, PartyIndex)>,
     /// The party waiting for a transfer target to answer.
     transferee: Option<PartyIndex>,
+    /// The callee that answered, while the caller's 200 waits for its media.
+    awaiting_media: Option<PartyIndex>,
     timers: Vec<(Instant, Timer)>,
     media_tx: mpsc::UnboundedSender<(PartyIndex, LegEvent)>,
     started_ms: u64,
@@ -176,6 +184,7 @@ pub(super) async fn run(
         leg: None,
         sdp: None,
         offer_answered: false,
+        media_up: false,
         dtmf: String::new(),
     };
     let mut call = PbxCall {
@@ -187,6 +196,7 @@ pub(super) async fn run(
         parties: vec![caller],
         bridge: None,
         transferee: None,
+        awaiting_media: None,
         timers: Vec::new(),
         media_tx,
         started_ms,
@@ -356,6 +366,7 @@ impl PbxCall {
             leg: None,
             sdp: None,
             offer_answered: false,
+            media_up: false,
             dtmf: String::new(),
         });
         let offer = if self.anchored() {
@@ -542,26 +553,47 @@ impl PbxCall {
             self.connect(transferee, party);
         } else {
             self.cancel_timer(Timer::Ring);
-            self.parties[CALLER].status = Status::Connected;
-            self.answered_ms = Some(lock(&self.ctx.journal).now_ms());
-            let sdp = match &self.parties[CALLER].sdp {
-                Some(sdp) => sdp.clone(),
-                None => Sdp::answer(answer),
-            };
-            let cseq = self.next_cseq(CALLER);
-            self.send(
-                CALLER,
-                ServerFrame::Sdp(SdpFrame {
-                    callid: self.parties[CALLER].id.clone(),
-                    cseq: Some(cseq),
-                    code: Some(SipCode::OK),
-                    reason: Some("OK".into()),
-                    sdp,
-                }),
-            );
+            if self.parties[CALLER].sdp.is_none() {
+                // Relay: the callee's answer goes to the caller as it is.
+                self.parties[CALLER].sdp = Some(Sdp::answer(answer));
+            }
             self.connect(CALLER, party);
+            if self.anchored() && !self.parties[party].media_up {
+                // Answer the caller once the callee can hear it, so nothing said right after
+                // the answer is lost (a real PBX bridges early media the same way).
+                self.awaiting_media = Some(party);
+                self.set_timer(MEDIA_WAIT, Timer::MediaWait);
+            } else {
+                self.answer_caller();
+            }
         }
         self.report();
+    }
+
+    /// The caller's final answer: `sdp` 200 (our answer in legacy, our offer again in modern,
+    /// the callee's answer in relay mode).
+    fn answer_caller(&mut self) {
+        self.awaiting_media = None;
+        self.cancel_timer(Timer::MediaWait);
+        if self.parties[CALLER].status != Status::Ringing {
+            return;
+        }
+        self.parties[CALLER].status = Status::Connected;
+        self.answered_ms = Some(lock(&self.ctx.journal).now_ms());
+        let Some(sdp) = self.parties[CALLER].sdp.clone() else {
+            return;
+        };
+        let cseq = self.next_cseq(CALLER);
+        self.send(
+            CALLER,
+            ServerFrame::Sdp(SdpFrame {
+                callid: self.parties[CALLER].id.clone(),
+                cseq: Some(cseq),
+                code: Some(SipCode::OK),
+                reason: Some("OK".into()),
+                sdp,
+            }),
+        );
     }
 
     async fn apply_answer(&self, party: PartyIndex, answer: &str) -> bool {
@@ -697,6 +729,11 @@ impl PbxCall {
         if party == CALLER && status == Status::Ringing {
             self.end_code = Some(SipCode::REQUEST_TERMINATED);
             self.cancel_forks(None);
+            for other in 1..self.parties.len() {
+                if self.parties[other].status == Status::Connected {
+                    self.bye(other, None, "Caller Gone");
+                }
+            }
             self.send(
                 CALLER,
                 ServerFrame::CancelResponse(CallRef {
@@ -815,6 +852,13 @@ impl PbxCall {
                 let id = self.parties[party].id.clone();
                 self.send(party, candidate_frame(&id, candidate.candidate));
             }
+            LegEvent::State(TransportState::Connected) => {
+                self.parties[party].media_up = true;
+                if self.awaiting_media == Some(party) {
+                    self.answer_caller();
+                    self.report();
+                }
+            }
             LegEvent::State(TransportState::Failed) => {
                 self.journal("media-failed", party, json!(null));
                 self.hang_up(party).await;
@@ -866,6 +910,7 @@ impl PbxCall {
                 self.fail_caller(SipCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
                 self.finished = true;
             }
+            Timer::MediaWait => self.answer_caller(),
             Timer::ErrorTone => {
                 if let Some(transferee) = self.transferee.take() {
                     let code = self.end_code;

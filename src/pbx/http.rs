@@ -48,6 +48,13 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/rest/system/session", post(session_post).put(session_put))
         .route("/websocket", get(websocket))
+        .route("/", get(|| async { super::page::file("index.html") }))
+        .route("/app.js", get(|| async { super::page::file("app.js") }))
+        .route(
+            "/style.css",
+            get(|| async { super::page::file("style.css") }),
+        )
+        .route("/emulator/info", get(info))
         .route("/emulator/calls", get(calls))
         .route("/emulator/events", get(events))
         .layer(middleware::from_fn_with_state(
@@ -355,6 +362,24 @@ async fn serve_socket(shared: Arc<Shared>, socket: WebSocket, extension: String)
     }
     info!(ext = %extension, socket = id, "socket closed");
     let _ = shared.switch.send(SwitchInput::Closed { socket: id });
+}
+
+/// What the softphone page needs to offer a login: the domain, the dialect, the extensions.
+async fn info(State(shared): State<Arc<Shared>>) -> Response {
+    let extensions: Vec<Value> = shared
+        .ctx
+        .accounts
+        .extensions
+        .values()
+        .map(|e| json!({ "number": e.number, "name": e.name }))
+        .collect();
+    Json(json!({
+        "domain": shared.ctx.domain,
+        "dialect": shared.ctx.options.dialect.as_str(),
+        "server": shared.server_header.to_str().unwrap_or_default(),
+        "extensions": extensions,
+    }))
+    .into_response()
 }
 
 async fn calls(State(shared): State<Arc<Shared>>) -> Response {

@@ -7,6 +7,7 @@ mod call;
 mod certificate;
 mod http;
 mod journal;
+mod page;
 mod sessions;
 mod switch;
 

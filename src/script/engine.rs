@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::DummyModuleResolver;
-use rhai::{Dynamic, Engine, EvalAltResult, Position, Token};
+use rhai::{Dynamic, Engine, EvalAltResult, Token};
 
 /// Budgets per handler run.
 #[derive(Clone, Copy, Debug)]
@@ -82,8 +82,10 @@ pub fn engine(script: &str, limits: Limits) -> Engine {
 }
 
 /// `file:line:column: message` for an error, from the innermost position Rhai knows (an error
-/// inside a function is reported where it happened, not where the function was called).
-pub fn describe(file: &str, error: &EvalAltResult) -> String {
+/// inside a function is reported where it happened, not where the function was called). Some
+/// errors carry no position (a budget running out inside a handler): `handler_line`, where
+/// the handler is defined, is named instead.
+pub fn describe(file: &str, error: &EvalAltResult, handler_line: Option<usize>) -> String {
     let mut inner = error;
     let mut position = error.position();
     while let EvalAltResult::ErrorInFunctionCall(_, _, cause, at) = inner {
@@ -97,17 +99,29 @@ pub fn describe(file: &str, error: &EvalAltResult) -> String {
     }
     let message = match inner {
         EvalAltResult::ErrorTerminated(value, _) => value.to_string(),
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            "the handler ran over its operations budget".to_owned()
+        }
         other => strip_position(&other.to_string()),
     };
-    format!("{file}:{}: {message}", at(position))
+    match (position.line(), position.position(), handler_line) {
+        (Some(line), Some(column), _) => format!("{file}:{line}:{column}: {message}"),
+        (Some(line), None, _) | (None, _, Some(line)) => format!("{file}:{line}: {message}"),
+        (None, _, None) => format!("{file}: {message}"),
+    }
 }
 
-fn at(position: Position) -> String {
-    match (position.line(), position.position()) {
-        (Some(line), Some(column)) => format!("{line}:{column}"),
-        (Some(line), None) => line.to_string(),
-        _ => "?".into(),
-    }
+/// The line of each `fn name(` at the start of a line, for [`describe`].
+pub fn function_lines(source: &str) -> std::collections::HashMap<String, usize> {
+    source
+        .lines()
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let rest = line.trim_start().strip_prefix("fn ")?;
+            let name = rest.split('(').next()?.trim();
+            Some((name.to_owned(), index + 1))
+        })
+        .collect()
 }
 
 /// Rhai appends ` (line N, position M)` to messages; the prefix says it already.
@@ -132,7 +146,10 @@ mod tests {
             },
         );
         let error = engine.run("loop {}").unwrap_err();
-        assert!(describe("t.rhai", &error).contains("t.rhai:1:"), "{error}");
+        assert!(
+            describe("t.rhai", &error, None).contains("t.rhai:1:"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -145,7 +162,7 @@ mod tests {
             },
         );
         let result = with_deadline(Duration::from_millis(50), || engine.run("loop {}"));
-        let text = describe("t.rhai", &result.unwrap_err());
+        let text = describe("t.rhai", &result.unwrap_err(), None);
         assert!(text.contains("time budget"), "{text}");
     }
 
@@ -156,6 +173,18 @@ mod tests {
             .eval("fn twice(x) { x * 2 }\nfn f(call) { call + 1 }\nlet g = Fn(\"twice\");\nf(1) + g.call(5)")
             .unwrap();
         assert_eq!(value, 12);
+    }
+
+    #[test]
+    fn errors_without_a_position_name_the_handler_line() {
+        let source = "// budget\nfn on_start() {\n  loop {}\n}\n";
+        let lines = function_lines(source);
+        assert_eq!(lines["on_start"], 2);
+        let error = EvalAltResult::ErrorTooManyOperations(rhai::Position::NONE);
+        assert_eq!(
+            describe("t.rhai", &error, lines.get("on_start").copied()),
+            "t.rhai:2: the handler ran over its operations budget"
+        );
     }
 
     #[test]
@@ -170,7 +199,7 @@ mod tests {
         let error = engine
             .run("fn boom() {\n  let x = 1;\n  throw \"bad\";\n}\nboom();")
             .unwrap_err();
-        let text = describe("t.rhai", &error);
+        let text = describe("t.rhai", &error, None);
         assert!(text.starts_with("t.rhai:3:"), "{text}");
         assert!(text.contains("bad"), "{text}");
     }

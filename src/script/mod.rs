@@ -6,7 +6,7 @@ mod api;
 mod engine;
 mod prompts;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -35,6 +35,14 @@ pub enum ScriptError {
 struct Compiled {
     ast: Arc<AST>,
     handlers: HashSet<(String, usize)>,
+    /// Where each function is defined, for errors that carry no position.
+    lines: HashMap<String, usize>,
+}
+
+impl Compiled {
+    fn describe(&self, label: &str, handler: &str, error: &rhai::EvalAltResult) -> String {
+        engine::describe(label, error, self.lines.get(handler).copied())
+    }
 }
 
 /// One bot's script: the engine (with the bot's `bot` object), the current compiled version,
@@ -73,6 +81,7 @@ fn compile(engine: &Engine, label: &str, text: &str) -> Result<Compiled, ScriptE
     Ok(Compiled {
         ast: Arc::new(ast),
         handlers,
+        lines: engine::function_lines(text),
     })
 }
 
@@ -148,7 +157,7 @@ impl ScriptHost {
         }
         if let Err(e) = run(&self.engine, &compiled.ast, self.limits, name, values) {
             self.errors.inc();
-            tracing::warn!(bot = %self.bot.shared().name, "script error in {name}: {}", engine::describe(&self.label, &e));
+            tracing::warn!(bot = %self.bot.shared().name, "script error in {name}: {}", compiled.describe(&self.label, name, &e));
         }
     }
 
@@ -228,7 +237,7 @@ impl CallHandler for ScriptCallHandler {
                 self.errors.inc();
                 Err(format!(
                     "{} (bot {}, call {})",
-                    engine::describe(&self.label, &e),
+                    self.compiled.describe(&self.label, name, &e),
                     self.bot.shared().name,
                     info.id
                 ))

@@ -183,3 +183,23 @@ pub async fn raw_socket(pbx: &Pbx, extension: &str) -> callbot::connection::PbxS
         .await
         .expect("socket opens")
 }
+
+/// A phone (media-stack client) logged in as `extension`, recording into `recordings`.
+pub async fn phone(
+    pbx: &Pbx,
+    extension: &str,
+    media: &callbot::media::MediaRuntime,
+    recordings: &std::path::Path,
+) -> callbot::phone::Phone {
+    callbot::phone::Phone::connect(
+        settings(pbx, extension, third_party(ADMIN_PASSWORD)),
+        media.clone(),
+        recordings.to_owned(),
+    )
+    .await
+    .expect("phone connects")
+}
+
+pub fn media_runtime() -> callbot::media::MediaRuntime {
+    callbot::media::MediaRuntime::start(loopback()).expect("media runtime")
+}

@@ -123,4 +123,6 @@ pub const FRAME_WORDS: &[&str] = &[
     "useragent",
     "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
 ];
+pub mod audio;
+pub mod binary;
 pub mod emulator;

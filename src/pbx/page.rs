@@ -1,0 +1,48 @@
+//! The softphone page the emulator serves at `/`: static HTML, JS and CSS built into the
+//! binary (no build step). `CALLBOT_WEB_DIR` serves the files from a folder instead, so the
+//! page can be edited without rebuilding.
+
+use std::path::PathBuf;
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+const FILES: &[(&str, &str, &str)] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("web/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("web/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("web/style.css"),
+    ),
+];
+
+/// The file `name` (`index.html`, `app.js`, `style.css`).
+pub(super) fn file(name: &str) -> Response {
+    let Some((_, content_type, built_in)) = FILES.iter().find(|(n, ..)| *n == name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let body = match std::env::var_os("CALLBOT_WEB_DIR") {
+        Some(dir) => match std::fs::read_to_string(PathBuf::from(dir).join(name)) {
+            Ok(text) => text,
+            Err(e) => return (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+        },
+        None => (*built_in).to_owned(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,329 @@
+//! A phone driven by code instead of a script: one extension, its link, and calls whose events
+//! come out of channels and whose commands go in. `callbot dial`, the load generator and tests
+//! use it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::call::{
+    self, ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup, Origin,
+};
+use crate::connection::{CallRouter, Link, LinkEvent, LinkSettings, Route};
+use crate::media::MediaRuntime;
+use crate::protocol::{CallId, CallState, ConnectionState, Dialect, ServerFrame};
+
+/// How long a phone waits for its link to be granted.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const RING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a phone call reports.
+#[derive(Clone, Debug)]
+pub enum PhoneEvent {
+    /// A call event, with the call as it was then.
+    Call(Box<CallInfo>, CallEvent),
+    /// The call is over (its final snapshot, recordings closed).
+    Ended(Box<CallInfo>),
+}
+
+/// One call of a phone.
+pub struct PhoneCall {
+    pub id: CallId,
+    inbox: mpsc::UnboundedSender<ActorInput>,
+    events: mpsc::UnboundedReceiver<PhoneEvent>,
+}
+
+impl PhoneCall {
+    pub fn command(&self, command: CallCommand) {
+        let _ = self.inbox.send(ActorInput::Command(command));
+    }
+
+    /// The next event; `None` once the call is gone.
+    pub async fn next(&mut self) -> Option<PhoneEvent> {
+        self.events.recv().await
+    }
+
+    /// Waits for `state` (or the end of the call, which is returned as an error).
+    pub async fn reach(&mut self, state: CallState) -> Result<Box<CallInfo>, Box<CallInfo>> {
+        while let Some(event) = self.next().await {
+            match event {
+                PhoneEvent::Call(info, CallEvent::State(s)) if s == state => return Ok(info),
+                PhoneEvent::Ended(info) => return Err(info),
+                _ => {}
+            }
+        }
+        Err(Box::new(CallInfo::new(
+            self.id.clone(),
+            call::Direction::Outbound,
+            ("", ""),
+            "",
+            BTreeMap::new(),
+        )))
+    }
+
+    /// Waits for the end of the call.
+    pub async fn ended(&mut self) -> Option<Box<CallInfo>> {
+        while let Some(event) = self.next().await {
+            if let PhoneEvent::Ended(info) = event {
+                return Some(info);
+            }
+        }
+        None
+    }
+}
+
+/// Passes events to the call's channel; commands come from whoever holds the `PhoneCall`.
+struct ChannelHandler(mpsc::UnboundedSender<PhoneEvent>);
+
+impl CallHandler for ChannelHandler {
+    fn handle(&mut self, call: &CallInfo, event: &CallEvent) -> Result<Vec<CallCommand>, String> {
+        let _ = self
+            .0
+            .send(PhoneEvent::Call(Box::new(call.clone()), event.clone()));
+        Ok(Vec::new())
+    }
+}
+
+enum Request {
+    Dial { to: String, call: PhoneCallParts },
+}
+
+struct PhoneCallParts {
+    id: CallId,
+    inbox: (
+        mpsc::UnboundedSender<ActorInput>,
+        mpsc::UnboundedReceiver<ActorInput>,
+    ),
+    events: mpsc::UnboundedSender<PhoneEvent>,
+    recording: PathBuf,
+}
+
+/// A registered extension whose calls are driven by code.
+pub struct Phone {
+    extension: String,
+    dialect: Dialect,
+    requests: mpsc::UnboundedSender<Request>,
+    incoming: mpsc::UnboundedReceiver<PhoneCall>,
+    task: JoinHandle<()>,
+    recordings: PathBuf,
+}
+
+impl Phone {
+    /// Logs in and waits until the link is granted. Recordings asked for without a path go
+    /// to `recordings`.
+    pub async fn connect(
+        settings: LinkSettings,
+        media: MediaRuntime,
+        recordings: PathBuf,
+    ) -> Result<Self, String> {
+        let extension = settings.extension.clone();
+        let (link, mut events) = Link::spawn(settings);
+        let dialect = loop {
+            match tokio::time::timeout(CONNECT_TIMEOUT, events.recv()).await {
+                Ok(Some(LinkEvent::Connection {
+                    state: ConnectionState::AccessGranted,
+                    dialect,
+                    ..
+                })) => break dialect,
+                Ok(Some(LinkEvent::Connection { state, reason, .. })) => {
+                    return Err(format!(
+                        "{}: {}",
+                        state.as_str(),
+                        reason.unwrap_or_default()
+                    ));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return Err("no answer from the PBX".into()),
+            }
+        };
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        let switchboard = Switchboard {
+            link,
+            events,
+            requests: requests_rx,
+            incoming: incoming_tx,
+            router: CallRouter::default(),
+            calls: HashMap::new(),
+            reports: mpsc::unbounded_channel(),
+            media,
+            extension: extension.clone(),
+            dialect,
+            next_key: 1,
+            recordings: recordings.clone(),
+        };
+        Ok(Self {
+            extension,
+            dialect,
+            requests,
+            incoming,
+            task: tokio::spawn(switchboard.run()),
+            recordings,
+        })
+    }
+
+    pub fn extension(&self) -> &str {
+        &self.extension
+    }
+
+    /// The dialect the PBX speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Places a call.
+    pub fn dial(&self, to: &str) -> PhoneCall {
+        let id = CallId::random();
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let parts = PhoneCallParts {
+            id: id.clone(),
+            inbox: (inbox.clone(), inbox_rx),
+            events: events_tx,
+            recording: self.recordings.join(format!("{id}.wav")),
+        };
+        let _ = self.requests.send(Request::Dial {
+            to: to.to_owned(),
+            call: parts,
+        });
+        PhoneCall { id, inbox, events }
+    }
+
+    /// The next call that rings here (already answered with 180; answer or reject it).
+    pub async fn incoming(&mut self) -> Option<PhoneCall> {
+        self.incoming.recv().await
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The phone's task: routes frames to its calls and starts them.
+struct Switchboard {
+    link: Link,
+    events: mpsc::Receiver<LinkEvent>,
+    requests: mpsc::UnboundedReceiver<Request>,
+    incoming: mpsc::UnboundedSender<PhoneCall>,
+    router: CallRouter<u64>,
+    calls: HashMap<u64, mpsc::UnboundedSender<ActorInput>>,
+    reports: (
+        mpsc::UnboundedSender<CallReport>,
+        mpsc::UnboundedReceiver<CallReport>,
+    ),
+    media: MediaRuntime,
+    extension: String,
+    dialect: Dialect,
+    next_key: u64,
+    recordings: PathBuf,
+}
+
+impl Switchboard {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(LinkEvent::Frame(frame)) => self.frame(frame),
+                    Some(LinkEvent::Connection { state, dialect, .. }) => {
+                        self.dialect = dialect;
+                        if state != ConnectionState::AccessGranted {
+                            for inbox in self.calls.values() {
+                                let _ = inbox.send(ActorInput::LinkLost);
+                            }
+                        }
+                    }
+                    Some(LinkEvent::Client(_)) => {}
+                    None => break,
+                },
+                request = self.requests.recv() => match request {
+                    Some(Request::Dial { to, call }) => self.dial(to, call),
+                    None => break,
+                },
+                Some(report) = self.reports.1.recv() => {
+                    if let CallReport::Ended { key, .. } = report {
+                        self.router.remove(&key);
+                        self.calls.remove(&key);
+                    }
+                }
+            }
+        }
+        self.link.close().await;
+    }
+
+    fn setup(&self, origin: Origin, recording: PathBuf) -> CallSetup {
+        CallSetup {
+            origin,
+            dialect: self.dialect,
+            own_extension: self.extension.clone(),
+            ring_timeout: RING_TIMEOUT,
+            vars: BTreeMap::new(),
+            record: None,
+            recording_path: recording,
+            frames: self.link.sender(),
+            media: self.media.clone(),
+        }
+    }
+
+    fn start(&mut self, origin: Origin, parts: PhoneCallParts) {
+        let key = self.next_key;
+        self.next_key += 1;
+        match &origin {
+            Origin::Inbound(invite) => self.router.incoming(invite.callid.clone(), key),
+            Origin::Outbound { id, .. } => self.router.outbound(id.clone(), key),
+        }
+        let (inbox, inbox_rx) = parts.inbox;
+        self.calls.insert(key, inbox);
+        let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
+        let events = parts.events;
+        let handler = Box::new(ChannelHandler(events.clone()));
+        let to_switchboard = self.reports.0.clone();
+        // The call's final report goes both to its owner and to the switchboard.
+        tokio::spawn(async move {
+            while let Some(report) = reports_rx.recv().await {
+                if let CallReport::Ended { key, info } = report {
+                    let _ = events.send(PhoneEvent::Ended(info.clone()));
+                    let _ = to_switchboard.send(CallReport::Ended { key, info });
+                }
+            }
+        });
+        let setup = self.setup(origin, parts.recording);
+        call::spawn(key, setup, handler, inbox_rx, reports_tx);
+    }
+
+    fn dial(&mut self, to: String, call: PhoneCallParts) {
+        let id = call.id.clone();
+        self.start(Origin::Outbound { to, id }, call);
+    }
+
+    fn frame(&mut self, frame: ServerFrame) {
+        match self.router.route(&frame) {
+            Route::Call(key) | Route::Adopted { key, .. } => {
+                if let Some(inbox) = self.calls.get(&key) {
+                    let _ = inbox.send(ActorInput::Frame(frame));
+                }
+            }
+            Route::Incoming => {
+                let ServerFrame::InviteSdp(invite) = frame else {
+                    return;
+                };
+                let id = invite.callid.clone();
+                let (inbox, inbox_rx) = mpsc::unbounded_channel();
+                let (events_tx, events) = mpsc::unbounded_channel();
+                let parts = PhoneCallParts {
+                    id: id.clone(),
+                    inbox: (inbox.clone(), inbox_rx),
+                    events: events_tx,
+                    recording: self.recordings.join(format!("{id}.wav")),
+                };
+                self.start(Origin::Inbound(invite), parts);
+                let _ = self.incoming.send(PhoneCall { id, inbox, events });
+            }
+            Route::Nowhere => {}
+        }
+    }
+}

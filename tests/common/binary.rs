@@ -1,0 +1,200 @@
+//! Running the real `callbot` binary in tests: the emulator (`callbot pbx`) and the daemon
+//! (`callbot run`) as child processes on 127.0.0.1, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callbot::protocol::Dialect;
+
+pub const ADMIN_PASSWORD: &str = "binary-admin-secret-991";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_callbot")
+}
+
+/// The repository's folder (prompts, scripts).
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A child whose output is collected in the background.
+pub struct Process {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Process {
+    fn spawn(mut command: Command) -> Self {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("callbot starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut all = output.lock().unwrap();
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
+        }
+        Self { child, output }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until the output contains `needle` `count` times; panics with the output if not.
+    pub fn wait_for(&self, needle: &str, count: usize, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let output = self.output();
+            if output.matches(needle).count() >= count {
+                return output;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {within:?} for {count}× {needle:?}; output:\n{output}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        // SAFETY: kill only reads its arguments; the pid is our own child's.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.wait(within)
+    }
+
+    pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit; output:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `callbot pbx` on an OS-chosen port.
+pub struct Emulator {
+    pub process: Process,
+    pub url: String,
+    pub cert: PathBuf,
+}
+
+pub fn emulator(dir: &Path, dialect: Dialect) -> Emulator {
+    let cert = dir.join("pbx.pem");
+    let mut command = Command::new(binary());
+    command
+        .args([
+            "pbx",
+            "--listen",
+            "127.0.0.1:0",
+            "--media-address",
+            "127.0.0.1",
+        ])
+        .args(["--dialect", dialect.as_str(), "--cert-out"])
+        .arg(&cert)
+        .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    let process = Process::spawn(command);
+    let output = process.wait_for("listening on https://", 1, Duration::from_secs(20));
+    let url = output
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .expect("the emulator prints its URL")
+        .trim()
+        .to_owned();
+    Emulator { process, url, cert }
+}
+
+/// Writes a bots.yaml for the emulator with `bots` (YAML list items) and returns its path.
+pub fn config(dir: &Path, emulator: &Emulator, bots: &str) -> PathBuf {
+    let text = format!(
+        r#"pbx:
+  url: "{url}"
+  domain: localhost
+  tls: {{ ca_file: "{cert}" }}
+  admin: {{ user: admin, password: "${{PBX_ADMIN_PASSWORD}}" }}
+defaults: {{ prompts: "{prompts}", recordings: "{recordings}" }}
+media: {{ addresses: [127.0.0.1] }}
+bots:
+{bots}"#,
+        url = emulator.url,
+        cert = emulator.cert.display(),
+        prompts = repo("prompts").display(),
+        recordings = dir.join("recordings").display(),
+    );
+    let path = dir.join("bots.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `callbot run -c config`, waiting until `bots` links are granted.
+pub fn daemon(config: &Path, bots: usize) -> Process {
+    let mut command = Command::new(binary());
+    command
+        .args(["run", "--grace", "10", "-c"])
+        .arg(config)
+        .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    let process = Process::spawn(command);
+    process.wait_for("ACCESS_GRANTED", bots, Duration::from_secs(20));
+    process
+}
+
+/// Copies a repository script into `dir` (so a test can edit it) and returns its path.
+pub fn script(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::copy(repo(&format!("scripts/{name}")), &path).unwrap();
+    path
+}
+
+/// Every file below `dir` with extension `ext`.
+pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == ext) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}

@@ -1,0 +1,383 @@
+//! The emulator as a media-anchored B2BUA (PROTOCOL.md §9), in both dialects: media-stack
+//! phones call each other through it; audio, DTMF, hold music and transfer are checked in what
+//! the phones receive and record.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use callbot::call::{Action, CallCommand, CallEvent};
+use callbot::pbx::MediaMode;
+use callbot::phone::{Phone, PhoneCall, PhoneEvent};
+use callbot::protocol::{CallId, CallState, ClientFrame, Dialect, SdpKind, ServerFrame, SipCode};
+use common::audio::{channel, dominant, rms, slice};
+use common::emulator::{TestClient, emulator, media_runtime, phone, start_pbx};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn record(path: &Path) -> CallCommand {
+    CallCommand::Record {
+        path: Some(path.to_owned()),
+        stereo: true,
+        max_secs: None,
+    }
+}
+
+fn tone(hz: f32, ms: u32) -> CallCommand {
+    CallCommand::Queue(Action::Tone { hz, ms })
+}
+
+/// `caller` dials `callee`'s extension; the callee answers. Returns both calls, connected.
+async fn connect(caller: &Phone, callee: &mut Phone) -> (PhoneCall, PhoneCall) {
+    let mut outgoing = caller.dial(callee.extension());
+    let mut incoming = timeout(WAIT, callee.incoming())
+        .await
+        .expect("the call rings")
+        .expect("phone alive");
+    incoming.command(CallCommand::Answer);
+    timeout(WAIT, incoming.reach(CallState::InCall))
+        .await
+        .expect("callee in call")
+        .expect("callee connected");
+    timeout(WAIT, outgoing.reach(CallState::InCall))
+        .await
+        .expect("caller in call")
+        .expect("caller connected");
+    (outgoing, incoming)
+}
+
+/// `a` hangs up; waits until both calls are over (recordings closed).
+async fn hang_up(a: &mut PhoneCall, b: &mut PhoneCall) {
+    a.command(CallCommand::Queue(Action::Hangup));
+    for call in [a, b] {
+        timeout(WAIT, call.ended()).await.expect("call ends");
+    }
+}
+
+async fn audio_flows_both_ways(dialect: Dialect) {
+    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = media_runtime();
+    let a = phone(&pbx, "502", &media, dir.path()).await;
+    let mut b = phone(&pbx, "503", &media, dir.path()).await;
+    assert_eq!(a.dialect(), dialect);
+    let (mut call_a, mut call_b) = connect(&a, &mut b).await;
+    let (rec_a, rec_b) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
+    call_a.command(record(&rec_a));
+    call_b.command(record(&rec_b));
+    call_a.command(tone(440.0, 2500));
+    call_b.command(tone(1000.0, 2500));
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let calls = emulator(&pbx, "calls").await;
+    let legs = calls[0]["legs"].as_array().unwrap();
+    assert!(
+        legs.iter()
+            .all(|l| l["packets_received"].as_u64().unwrap() > 50),
+        "{calls}"
+    );
+    assert_eq!(legs[0]["bridged_to"], legs[1]["callid"]);
+    hang_up(&mut call_a, &mut call_b).await;
+    for (recording, expected) in [(&rec_a, 1000.0), (&rec_b, 440.0)] {
+        let (far, rate) = channel(recording, 0);
+        let middle = slice(&far, rate, 0.8, 2.2);
+        assert!(
+            rms(middle) > 0.05,
+            "{}: far end too quiet",
+            recording.display()
+        );
+        let found = dominant(middle, rate, 300, 1500);
+        assert!(
+            (found - expected).abs() <= 10.0,
+            "{}: heard {found} Hz, expected {expected}",
+            recording.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn audio_flows_both_ways_modern() {
+    audio_flows_both_ways(Dialect::Modern).await;
+}
+
+#[tokio::test]
+async fn audio_flows_both_ways_legacy() {
+    audio_flows_both_ways(Dialect::Legacy).await;
+}
+
+/// Digits received by a call until `count` arrived.
+async fn digits(call: &mut PhoneCall, count: usize) -> String {
+    let mut digits = String::new();
+    while digits.len() < count {
+        match timeout(WAIT, call.next()).await.expect("digits arrive") {
+            Some(PhoneEvent::Call(_, CallEvent::Dtmf(digit))) => digits.push(digit),
+            Some(PhoneEvent::Ended(_)) | None => panic!("call ended after {digits:?}"),
+            Some(_) => {}
+        }
+    }
+    digits
+}
+
+async fn dtmf_is_relayed_once_each(dialect: Dialect) {
+    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = media_runtime();
+    let a = phone(&pbx, "502", &media, dir.path()).await;
+    let mut b = phone(&pbx, "503", &media, dir.path()).await;
+    let (call_a, mut call_b) = connect(&a, &mut b).await;
+    call_a.command(CallCommand::Queue(Action::Pause { ms: 300 }));
+    call_a.command(CallCommand::Queue(Action::SendDtmf {
+        digits: "0123456789*#".into(),
+    }));
+    assert_eq!(digits(&mut call_b, 12).await, "0123456789*#");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let calls = emulator(&pbx, "calls").await;
+    assert_eq!(
+        calls[0]["legs"][0]["dtmf_relayed"], "0123456789*#",
+        "{calls}"
+    );
+    call_a.command(CallCommand::Queue(Action::Hangup));
+    let info_b = timeout(WAIT, call_b.ended()).await.unwrap().unwrap();
+    // Every digit the callee ever saw: each one exactly once.
+    assert_eq!(info_b.digits, "0123456789*#");
+}
+
+#[tokio::test]
+async fn dtmf_is_relayed_once_each_modern() {
+    dtmf_is_relayed_once_each(Dialect::Modern).await;
+}
+
+#[tokio::test]
+async fn dtmf_is_relayed_once_each_legacy() {
+    dtmf_is_relayed_once_each(Dialect::Legacy).await;
+}
+
+async fn hold_plays_music_to_the_other_party(dialect: Dialect) {
+    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = media_runtime();
+    let a = phone(&pbx, "502", &media, dir.path()).await;
+    let mut b = phone(&pbx, "503", &media, dir.path()).await;
+    let (mut call_a, mut call_b) = connect(&a, &mut b).await;
+    let rec_b = dir.path().join("b.wav");
+    call_b.command(record(&rec_b));
+    // One second of silence from A, then A holds for three seconds, then resumes.
+    call_a.command(CallCommand::Queue(Action::Pause { ms: 1000 }));
+    call_a.command(CallCommand::Queue(Action::Hold));
+    call_a.command(CallCommand::Queue(Action::Pause { ms: 3000 }));
+    call_a.command(CallCommand::Queue(Action::Resume));
+    timeout(WAIT, call_a.reach(CallState::Hold))
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(WAIT, call_a.reach(CallState::InCall))
+        .await
+        .unwrap()
+        .unwrap();
+    let calls = emulator(&pbx, "calls").await;
+    let events = emulator(&pbx, "events").await;
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "hold"),
+        "{events}"
+    );
+    hang_up(&mut call_a, &mut call_b).await;
+    let (far, rate) = channel(&rec_b, 0);
+    let before = slice(&far, rate, 0.2, 0.9);
+    let held = slice(&far, rate, 1.4, 3.8);
+    assert!(
+        rms(before) < 0.01,
+        "silence before the hold: {}",
+        rms(before)
+    );
+    assert!(
+        rms(held) > 0.03,
+        "hold music while held: {} ({calls})",
+        rms(held)
+    );
+    let note = dominant(held, rate, 400, 900);
+    assert!(
+        [523.0, 659.0, 784.0]
+            .iter()
+            .any(|f: &f32| (note - f).abs() <= 10.0),
+        "hold music notes, heard {note} Hz"
+    );
+}
+
+#[tokio::test]
+async fn hold_plays_music_to_the_other_party_modern() {
+    hold_plays_music_to_the_other_party(Dialect::Modern).await;
+}
+
+#[tokio::test]
+async fn hold_plays_music_to_the_other_party_legacy() {
+    hold_plays_music_to_the_other_party(Dialect::Legacy).await;
+}
+
+async fn transfer_bridges_the_caller_to_the_target(dialect: Dialect) {
+    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = media_runtime();
+    let a = phone(&pbx, "502", &media, dir.path()).await;
+    let mut b = phone(&pbx, "503", &media, dir.path()).await;
+    let mut c = phone(&pbx, "504", &media, dir.path()).await;
+    let (mut call_a, mut call_b) = connect(&a, &mut b).await;
+    let rec_a = dir.path().join("a.wav");
+    call_a.command(record(&rec_a));
+    call_b.command(CallCommand::Queue(Action::Transfer { to: "504".into() }));
+    let ended_b = timeout(WAIT, call_b.ended()).await.unwrap().unwrap();
+    assert_eq!(ended_b.end.unwrap().reason.as_str(), "transferred");
+    let mut call_c = timeout(WAIT, c.incoming()).await.unwrap().unwrap();
+    call_c.command(CallCommand::Answer);
+    timeout(WAIT, call_c.reach(CallState::InCall))
+        .await
+        .unwrap()
+        .unwrap();
+    call_c.command(tone(700.0, 2000));
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let calls = emulator(&pbx, "calls").await;
+    let legs = calls[0]["legs"].as_array().unwrap();
+    let target = legs
+        .iter()
+        .find(|l| l["role"] == "transfer-target")
+        .expect("a target leg");
+    assert_eq!(target["state"], "connected", "{calls}");
+    assert_eq!(legs[0]["bridged_to"], target["callid"], "{calls}");
+    hang_up(&mut call_c, &mut call_a).await;
+    let (far, rate) = channel(&rec_a, 0);
+    let found = dominant(
+        slice(
+            &far,
+            rate,
+            far.len() as f32 / rate as f32 - 2.4,
+            far.len() as f32 / rate as f32 - 0.6,
+        ),
+        rate,
+        300,
+        1500,
+    );
+    assert!(
+        (found - 700.0).abs() <= 10.0,
+        "A hears C's 700 Hz tone, heard {found} Hz"
+    );
+}
+
+#[tokio::test]
+async fn transfer_bridges_the_caller_to_the_target_modern() {
+    transfer_bridges_the_caller_to_the_target(Dialect::Modern).await;
+}
+
+#[tokio::test]
+async fn transfer_bridges_the_caller_to_the_target_legacy() {
+    transfer_bridges_the_caller_to_the_target(Dialect::Legacy).await;
+}
+
+/// A real WebRTC offer for raw-frame tests.
+async fn offer(media: &callbot::media::MediaRuntime) -> (callbot::media::MediaLeg, String) {
+    let (leg, _events) = media.new_leg().await.unwrap();
+    let offer = leg.create_offer().await.unwrap();
+    (leg, offer)
+}
+
+#[tokio::test]
+async fn legacy_answers_the_callers_offer_and_offers_to_the_callee() {
+    let pbx = start_pbx(MediaMode::Anchored, Dialect::Legacy).await;
+    let media = media_runtime();
+    let (_leg, sdp) = offer(&media).await;
+    let mut caller = TestClient::ready(&pbx, "502").await;
+    let mut callee = TestClient::ready(&pbx, "503").await;
+    let callid = CallId::random();
+    caller
+        .send(ClientFrame::SdpPacket {
+            to: "503".into(),
+            callid: callid.clone(),
+            offer: sdp.clone(),
+        })
+        .await;
+    let early = caller
+        .frame("sdp 183", |f| match f {
+            ServerFrame::Sdp(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(early.callid, callid, "legacy keeps the caller's call id");
+    assert_eq!(early.code, Some(SipCode::SESSION_PROGRESS));
+    assert_eq!(early.sdp.kind, Some(SdpKind::Answer));
+    let invite = callee
+        .frame("invitesdp", |f| match f {
+            ServerFrame::InviteSdp(i) => Some(i.clone()),
+            _ => None,
+        })
+        .await;
+    assert_ne!(
+        invite.sdp.text, sdp,
+        "the callee gets the emulator's own offer"
+    );
+    assert!(invite.sdp.text.contains("a=setup:actpass"));
+}
+
+#[tokio::test]
+async fn modern_offers_to_the_caller_under_its_own_call_id_and_kills_it_with_415_when_ignored() {
+    let pbx = start_pbx(MediaMode::Anchored, Dialect::Modern).await;
+    let media = media_runtime();
+    let (_leg, sdp) = offer(&media).await;
+    // A client written for the legacy dialect: it treats the PBX's offer as an answer and
+    // never answers it, so the call must fail visibly.
+    let mut caller = TestClient::ready(&pbx, "502").await;
+    let mut callee = TestClient::ready(&pbx, "503").await;
+    let callid = CallId::random();
+    caller
+        .send(ClientFrame::SdpPacket {
+            to: "503".into(),
+            callid: callid.clone(),
+            offer: sdp,
+        })
+        .await;
+    let pbx_offer = caller
+        .frame("sdp 183", |f| match f {
+            ServerFrame::Sdp(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert_ne!(
+        pbx_offer.callid, callid,
+        "modern offers under the PBX's own call id"
+    );
+    assert_eq!(pbx_offer.sdp.kind, Some(SdpKind::Offer));
+    assert!(pbx_offer.sdp.text.contains("a=setup:actpass"));
+    caller
+        .send(ClientFrame::SipAck {
+            callid: pbx_offer.callid.clone(),
+        })
+        .await;
+    let invite = callee
+        .frame("invitesdp", |f| match f {
+            ServerFrame::InviteSdp(i) => Some(i.clone()),
+            _ => None,
+        })
+        .await;
+    let bye = caller
+        .frame("bye 415", |f| match f {
+            ServerFrame::Bye(b) => Some(b.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(bye.code, Some(SipCode::UNSUPPORTED_MEDIA_TYPE));
+    assert_eq!(bye.callid, pbx_offer.callid);
+    let cancel = callee
+        .frame("cancel", |f| match f {
+            ServerFrame::Cancel(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        cancel.callid, invite.callid,
+        "the callee's ringing leg is cancelled"
+    );
+    let calls = emulator(&pbx, "calls").await;
+    assert_eq!(calls[0]["end_code"], 415, "{calls}");
+}

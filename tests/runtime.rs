@@ -1,0 +1,456 @@
+//! The bot runtime through the real binary: `callbot run` with the example scripts against
+//! `callbot pbx` (anchored media), callers being `callbot dial` or an in-process phone. Every
+//! call test runs in both dialects.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbot::call::{Action, CallCommand, CallEvent};
+use callbot::config::{DialectSetting, Secret, TlsSetting};
+use callbot::connection::{Credentials, LinkSettings, tls};
+use callbot::media::MediaRuntime;
+use callbot::phone::{Phone, PhoneCall, PhoneEvent};
+use callbot::protocol::{CallState, Dialect};
+use common::audio::{channel, dominant, loud_seconds, rms, slice};
+use common::binary::{self, ADMIN_PASSWORD, Emulator, config, daemon, emulator, files, script};
+use serde_json::Value;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs a test body once per dialect.
+macro_rules! both_dialects {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn modern() {
+                super::$name(Dialect::Modern).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn legacy() {
+                super::$name(Dialect::Legacy).await;
+            }
+        }
+    };
+}
+
+async fn phone(emulator: &Emulator, extension: &str, dir: &Path) -> Phone {
+    let settings = LinkSettings {
+        bot: format!("phone-{extension}"),
+        base: emulator.url.parse().unwrap(),
+        domain: "localhost".into(),
+        extension: extension.into(),
+        credentials: Credentials::ThirdParty {
+            user: "admin".into(),
+            password: Secret::new(ADMIN_PASSWORD),
+        },
+        tls: Arc::new(tls::client_config(&TlsSetting::CaFile(emulator.cert.clone())).unwrap()),
+        dialect: DialectSetting::Auto,
+        useragent: "test-phone".into(),
+    };
+    let media = MediaRuntime::start(common::emulator::loopback()).unwrap();
+    Phone::connect(settings, media, dir.to_owned())
+        .await
+        .expect("phone connects")
+}
+
+async fn answered(call: &mut PhoneCall) {
+    timeout(WAIT, call.reach(CallState::InCall))
+        .await
+        .expect("answered in time")
+        .unwrap_or_else(|info| panic!("call ended unanswered: {:?}", info.end));
+}
+
+fn sidecars(dir: &Path, bot: &str) -> Vec<Value> {
+    files(&dir.join("recordings").join(bot), "json")
+        .iter()
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect()
+}
+
+const IVR: &str = r#"  - name: ivr
+    extension: "500"
+    script: "{dir}/ivr.rhai"
+    record: stereo
+    allow_dial: ["501"]
+    vars: { test_line: "501" }
+"#;
+
+const TEST_LINE: &str = r#"  - name: test-line
+    extension: "501"
+    script: "{dir}/test_line.rhai"
+    record: stereo
+"#;
+
+fn bots(dir: &Path, templates: &[&str]) -> String {
+    templates
+        .iter()
+        .map(|t| t.replace("{dir}", &dir.display().to_string()))
+        .collect()
+}
+
+async fn dial_2_at_the_ivr_hears_welcome_and_goodbye(dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = emulator(dir.path(), dialect);
+    script(dir.path(), "ivr.rhai");
+    let config = config(dir.path(), &pbx, &bots(dir.path(), &[IVR]));
+    let _daemon = daemon(&config, 1);
+    let recording = dir.path().join("r.wav");
+    let output = tokio::task::spawn_blocking({
+        let (url, cert, recording) = (pbx.url.clone(), pbx.cert.clone(), recording.clone());
+        move || {
+            std::process::Command::new(binary::binary())
+                .args(["dial", "--pbx", &url, "--domain", "localhost", "--ca-file"])
+                .arg(&cert)
+                .args([
+                    "--to",
+                    "500",
+                    "--dtmf",
+                    "2",
+                    "--media-address",
+                    "127.0.0.1",
+                    "--record",
+                ])
+                .arg(&recording)
+                .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "dial failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("state IN_CALL"), "{stdout}");
+    assert!(
+        stdout.contains("ended: remote_hangup"),
+        "the IVR hung up: {stdout}"
+    );
+
+    // The welcome prompt, whole, at the start of what the IVR sent.
+    let (far, rate) = channel(&recording, 0);
+    let (welcome, welcome_rate) = channel(&binary::repo("prompts/welcome.wav"), 0);
+    let expected = loud_seconds(&welcome, welcome_rate);
+    let heard = loud_seconds(slice(&far, rate, 0.0, 1.5), rate);
+    assert!(
+        heard >= expected * 0.8,
+        "welcome: {heard:.2} s loud in the recording, {expected:.2} s in the prompt"
+    );
+    assert!(
+        rms(slice(&far, rate, 0.1, 1.2)) > 0.02,
+        "the welcome prompt is audible"
+    );
+
+    let sidecars = sidecars(dir.path(), "ivr");
+    assert_eq!(sidecars.len(), 1, "{sidecars:?}");
+    assert_eq!(sidecars[0]["digits"], "2");
+    assert_eq!(sidecars[0]["reason"], "local_hangup");
+    let cdr = std::fs::read_to_string(dir.path().join("recordings/cdr.jsonl")).unwrap();
+    assert!(
+        cdr.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "{cdr}"
+    );
+}
+both_dialects!(dial_2_at_the_ivr_hears_welcome_and_goodbye);
+
+async fn menu_1_transfers_to_the_test_line_which_echoes(dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = emulator(dir.path(), dialect);
+    script(dir.path(), "ivr.rhai");
+    script(dir.path(), "test_line.rhai");
+    let config = config(dir.path(), &pbx, &bots(dir.path(), &[IVR, TEST_LINE]));
+    let _daemon = daemon(&config, 2);
+    let caller = phone(&pbx, "502", dir.path()).await;
+    let mut call = caller.dial("500");
+    answered(&mut call).await;
+    let recording = dir.path().join("caller.wav");
+    call.command(CallCommand::Record {
+        path: Some(recording.clone()),
+        stereo: true,
+        max_secs: None,
+    });
+    call.command(CallCommand::Queue(Action::Pause { ms: 800 }));
+    call.command(CallCommand::Queue(Action::SendDtmf { digits: "1".into() }));
+    // The test line announces itself (about 3 s), then echoes: send a tone long enough.
+    call.command(CallCommand::Queue(Action::Pause { ms: 500 }));
+    call.command(CallCommand::Queue(Action::Tone {
+        hz: 1000.0,
+        ms: 8000,
+    }));
+    tokio::time::sleep(Duration::from_millis(9500)).await;
+    call.command(CallCommand::Queue(Action::Hangup));
+    let info = timeout(WAIT, call.ended()).await.unwrap().unwrap();
+    assert_eq!(
+        info.end.unwrap().reason.as_str(),
+        "local_hangup",
+        "still connected after the transfer"
+    );
+    let (far, rate) = channel(&recording, 0);
+    let seconds = far.len() as f32 / rate as f32;
+    let tail = slice(&far, rate, seconds - 2.5, seconds - 0.5);
+    assert!(rms(tail) > 0.02, "the echo is audible");
+    let found = dominant(tail, rate, 300, 1500);
+    assert!(
+        (found - 1000.0).abs() <= 10.0,
+        "heard {found} Hz back, expected the 1 kHz echo"
+    );
+    let ivr = sidecars(dir.path(), "ivr");
+    assert_eq!(ivr[0]["digits"], "1");
+    assert_eq!(ivr[0]["reason"], "transferred");
+}
+both_dialects!(menu_1_transfers_to_the_test_line_which_echoes);
+
+const GREETERS: &str = r#"  - name: greeter-a
+    extension: "600"
+    script: "{dir}/greeter.rhai"
+    record: stereo
+    allow_dial: ["601"]
+    vars: { peer: "601", role: caller, greeting: greeting_a.wav }
+  - name: greeter-b
+    extension: "601"
+    script: "{dir}/greeter.rhai"
+    record: stereo
+    vars: { peer: "600", role: callee, greeting: greeting_b.wav }
+"#;
+
+async fn greeters_see_each_other_call_and_record_each_other(dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = emulator(dir.path(), dialect);
+    script(dir.path(), "greeter.rhai");
+    let config = config(dir.path(), &pbx, &bots(dir.path(), &[GREETERS]));
+    let daemon = daemon(&config, 2);
+    let log = daemon.wait_for("is ONLINE", 2, WAIT);
+    assert!(log.contains("Greeter B (601) is ONLINE"), "{log}");
+    assert!(log.contains("Greeter A (600) is ONLINE"), "{log}");
+    daemon.wait_for("ended: local_hangup", 1, WAIT);
+    daemon.wait_for("ended: remote_hangup", 1, WAIT);
+    for (bot, greeting) in [
+        ("greeter-a", "greeting_b.wav"),
+        ("greeter-b", "greeting_a.wav"),
+    ] {
+        let recordings = files(&dir.path().join("recordings").join(bot), "wav");
+        assert_eq!(recordings.len(), 1, "{bot}: {recordings:?}");
+        let (far, rate) = channel(&recordings[0], 0);
+        let (prompt, prompt_rate) = channel(&binary::repo(&format!("prompts/{greeting}")), 0);
+        let expected = loud_seconds(&prompt, prompt_rate);
+        let heard = loud_seconds(&far, rate);
+        assert!(
+            heard >= expected * 0.8 && heard <= expected * 1.3,
+            "{bot} recorded {heard:.2} s of the other's greeting, which is {expected:.2} s"
+        );
+    }
+}
+both_dialects!(greeters_see_each_other_call_and_record_each_other);
+
+const BROKEN: &str = r#"  - name: thrower
+    extension: "505"
+    script: "{dir}/thrower.rhai"
+  - name: looper
+    extension: "506"
+    script: "{dir}/looper.rhai"
+  - name: missing
+    extension: "507"
+    script: "{dir}/missing.rhai"
+  - name: dialer
+    extension: "508"
+    script: "{dir}/dialer.rhai"
+    allow_dial: ["5??"]
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+async fn final_state(caller: &Phone, number: &str, talk: Duration) -> (CallState, Option<u16>) {
+    let mut call = caller.dial(number);
+    let started = tokio::time::Instant::now();
+    loop {
+        let event = timeout(WAIT, call.next()).await.expect("call progresses");
+        match event {
+            Some(PhoneEvent::Call(_, CallEvent::State(CallState::InCall))) => {
+                tokio::time::sleep(talk.saturating_sub(started.elapsed())).await;
+                call.command(CallCommand::Queue(Action::Hangup));
+            }
+            Some(PhoneEvent::Ended(info)) => {
+                return (
+                    info.state.unwrap(),
+                    info.end.and_then(|e| e.code).map(|c| c.0),
+                );
+            }
+            Some(_) => {}
+            None => panic!("call vanished"),
+        }
+    }
+}
+
+async fn script_errors_are_reported_and_the_daemon_goes_on(dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = emulator(dir.path(), dialect);
+    write(
+        dir.path(),
+        "thrower.rhai",
+        "fn on_incoming_call(call) {\n    call.answer();\n    throw \"no such customer\";\n}\n",
+    );
+    write(
+        dir.path(),
+        "looper.rhai",
+        "fn on_incoming_call(call) {\n    let n = 0;\n    loop { n += 1; }\n}\n",
+    );
+    write(
+        dir.path(),
+        "missing.rhai",
+        "fn on_incoming_call(call) {\n    call.answer();\n    call.play(\"no-such-prompt.wav\");\n    call.tone(440, 3000);\n}\nfn on_play_done(call, prompt) {\n    bot.log(`play_error=${call.play_error}`);\n}\n",
+    );
+    write(
+        dir.path(),
+        "dialer.rhai",
+        "fn on_incoming_call(call) {\n    call.answer();\n    bot.dial(\"0900123456\");\n}\n",
+    );
+    let config = config(dir.path(), &pbx, &bots(dir.path(), &[BROKEN]));
+    let daemon = daemon(&config, 4);
+    let caller = phone(&pbx, "502", dir.path()).await;
+
+    let (state, code) = final_state(&caller, "505", Duration::ZERO).await;
+    assert_eq!(
+        (state, code),
+        (CallState::Rejected, Some(500)),
+        "a failing on_incoming_call rejects with 500"
+    );
+    daemon.wait_for("thrower.rhai:3:", 1, WAIT);
+    assert!(daemon.output().contains("no such customer"));
+
+    let (state, code) = final_state(&caller, "506", Duration::ZERO).await;
+    assert_eq!((state, code), (CallState::Rejected, Some(500)));
+    // A budget error has no position of its own: the handler's line is named.
+    let log = daemon.wait_for("looper.rhai:1:", 1, WAIT);
+    assert!(log.contains("operations budget"), "{log}");
+
+    let (state, _) = final_state(&caller, "507", Duration::from_millis(1500)).await;
+    assert_eq!(
+        state,
+        CallState::Completed,
+        "a missing prompt does not end the call"
+    );
+    let log = daemon.wait_for("play_error=", 1, WAIT);
+    assert!(log.contains("no-such-prompt.wav"), "{log}");
+
+    // Dialling a number outside allow_dial raises a script error: the incoming call whose
+    // handler failed is rejected with 500 (SCRIPTING.md "Limits and errors").
+    let (state, code) = final_state(&caller, "508", Duration::ZERO).await;
+    assert_eq!((state, code), (CallState::Rejected, Some(500)));
+    let log = daemon.wait_for("dialer.rhai:3:", 1, WAIT);
+    assert!(log.contains("not in allow_dial"), "{log}");
+    assert!(
+        !pbx.process.output().contains("0900123456"),
+        "nothing was dialled"
+    );
+
+    // The daemon is still serving: the bots are all still up and answer.
+    let (state, _) = final_state(&caller, "507", Duration::from_millis(300)).await;
+    assert_eq!(state, CallState::Completed);
+}
+both_dialects!(script_errors_are_reported_and_the_daemon_goes_on);
+
+const VERSIONED: &str = r#"  - name: versioned
+    extension: "500"
+    script: "{dir}/versioned.rhai"
+"#;
+
+fn versioned(version: &str) -> String {
+    format!(
+        "fn on_incoming_call(call) {{\n    call.answer();\n    call.set_timer(\"report\", 2500);\n}}\n\
+         fn on_call_timer(call, name) {{\n    bot.log(\"handled by {version}\");\n    call.hangup();\n}}\n"
+    )
+}
+
+async fn an_edited_script_applies_to_the_next_call_only(dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = emulator(dir.path(), dialect);
+    write(dir.path(), "versioned.rhai", &versioned("version one"));
+    let config = config(dir.path(), &pbx, &bots(dir.path(), &[VERSIONED]));
+    let daemon = daemon(&config, 1);
+    let caller = phone(&pbx, "502", dir.path()).await;
+    let mut live = caller.dial("500");
+    answered(&mut live).await;
+    write(dir.path(), "versioned.rhai", &versioned("version two"));
+    daemon.wait_for("reloaded", 1, WAIT);
+    timeout(WAIT, live.ended()).await.unwrap().unwrap();
+    let log = daemon.wait_for("handled by", 1, WAIT);
+    assert!(
+        log.contains("handled by version one"),
+        "the live call keeps its code:\n{log}"
+    );
+    let mut next = caller.dial("500");
+    answered(&mut next).await;
+    timeout(WAIT, next.ended()).await.unwrap().unwrap();
+    let log = daemon.wait_for("handled by", 2, WAIT);
+    assert!(
+        log.contains("handled by version two"),
+        "the next call runs the new code:\n{log}"
+    );
+
+    // A script that no longer compiles keeps the last good one running.
+    write(
+        dir.path(),
+        "versioned.rhai",
+        "fn on_incoming_call(call) {\n    call.answer(\n}\n",
+    );
+    daemon.wait_for("not reloaded", 1, WAIT);
+    let mut after = caller.dial("500");
+    answered(&mut after).await;
+    timeout(WAIT, after.ended()).await.unwrap().unwrap();
+    daemon.wait_for("handled by version two", 2, WAIT);
+}
+both_dialects!(an_edited_script_applies_to_the_next_call_only);
+
+async fn sigterm_lets_the_call_finish_closes_the_recording_and_exits_0(dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = emulator(dir.path(), dialect);
+    script(dir.path(), "test_line.rhai");
+    let config = config(dir.path(), &pbx, &bots(dir.path(), &[TEST_LINE]));
+    let mut daemon = daemon(&config, 1);
+    let caller = phone(&pbx, "502", dir.path()).await;
+    let mut call = caller.dial("501");
+    answered(&mut call).await;
+    call.command(CallCommand::Queue(Action::Tone {
+        hz: 500.0,
+        ms: 4000,
+    }));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopping = std::thread::spawn(move || {
+        let status = daemon.terminate(Duration::from_secs(20));
+        (status, daemon.output())
+    });
+    // New calls are refused while the daemon winds down; the live call goes on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut refused = caller.dial("501");
+    let info = timeout(WAIT, refused.ended()).await.unwrap().unwrap();
+    assert_eq!(info.state, Some(CallState::Busy), "{:?}", info.end);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    call.command(CallCommand::Stop);
+    call.command(CallCommand::Queue(Action::Hangup));
+    timeout(WAIT, call.ended()).await.unwrap().unwrap();
+    let (status, output) = stopping.join().unwrap();
+    assert!(status.success(), "exit status {status}:\n{output}");
+    let recordings = files(&dir.path().join("recordings/test-line"), "wav");
+    assert_eq!(recordings.len(), 1);
+    let (far, rate) = channel(&recordings[0], 0);
+    let seconds = far.len() as f32 / rate as f32;
+    assert!(
+        seconds > 2.5,
+        "the recording runs to the end of the call: {seconds} s"
+    );
+    assert!((dominant(slice(&far, rate, 0.5, 2.5), rate, 300, 1500) - 500.0).abs() <= 10.0);
+}
+both_dialects!(sigterm_lets_the_call_finish_closes_the_recording_and_exits_0);
