@@ -2,7 +2,11 @@
 
 CARGO ?= cargo
 
-.PHONY: test test-deps build-deps fuzz
+.PHONY: demo test test-deps build-deps fuzz bench
+
+## The emulator and the example bots (callbot demo); Ctrl-C stops it.
+demo: build-deps
+	$(CARGO) run --release -- demo
 
 ## Install what the tests need, then formatting, lints and the whole test suite.
 test: test-deps
@@ -19,10 +23,16 @@ build-deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 	@command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
 
+## Test tools: rustfmt, clippy, and Debian's Chromium for the browser tests.
 test-deps: build-deps
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	@test -x /usr/lib/chromium/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 ## A long fuzz run of the frame decoders and the config loader (FUZZ_ITERATIONS, FUZZ_SEED).
 fuzz:
 	FUZZ_ITERATIONS=$${FUZZ_ITERATIONS:-10000000} $(CARGO) test --release --test fuzz -- --ignored --nocapture
+
+## The benchmarks of BENCHMARKS.md.
+bench: build-deps
+	$(CARGO) bench

@@ -7,5 +7,6 @@ pub mod daemon;
 pub mod media;
 pub mod pbx;
 pub mod phone;
+pub mod procstat;
 pub mod protocol;
 pub mod script;

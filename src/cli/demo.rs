@@ -70,6 +70,10 @@ pub struct DemoArgs {
     /// Serve /metrics and /healthz here.
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Address for the emulator's media host candidates; repeat for more. Default: every
+    /// interface plus 127.0.0.1 (so browsers on other machines can reach it).
+    #[arg(long = "media-address", value_name = "IP")]
+    media_addresses: Vec<std::net::IpAddr>,
 }
 
 /// `dir` if it holds every file named, else `None`.
@@ -174,7 +178,10 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             ],
             out: Some(cert.clone()),
         },
-        network: NetworkSettings::default(),
+        network: NetworkSettings {
+            addresses: args.media_addresses.clone(),
+            ice_servers: vec![],
+        },
         ring_timeout: Duration::from_secs(60),
         offer_timeout: Duration::from_secs(10),
     };

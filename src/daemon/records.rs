@@ -41,6 +41,8 @@ pub fn call_record(bot: &str, info: &CallInfo) -> Value {
         "recordings": info.recordings,
         "recording_error": info.recording_error,
         "setup_ms": info.setup_time.map(|d| d.as_secs_f64() * 1000.0),
+        "connect_ms": info.stats.connect_time.map(|d| d.as_secs_f64() * 1000.0),
+        "first_audio_ms": info.stats.first_audio.map(|d| d.as_secs_f64() * 1000.0),
         "packets_sent": info.stats.packets_sent,
         "packets_received": info.stats.packets_received,
         "packets_lost": info.stats.packets_lost,

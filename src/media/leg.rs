@@ -113,6 +113,7 @@ struct Sent {
     dropped: u64,
     pacing: SendPacing,
     connect_time: Option<Duration>,
+    first_audio: Option<Duration>,
 }
 
 /// The state the clock, the receive task and the owner share. Each part has its own lock, held
@@ -212,6 +213,13 @@ impl LegState {
             stats.packets += sent;
             stats.bytes += bytes;
             stats.dropped += dropped;
+            if sent > 0
+                && tick.pcm.is_some()
+                && stats.first_audio.is_none()
+                && let Some(connected) = stats.connect_time
+            {
+                stats.first_audio = Some(self.created.elapsed().saturating_sub(connected));
+            }
             if sent > 0 {
                 stats
                     .pacing
@@ -617,6 +625,7 @@ impl MediaLeg {
             stats.bytes_sent = sent.bytes;
             stats.packets_dropped = sent.dropped;
             stats.connect_time = sent.connect_time;
+            stats.first_audio = sent.first_audio;
         }
         let receive = lock(&self.state.receive);
         let clock_rate = receive.negotiated.map_or(8000, |n| n.codec.clock_rate());

@@ -18,6 +18,8 @@ pub struct LegStats {
     pub jitter_ms: f64,
     /// From leg creation to ICE + DTLS connected.
     pub connect_time: Option<Duration>,
+    /// From connected to the first packet of queued audio (a prompt, tone or echo) sent.
+    pub first_audio: Option<Duration>,
 }
 
 /// Receive-side bookkeeping for loss and jitter.

@@ -126,6 +126,7 @@
     wantOnline: false,          // false after logout: no reconnect
     everOpen: false,            // a socket of this login has been open: closing means CONNECTION_CLOSED
     attempt: 0,                 // reconnect attempts since the last ACCESS_GRANTED
+    generation: 0,              // bumped by login/logout: stale login replies are dropped
     reconnectAt: 0,
     reconnectTimer: null,
     keepaliveTimer: null,
@@ -210,6 +211,7 @@
       : dialectFromServer(res.headers.get('server'))
         || dialectFromServer(S.info && S.info.server)
         || (S.info && S.info.dialect) || 'modern';
+    if (res.status >= 500) throw new Error(`HTTP ${res.status}`);
     if (res.status === 429) return { denied: 'too many failed attempts, wait a little' };
     if (!res.ok) return { denied: `login refused (HTTP ${res.status})` };
     const text = (await res.text()).trim();
@@ -225,6 +227,7 @@
   function login(ext, password) {
     ext = String(ext || '').trim();
     password = String(password ?? '');
+    if (S.call) hangup();
     closeSocket();
     clearTimeout(S.reconnectTimer);
     S.extension = ext;
@@ -232,6 +235,7 @@
     S.wantOnline = true;
     S.everOpen = false;
     S.attempt = 0;
+    S.generation += 1;
     S.presence.clear();
     const done = new Promise((resolve) => S.loginWaiters.push(resolve));
     connect();
@@ -242,6 +246,7 @@
     clearTimeout(S.reconnectTimer);
     S.reconnectTimer = null;
     if (!S.wantOnline) return;
+    const generation = S.generation;
     setConnection('CONNECTING', S.attempt ? `attempt ${S.attempt + 1}` : '');
     await fetchInfo();
     S.domain = (S.info && S.info.domain) || location.hostname;
@@ -249,9 +254,10 @@
     try {
       result = await restLogin(S.extension, S.password); // a fresh session on every try (§6)
     } catch (e) {
+      if (generation !== S.generation) return;
       return connectFailed(`login request failed: ${e.message || e}`);
     }
-    if (!S.wantOnline) return;
+    if (!S.wantOnline || generation !== S.generation) return; // logged out or in again meanwhile
     if (result.denied) {
       S.wantOnline = false;
       setConnection('ACCESS_DENIED', result.denied);
@@ -295,8 +301,8 @@
     ws.onopen = () => {
       clearTimeout(openTimer);
       if (S.ws !== ws) return;
+      S.reconcile = S.everOpen; // a reconnect: reconcile calls from the first call-state (§6)
       S.everOpen = true;
-      S.reconcile = S.attempt > 0;
       bootstrap();
     };
     ws.onmessage = (ev) => {
@@ -312,6 +318,10 @@
       if (S.ws !== ws) return;
       S.ws = null;
       stopTimers();
+      // Our registration went with the socket; the others' presence is unknown until the next
+      // domain-state, so the list is shown dimmed meanwhile.
+      const own = S.presence.get(S.extension);
+      if (own) own.online = false;
       connectFailed(`socket closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`);
     };
   }
@@ -356,7 +366,7 @@
   }
 
   function sendRegister() {
-    send({ action: 'sip-register', useragent: `callbot softphone (${navigator.userAgent.split(') ')[0]})` });
+    send({ action: 'sip-register', useragent: 'callbot softphone (web)' });
   }
 
   function granted() {
@@ -366,6 +376,7 @@
 
   function logout() {
     S.wantOnline = false;
+    S.generation += 1;
     if (S.call) hangup();
     clearTimeout(S.reconnectTimer);
     closeSocket();
@@ -482,6 +493,7 @@
       localCandidates: [],
       holdLocal: false,   // keep local candidates back (modern outbound offer, which the PBX ignores)
       awaitingAdoption: direction === 'outbound',
+      offerSent: false,   // outbound: our sdp-packet has gone out
       offerSdp: null,     // inbound: the PBX's offer
       answeredOffer: null, // the remote offer we last answered, and our answer to it
       answerSdp: null,
@@ -651,9 +663,11 @@
       started: call.started,
       duration_ms: call.connectedAt ? now - call.connectedAt : 0,
       reason: reason || '',
+      code,
     });
     if (S.log.length > 200) S.log.shift();
     if (S.call === call) S.call = null;
+    ui.transferOpen = false;
     showEnded(call);
     ui.render();
   }
@@ -705,7 +719,8 @@
     await pc.setLocalDescription(offer);
     if (call.ended) return null;
     // §4 sdp-packet: `to`, our 32-hex callid, the offer.
-    send({ action: 'sdp-packet', to: number, callid: call.id, sdp: { type: 'offer', sdp: pc.localDescription.sdp } });
+    call.offerSent = send({ action: 'sdp-packet', to: number, callid: call.id, sdp: { type: 'offer', sdp: pc.localDescription.sdp } });
+    if (!call.offerSent) endCall(call, 'REJECTED', 'not connected');
     return call.id;
   }
 
@@ -785,11 +800,14 @@
       if (current.pc) serial(current, () => answerOffer(current, sdp, cseq));
       return;
     }
-    const from = String(f['from-user'] || f.from || '').replace(/^.*<sip:([^@>]+).*$/, '$1');
+    // `from-user` is the bare number; `from` may be a SIP URI ("Ann" <sip:501@domain>).
+    const rawFrom = String(f['from-user'] || f.from || '');
+    const uri = /sips?:([^@;>]+)/.exec(rawFrom);
+    const from = uri ? uri[1] : rawFrom;
     if (current) {
       // One call at a time: a second call gets 486 Busy Here.
       send({ action: 'sip-busy', callid, cseq, code: 486 });
-      S.log.push({ direction: 'inbound', peer: from, state: 'BUSY', started: Date.now(), duration_ms: 0, reason: 'busy on another call' });
+      S.log.push({ direction: 'inbound', peer: from, state: 'BUSY', started: Date.now(), duration_ms: 0, reason: 'you were on another call', code: 486 });
       return ui.render();
     }
     const call = newCall('inbound', from, callid);
@@ -850,7 +868,7 @@
     // §6: the caller gave up; confirm with cancel-response.
     send({ action: 'cancel-response', callid: f.callid, cseq: f.cseq });
     const call = S.call;
-    if (matches(call, f.callid)) endCall(call, 'CANCELLED', 'caller hung up before answer');
+    if (matches(call, f.callid)) endCall(call, 'CANCELLED', 'cancelled before answer');
   }
 
   // ---------------------------------------------------------------------------------------
@@ -862,7 +880,10 @@
     if (!call) return false;
     if (call.direction === 'inbound' && call.state === 'RINGING') return reject();
     // §4 sip-bye: `caller` says whether we placed the call; also cancels our unanswered call.
-    send({ action: 'sip-bye', callid: call.id, caller: call.direction === 'outbound' ? 'true' : 'false' });
+    // (Nothing to say when our offer has not gone out yet: the PBX does not know the call.)
+    if (call.direction === 'inbound' || call.offerSent) {
+      send({ action: 'sip-bye', callid: call.id, caller: call.direction === 'outbound' ? 'true' : 'false' });
+    }
     const answered = !!call.connectedAt;
     endCall(call, answered ? 'COMPLETED' : 'CANCELLED', answered ? 'you hung up' : 'cancelled by you');
     return true;
@@ -1110,7 +1131,7 @@
   }
 
   async function audioStats() {
-    const out = { packetsReceived: 0, packetsSent: 0, audioEnergy: 0, level: 0 };
+    const out = { packetsReceived: 0, packetsSent: 0, audioEnergy: 0, level: 0, micLevel: 0 };
     const call = S.call;
     if (!call || !call.pc) return out;
     try {
@@ -1128,6 +1149,7 @@
       debug('getStats failed', e);
     }
     out.level = media.level(media.remoteAnalyser);
+    out.micLevel = call.held ? 0 : media.level(media.localAnalyser);
     return out;
   }
 
@@ -1205,10 +1227,11 @@
         return `<li class="${cls}" data-ext="${escapeHtml(ext)}" title="${me ? 'This is you' : `Call ${escapeHtml(ext)}`}">
           <span class="dot"></span>
           <span class="ext">${escapeHtml(ext)}</span>
-          <span class="name">${escapeHtml(p.name || '')}${me ? ' <em>(you)</em>' : ''}</span>
-          <span class="pstate">${p.online ? 'ONLINE' : 'OFFLINE'}</span>
+          <span class="name">${escapeHtml(p.name || '')}</span>
+          <span class="pstate">${me ? '<em>YOU</em> · ' : ''}${p.online ? 'ONLINE' : 'OFFLINE'}</span>
         </li>`;
       }).join('');
+      list.classList.toggle('stale', S.connection !== 'ACCESS_GRANTED');
       if (list.dataset.html !== html) {
         list.innerHTML = html || '<li class="empty">No presence yet</li>';
         list.dataset.html = html;
@@ -1276,7 +1299,7 @@
           <td>${fmtTime(e.started)}</td>
           <td title="${e.direction}">${e.direction === 'outbound' ? '↗ out' : '↙ in'}</td>
           <td class="num"><a href="#" data-dial="${escapeHtml(e.peer)}">${escapeHtml(e.peer)}</a></td>
-          <td><span class="pill">${e.state}</span>${e.reason ? `<span class="why">${escapeHtml(e.reason)}</span>` : ''}</td>
+          <td><span class="pill">${e.state}</span>${e.reason || e.code ? `<span class="why">${escapeHtml(e.reason || '')}${e.code ? ` (${e.code})` : ''}</span>` : ''}</td>
           <td class="dur">${e.duration_ms ? fmtDuration(e.duration_ms) : '–'}</td>
         </tr>`).join('');
       const html = rows || '<tr class="empty"><td colspan="5">No calls yet</td></tr>';
@@ -1402,6 +1425,8 @@
     if (params.get('password') !== null || saved.password !== undefined) $('login-password').dataset.touched = '1';
     const info = await fetchInfo();
     if (info) {
+      // The demo's accounts (an IVR bot on 500): show how to try it.
+      $('demo-hint').hidden = !(info.extensions || []).some((e) => String(e.number) === '500' && e.name === 'IVR');
       $('server-info').textContent = `${info.server || 'PBX'} · domain ${info.domain} · ${info.dialect} dialect`;
       const list = $('ext-list');
       list.innerHTML = (info.extensions || []).map((e) =>
@@ -1435,7 +1460,7 @@
       active: !call.ended,
       held: call.held,
       remoteHeld: call.remoteHeld,
-      connected_ms: call.connectedAt ? Date.now() - call.connectedAt : 0,
+      connected_ms: call.connectedAt ? (call.endedAt || Date.now()) - call.connectedAt : 0,
       reason: call.reason || '',
       code: call.code,
     };

@@ -1,0 +1,177 @@
+//! What the benchmarks share: starting `callbot` as a child process on 127.0.0.1, phones that
+//! talk to it, and percentiles.
+
+#![allow(dead_code)] // each bench uses part of this module
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbot::config::{DialectSetting, Secret, TlsSetting};
+use callbot::connection::{Credentials, LinkSettings, tls};
+use callbot::media::MediaRuntime;
+use callbot::media::transport::NetworkSettings;
+use callbot::phone::Phone;
+
+pub const ADMIN_PASSWORD: &str = "bench-admin";
+
+/// A child `callbot` process, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub stdout: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first stdout line containing `needle`.
+    pub fn line_with(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .stdout
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the child prints");
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callbot"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("callbot starts");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Process { child, stdout: rx }
+}
+
+/// `callbot pbx` on a free loopback port; returns it and its URL.
+pub fn emulator(extra: &[&str], cert: &Path) -> (Process, String) {
+    let mut args = vec![
+        "pbx",
+        "--listen",
+        "127.0.0.1:0",
+        "--media-address",
+        "127.0.0.1",
+        "--ring-timeout",
+        "300",
+        "--cert-out",
+    ];
+    let cert = cert.display().to_string();
+    args.push(&cert);
+    args.extend_from_slice(extra);
+    let child = spawn(&args, &[("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD), ("RUST_LOG", "error")]);
+    let line = child.line_with("listening on");
+    let url = line.rsplit(' ').next().unwrap_or_default().trim().to_owned();
+    (child, url)
+}
+
+pub fn loopback_media() -> MediaRuntime {
+    MediaRuntime::start(NetworkSettings {
+        addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ice_servers: vec![],
+    })
+    .expect("media runtime")
+}
+
+pub async fn phone(url: &str, extension: &str, media: &MediaRuntime) -> Phone {
+    let settings = LinkSettings {
+        bot: format!("bench-{extension}"),
+        base: url.parse().expect("URL"),
+        domain: "localhost".into(),
+        extension: extension.into(),
+        credentials: Credentials::ThirdParty {
+            user: "admin".into(),
+            password: Secret::new(ADMIN_PASSWORD),
+        },
+        tls: Arc::new(tls::client_config(&TlsSetting::Insecure).expect("TLS")),
+        dialect: DialectSetting::Auto,
+        useragent: "callbot-bench".into(),
+    };
+    Phone::connect(settings, media.clone(), std::env::temp_dir())
+        .await
+        .expect("phone connects")
+}
+
+/// The `p`-th percentile (0–100) of `values`, which it sorts.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+/// Arguments after `--bench`: sizes (numbers) and `--name value` options.
+pub struct Args {
+    pub sizes: Vec<usize>,
+    options: Vec<(String, String)>,
+}
+
+impl Args {
+    pub fn parse() -> Self {
+        let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+        let mut sizes = Vec::new();
+        let mut options = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            if let Some(name) = args[i].strip_prefix("--") {
+                options.push((name.to_owned(), args.get(i + 1).cloned().unwrap_or_default()));
+                i += 2;
+            } else {
+                if let Ok(n) = args[i].parse() {
+                    sizes.push(n);
+                }
+                i += 1;
+            }
+        }
+        Self { sizes, options }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.options.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn number(&self, name: &str, default: u64) -> u64 {
+        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+}
+
+/// A one-second sine at `hz` (8 kHz mono WAV), to play in a loop.
+pub fn write_tone(path: &Path, hz: f32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).expect("tone file");
+    for sample in callbot::media::tone::sine(hz, 8000, 1000) {
+        writer.write_sample(sample).expect("tone sample");
+    }
+    writer.finalize().expect("tone file");
+}

@@ -1,0 +1,200 @@
+//! Headless Chromium for end-to-end tests, driven over the DevTools protocol with our own
+//! websocket client (no extra crates). Every browser gets a fresh profile and a fake microphone
+//! fed from a WAV file; dropping it kills the browser and removes its profile.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+/// Debian's Chromium, started directly (the /usr/bin wrapper adds flags).
+pub const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+
+pub struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    socket: WebSocketStream<TcpStream>,
+    next_id: u64,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tab, attached with a flat session.
+pub struct Tab {
+    pub session: String,
+}
+
+impl Browser {
+    /// Starts Chromium with a microphone that plays `microphone` (a WAV file) in a loop.
+    pub async fn launch(microphone: &Path) -> Self {
+        assert!(
+            Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: `make test` installs Debian's chromium package"
+        );
+        let profile = tempfile::tempdir().expect("profile folder");
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-default-apps",
+                "--ignore-certificate-errors",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                "--allow-loopback-in-peer-connection",
+                "--autoplay-policy=no-user-gesture-required",
+                "--remote-debugging-port=0",
+                "--window-size=1100,800",
+            ])
+            .arg(format!("--use-file-for-fake-audio-capture={}", microphone.display()))
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromium prints its DevTools URL");
+        let address = url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .expect("ws URL")
+            .to_owned();
+        let tcp = TcpStream::connect(&address).await.expect("DevTools port");
+        let (socket, _) = client_async(url.as_str(), tcp).await.expect("DevTools socket");
+        Self {
+            child,
+            _profile: profile,
+            socket,
+            next_id: 1,
+        }
+    }
+
+    /// Sends a DevTools command and returns its result (events in between are skipped).
+    pub async fn command(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut message = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            message["sessionId"] = json!(session);
+        }
+        self.socket
+            .send(Message::text(message.to_string()))
+            .await
+            .expect("DevTools send");
+        let reply = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(Ok(frame)) = self.socket.next().await {
+                if let Message::Text(text) = frame {
+                    let value: Value = serde_json::from_str(&text).unwrap_or_default();
+                    if value["id"] == id {
+                        return value;
+                    }
+                }
+            }
+            panic!("DevTools socket closed");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no reply to {method}"));
+        assert!(reply.get("error").is_none(), "{method}: {reply}");
+        reply["result"].clone()
+    }
+
+    /// Opens `url` in a new tab.
+    pub async fn open(&mut self, url: &str) -> Tab {
+        let target = self.command(None, "Target.createTarget", json!({ "url": url })).await;
+        let attached = self
+            .command(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target["targetId"], "flatten": true }),
+            )
+            .await;
+        Tab {
+            session: attached["sessionId"].as_str().expect("session").to_owned(),
+        }
+    }
+
+    /// Evaluates `expression` in the tab (awaiting promises) and returns its JSON value.
+    pub async fn eval(&mut self, tab: &Tab, expression: &str) -> Value {
+        let result = self
+            .command(
+                Some(&tab.session),
+                "Runtime.evaluate",
+                json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+            )
+            .await;
+        if let Some(exception) = result.get("exceptionDetails") {
+            panic!("{expression} threw: {exception}");
+        }
+        result["result"]["value"].clone()
+    }
+
+    /// Polls `expression` until `done` accepts its value; panics with the last value if not.
+    pub async fn wait_for(
+        &mut self,
+        tab: &Tab,
+        expression: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let value = self.eval(tab, expression).await;
+            if done(&value) {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited {within:?} for {expression}; last value: {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Saves a PNG of the tab.
+    pub async fn screenshot(&mut self, tab: &Tab, path: &Path) {
+        let shot = self
+            .command(Some(&tab.session), "Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
+        let data = shot["data"].as_str().expect("PNG data");
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 PNG");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("screenshot folder");
+        }
+        std::fs::write(path, bytes).expect("screenshot written");
+    }
+}
+
+/// Where tests keep artefacts people look at (screenshots): `target/e2e/`.
+pub fn artefact(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e").join(name)
+}
