@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::call::{
     self, ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup, Origin,
 };
-use crate::connection::{CallRouter, Link, LinkEvent, LinkSettings, Route};
+use crate::connection::{CallRouter, FrameSender, Link, LinkEvent, LinkSettings, Route};
 use crate::media::MediaRuntime;
 use crate::protocol::{CallId, CallState, ConnectionState, Dialect, ServerFrame};
 
@@ -139,10 +139,33 @@ impl Phone {
                 Ok(None) | Err(_) => return Err("no answer from the PBX".into()),
             }
         };
+        let frames = link.sender();
+        Ok(Self::attach(
+            &extension,
+            dialect,
+            (frames, events),
+            Some(link),
+            media,
+            recordings,
+        ))
+    }
+
+    /// A phone on an existing frame transport: frames to send go to `transport.0`, what the
+    /// PBX says arrives on `transport.1` (the emulator's test extensions use channels).
+    pub fn attach(
+        extension: &str,
+        dialect: Dialect,
+        transport: (FrameSender, mpsc::Receiver<LinkEvent>),
+        link: Option<Link>,
+        media: MediaRuntime,
+        recordings: PathBuf,
+    ) -> Self {
+        let (frames, events) = transport;
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
         let switchboard = Switchboard {
             link,
+            frames,
             events,
             requests: requests_rx,
             incoming: incoming_tx,
@@ -150,19 +173,19 @@ impl Phone {
             calls: HashMap::new(),
             reports: mpsc::unbounded_channel(),
             media,
-            extension: extension.clone(),
+            extension: extension.to_owned(),
             dialect,
             next_key: 1,
             recordings: recordings.clone(),
         };
-        Ok(Self {
-            extension,
+        Self {
+            extension: extension.to_owned(),
             dialect,
             requests,
             incoming,
             task: tokio::spawn(switchboard.run()),
             recordings,
-        })
+        }
     }
 
     pub fn extension(&self) -> &str {
@@ -206,7 +229,9 @@ impl Drop for Phone {
 
 /// The phone's task: routes frames to its calls and starts them.
 struct Switchboard {
-    link: Link,
+    /// The websocket link, when there is one (closed when the phone goes).
+    link: Option<Link>,
+    frames: FrameSender,
     events: mpsc::Receiver<LinkEvent>,
     requests: mpsc::UnboundedReceiver<Request>,
     incoming: mpsc::UnboundedSender<PhoneCall>,
@@ -252,7 +277,9 @@ impl Switchboard {
                 }
             }
         }
-        self.link.close().await;
+        if let Some(link) = self.link {
+            link.close().await;
+        }
     }
 
     fn setup(&self, origin: Origin, recording: PathBuf) -> CallSetup {
@@ -264,7 +291,7 @@ impl Switchboard {
             vars: BTreeMap::new(),
             record: None,
             recording_path: recording,
-            frames: self.link.sender(),
+            frames: self.frames.clone(),
             media: self.media.clone(),
         }
     }

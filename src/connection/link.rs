@@ -70,6 +70,12 @@ pub enum LinkEvent {
 pub struct FrameSender(mpsc::Sender<ClientFrame>);
 
 impl FrameSender {
+    /// A sender whose frames go to `channel` instead of a socket (the emulator's own test
+    /// extensions speak the protocol over channels).
+    pub fn from_channel(channel: mpsc::Sender<ClientFrame>) -> Self {
+        Self(channel)
+    }
+
     /// Queues a frame for the socket. Frames sent while the link is down are dropped (the calls
     /// they belong to end with the socket).
     pub async fn send(&self, frame: ClientFrame) {

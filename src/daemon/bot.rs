@@ -5,18 +5,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, info, warn};
 
 use super::metrics::BotMetrics;
 use super::records::{CdrLog, call_record, recording_path, write_sidecars};
-use crate::call::{self, Action, ActorInput, CallCommand, CallReport, CallSetup, Origin};
+use crate::call::{
+    self, Action, ActorInput, CallCommand, CallInfo, CallReport, CallSetup, Origin,
+};
 use crate::config::{BotConfig, RecordMode};
 use crate::connection::{CallRouter, Client, Link, LinkEvent, LinkSettings, Route};
 use crate::media::{MediaRuntime, RecordOptions};
 use crate::protocol::{
-    CallState, ClientFrame, ConnectionState, Dialect, Invite, ServerFrame, SipCode,
+    CallId, CallState, ClientFrame, ConnectionState, Dialect, Invite, ServerFrame, SipCode,
 };
 use crate::script::{BotApi, BotCommand, Limits, ScriptHost, client_value};
 
@@ -31,6 +33,13 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
 pub enum BotControl {
     /// Compile the script again (file changed, SIGHUP).
     Reload,
+    /// Place a call as if the script had (campaigns); `done` gets the finished call. A bot
+    /// that is shutting down drops `done` without dialling.
+    Dial {
+        to: String,
+        vars: BTreeMap<String, String>,
+        done: oneshot::Sender<Box<CallInfo>>,
+    },
     /// Take no new calls; hang up the rest after `grace`; then stop.
     Shutdown { grace: Duration },
 }
@@ -70,7 +79,15 @@ pub struct BotTask {
     closing: Option<Instant>,
     /// A reload asked for, and when it is due.
     reload_at: Option<Instant>,
+    /// Who waits for which call to end (campaign dials).
+    watchers: HashMap<u64, oneshot::Sender<Box<CallInfo>>>,
 }
+
+/// A call's input channel, both ends.
+type Inbox = (
+    mpsc::UnboundedSender<ActorInput>,
+    mpsc::UnboundedReceiver<ActorInput>,
+);
 
 /// Handles to a running bot.
 pub struct BotHandle {
@@ -137,6 +154,7 @@ impl BotTask {
             cdr,
             closing: None,
             reload_at: None,
+            watchers: HashMap::new(),
         };
         let span = tracing::info_span!("bot", bot = %name);
         let task = tokio::spawn(task.run().instrument(span));
@@ -178,6 +196,11 @@ impl BotTask {
                 control = self.control.recv() => match control {
                     Some(BotControl::Reload) => {
                         self.reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
+                    }
+                    Some(BotControl::Dial { to, vars, done }) => {
+                        if let Some(key) = self.dial(to, vars, None) {
+                            self.watchers.insert(key, done);
+                        }
                     }
                     Some(BotControl::Shutdown { grace }) => self.shut_down(grace),
                     None => self.shut_down(Duration::ZERO),
@@ -336,10 +359,7 @@ impl BotTask {
         origin: Origin,
         id: &str,
         vars: BTreeMap<String, String>,
-        inbox: Option<(
-            mpsc::UnboundedSender<ActorInput>,
-            mpsc::UnboundedReceiver<ActorInput>,
-        )>,
+        inbox: Option<Inbox>,
     ) {
         let (tx, rx) = inbox.unwrap_or_else(mpsc::unbounded_channel);
         let recording = recording_path(&self.config.recordings.join(&self.config.name), id);
@@ -379,15 +399,7 @@ impl BotTask {
                 vars,
                 inbox,
             } => {
-                if self.closing.is_some() {
-                    warn!("not dialling {to}: shutting down");
-                    return;
-                }
-                info!("dialling {to} as call {id}");
-                let key = self.next_key();
-                self.router.outbound(id.clone(), key);
-                let name = id.to_string();
-                self.start_call(key, Origin::Outbound { to, id }, &name, vars, Some(inbox));
+                self.dial(to, vars, Some((id, inbox)));
             }
             BotCommand::SetTimer(name, after) => {
                 self.timers.insert(name, Instant::now() + after);
@@ -396,6 +408,27 @@ impl BotTask {
                 self.timers.remove(&name);
             }
         }
+    }
+
+    /// Places a call (its id and inbox come from the script's `bot.dial`, or are made here);
+    /// returns its key, or `None` when shutting down.
+    fn dial(
+        &mut self,
+        to: String,
+        vars: BTreeMap<String, String>,
+        made: Option<(CallId, Inbox)>,
+    ) -> Option<u64> {
+        if self.closing.is_some() {
+            warn!("not dialling {to}: shutting down");
+            return None;
+        }
+        let (id, inbox) = made.unwrap_or_else(|| (CallId::random(), mpsc::unbounded_channel()));
+        info!("dialling {to} as call {id}");
+        let key = self.next_key();
+        self.router.outbound(id.clone(), key);
+        let name = id.to_string();
+        self.start_call(key, Origin::Outbound { to, id }, &name, vars, Some(inbox));
+        Some(key)
     }
 
     fn call_report(&mut self, report: CallReport) {
@@ -414,6 +447,9 @@ impl BotTask {
                 let record = call_record(&self.config.name, &info);
                 write_sidecars(&info, &record);
                 self.cdr.append(&record);
+                if let Some(watcher) = self.watchers.remove(&key) {
+                    let _ = watcher.send(info.clone());
+                }
                 info!(
                     "call {} ({} {} → {}) ended: {}",
                     info.id,

@@ -147,6 +147,25 @@ impl Daemon {
             .collect()
     }
 
+    /// Has `bot` place a call as its script would; the receiver gets the finished call (an
+    /// error when the bot is unknown or shutting down, and nothing was dialled).
+    pub async fn dial(
+        &self,
+        bot: &str,
+        to: &str,
+        vars: std::collections::BTreeMap<String, String>,
+    ) -> Option<tokio::sync::oneshot::Receiver<Box<crate::call::CallInfo>>> {
+        let handle = self.bots.iter().find(|b| b.name == bot)?;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let control = BotControl::Dial {
+            to: to.to_owned(),
+            vars,
+            done,
+        };
+        handle.control.send(control).await.ok()?;
+        Some(finished)
+    }
+
     /// Compiles every script again (SIGHUP).
     pub async fn reload(&self) {
         for bot in &self.bots {

@@ -15,6 +15,43 @@ pub struct Extension {
     pub number: String,
     pub name: String,
     pub password: Secret,
+    /// Answered by the emulator itself, as configured (test extensions for campaigns).
+    pub auto: Option<AutoAnswer>,
+}
+
+/// How a test extension hosted by the emulator treats a call.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoAnswer {
+    pub action: AutoAction,
+    /// Digits to press once answered (RFC 4733), after `after_ms`.
+    #[serde(default)]
+    pub press: Option<String>,
+    #[serde(default = "default_after_ms")]
+    pub after_ms: u32,
+    /// Hang up this long after answering.
+    #[serde(default = "default_hangup_ms")]
+    pub hangup_ms: u32,
+}
+
+fn default_after_ms() -> u32 {
+    1000
+}
+
+fn default_hangup_ms() -> u32 {
+    30_000
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoAction {
+    Answer,
+    /// 486 Busy Here.
+    Busy,
+    /// 603 Decline.
+    Reject,
+    /// Rings until the caller or the ring timeout gives up.
+    NoAnswer,
 }
 
 /// The admin and the extensions, by number.
@@ -51,7 +88,10 @@ struct RawExtension {
     number: String,
     #[serde(default)]
     name: Option<String>,
-    password: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    auto: Option<AutoAnswer>,
 }
 
 /// Names of the default extensions: the demo's bots and some desks for people and browsers.
@@ -66,17 +106,53 @@ fn default_name(number: u32) -> String {
     }
 }
 
+/// The default test extensions 700–705, for campaigns against the emulator: they answer and
+/// press 1, answer and stay silent, are busy, never answer, decline, answer and press 2.
+fn default_auto(number: u32) -> (String, AutoAnswer) {
+    let answer = |press: Option<&str>| AutoAnswer {
+        action: AutoAction::Answer,
+        press: press.map(str::to_owned),
+        after_ms: 4000,
+        hangup_ms: 30_000,
+    };
+    let only = |action| AutoAnswer {
+        action,
+        press: None,
+        after_ms: default_after_ms(),
+        hangup_ms: default_hangup_ms(),
+    };
+    match number {
+        700 => ("Answers, presses 1".into(), answer(Some("1"))),
+        701 => ("Answers, silent".into(), answer(None)),
+        702 => ("Always busy".into(), only(AutoAction::Busy)),
+        703 => ("Never answers".into(), only(AutoAction::NoAnswer)),
+        704 => ("Declines".into(), only(AutoAction::Reject)),
+        _ => ("Answers, presses 2".into(), answer(Some("2"))),
+    }
+}
+
 impl Accounts {
-    /// The built-in accounts: admin (with `admin_password`) and extensions 500–509 and 600–609,
-    /// each with its number as password (a lab emulator, never a real PBX).
+    /// The built-in accounts: admin (with `admin_password`), extensions 500–509 and 600–609,
+    /// each with its number as password (a lab emulator, never a real PBX), and the test
+    /// extensions 700–705 that the emulator answers itself.
     pub fn defaults(admin_password: Secret) -> Self {
-        let extensions = (500..510)
-            .chain(600..610)
-            .map(|n: u32| Extension {
+        let people = (500..510).chain(600..610).map(|n: u32| Extension {
+            number: n.to_string(),
+            name: default_name(n),
+            password: Secret::new(n.to_string()),
+            auto: None,
+        });
+        let tests = (700..706).map(|n: u32| {
+            let (name, auto) = default_auto(n);
+            Extension {
                 number: n.to_string(),
-                name: default_name(n),
+                name,
                 password: Secret::new(n.to_string()),
-            })
+                auto: Some(auto),
+            }
+        });
+        let extensions = people
+            .chain(tests)
             .map(|e| (e.number.clone(), e))
             .collect();
         Self {
@@ -104,12 +180,17 @@ impl Accounts {
                     ext.number
                 )));
             }
+            if ext.password.is_none() && ext.auto.is_none() {
+                return Err(error(format!(
+                    "extension {} needs a password (or `auto:` to be answered by the emulator)",
+                    ext.number
+                )));
+            }
             let extension = Extension {
-                name: ext
-                    .name
-                    .unwrap_or_else(|| format!("Extension {}", ext.number)),
+                name: ext.name.unwrap_or_else(|| format!("Extension {}", ext.number)),
                 number: ext.number.clone(),
-                password: Secret::new(ext.password),
+                password: Secret::new(ext.password.unwrap_or_default()),
+                auto: ext.auto,
             };
             if extensions.insert(ext.number.clone(), extension).is_some() {
                 return Err(error(format!("extension {} is listed twice", ext.number)));
@@ -138,7 +219,11 @@ mod tests {
     #[test]
     fn defaults_have_the_demo_extensions() {
         let accounts = Accounts::defaults(Secret::new("pw"));
-        assert_eq!(accounts.extensions.len(), 20);
+        assert_eq!(accounts.extensions.len(), 26);
+        assert_eq!(
+            accounts.extension("702").unwrap().auto.as_ref().unwrap().action,
+            AutoAction::Busy
+        );
         assert_eq!(accounts.extension("500").unwrap().name, "IVR");
         assert_eq!(accounts.extension("609").unwrap().password.expose(), "609");
         assert!(accounts.extension("510").is_none());

@@ -296,19 +296,33 @@ async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let session = cookie_session(&headers).or_else(|| query.get("session").cloned());
-    let owner = session.and_then(|id| lock(&shared.sessions).owner(&id).cloned());
-    let Some(owner) = owner else {
+    // Browsers pass the session as a query parameter: tabs logged in as different extensions
+    // share one cookie jar, so the cookie may belong to another tab. Take the first valid
+    // session that belongs to `user`.
+    let candidates = [query.get("session").cloned(), cookie_session(&headers)];
+    let owners: Vec<_> = {
+        let sessions = lock(&shared.sessions);
+        candidates
+            .iter()
+            .flatten()
+            .filter_map(|id| sessions.owner(id).cloned())
+            .collect()
+    };
+    if owners.is_empty() {
         return (StatusCode::UNAUTHORIZED, "no valid session").into_response();
+    }
+    let wanted = query.get("user");
+    let Some(owner) = owners
+        .into_iter()
+        .find(|owner| wanted.is_none_or(|user| *user == owner.extension))
+    else {
+        return (StatusCode::FORBIDDEN, "the session belongs to another user").into_response();
     };
     if query
-        .get("user")
-        .is_some_and(|user| *user != owner.extension)
-        || query
-            .get("domain")
-            .is_some_and(|domain| *domain != shared.ctx.domain)
+        .get("domain")
+        .is_some_and(|domain| *domain != shared.ctx.domain)
     {
-        return (StatusCode::FORBIDDEN, "the session belongs to another user").into_response();
+        return (StatusCode::FORBIDDEN, "unknown domain").into_response();
     }
     upgrade
         .max_message_size(MAX_FRAME_BYTES * 16)

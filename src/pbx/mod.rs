@@ -3,6 +3,7 @@
 //! (PROTOCOL.md §9).
 
 mod accounts;
+mod auto;
 mod call;
 mod certificate;
 mod http;
@@ -28,7 +29,7 @@ use crate::media::MediaRuntime;
 use crate::media::transport::NetworkSettings;
 use crate::protocol::Dialect;
 
-pub use accounts::{Accounts, AccountsError, Extension};
+pub use accounts::{Accounts, AccountsError, AutoAction, AutoAnswer, Extension};
 pub use certificate::{CertificateError, CertificateSource};
 pub use journal::{CallView, Event, LegView};
 
@@ -109,6 +110,8 @@ pub struct Pbx {
     certificate_pem: String,
     server: JoinHandle<()>,
     switch: JoinHandle<()>,
+    /// The test extensions the emulator answers itself.
+    extensions: Vec<JoinHandle<()>>,
 }
 
 impl Pbx {
@@ -127,11 +130,10 @@ impl Pbx {
             source,
         })?;
         let dialect = options.effective_dialect();
-        let media = match options.media {
-            MediaMode::Anchored => {
-                Some(MediaRuntime::start(options.network.clone()).map_err(PbxError::Media)?)
-            }
-            MediaMode::Relay => None,
+        let has_auto = options.accounts.extensions.values().any(|e| e.auto.is_some());
+        let media = match (options.media, has_auto) {
+            (MediaMode::Relay, false) => None,
+            _ => Some(MediaRuntime::start(options.network.clone()).map_err(PbxError::Media)?),
         };
         let ctx = Arc::new(Context {
             accounts: options.accounts,
@@ -146,8 +148,11 @@ impl Pbx {
             journal: Mutex::default(),
         });
         let (switch_tx, switch_rx) = mpsc::unbounded_channel();
-        let switch =
-            tokio::spawn(switch::Switch::new(ctx.clone(), switch_tx.clone()).run(switch_rx));
+        let switch = tokio::spawn(switch::Switch::new(ctx.clone(), switch_tx.clone()).run(switch_rx));
+        let extensions = match &ctx.media {
+            Some(media) => auto::start(&ctx, &switch_tx, media),
+            None => Vec::new(),
+        };
         let version = match dialect {
             Dialect::Modern => "PBX/70.1 (callbot emulator)",
             Dialect::Legacy => "PBX/68.5 (callbot emulator)",
@@ -178,6 +183,7 @@ impl Pbx {
             certificate_pem: identity.certificate_pem,
             server,
             switch,
+            extensions,
         })
     }
 
@@ -199,6 +205,9 @@ impl Pbx {
     pub async fn stop(mut self) {
         self.server.abort();
         self.switch.abort();
+        for extension in &self.extensions {
+            extension.abort();
+        }
         let _ = (&mut self.server).await;
         let _ = (&mut self.switch).await;
     }
@@ -208,5 +217,8 @@ impl Drop for Pbx {
     fn drop(&mut self) {
         self.server.abort();
         self.switch.abort();
+        for extension in &self.extensions {
+            extension.abort();
+        }
     }
 }
