@@ -31,14 +31,26 @@ fn tone(prompt: &Path) -> CallCommand {
 
 fn main() {
     let args = Args::parse();
-    let sizes = if args.sizes.is_empty() { vec![100] } else { args.sizes.clone() };
+    let sizes = if args.sizes.is_empty() {
+        vec![100]
+    } else {
+        args.sizes.clone()
+    };
     let secs = args.number("secs", 10);
     let dialect = args.get("dialect").unwrap_or("modern").to_owned();
     let runtime = tokio::runtime::Runtime::new().expect("tokio");
     println!("bridged_calls: emulator in anchored mode ({dialect}), {secs} s measured per size");
     println!(
         "{:>6} {:>8} {:>12} {:>14} {:>14} {:>12} {:>10} {:>10} {:>12}",
-        "calls", "legs", "emu cores", "CPU/call %", "RSS/call KiB", "phones cores", "setup p50", "setup p99", "pkts/s/leg"
+        "calls",
+        "legs",
+        "emu cores",
+        "CPU/call %",
+        "RSS/call KiB",
+        "phones cores",
+        "setup p50",
+        "setup p99",
+        "pkts/s/leg"
     );
     for calls in sizes {
         runtime.block_on(run(calls, secs, &dialect));
@@ -70,10 +82,13 @@ async fn run(calls: usize, secs: u64, dialect: &str) {
     let mut live: Vec<PhoneCall> = Vec::new();
     let mut setup = Vec::new();
     for batch in (0..calls).collect::<Vec<_>>().chunks(BATCH) {
-        let mut pending: Vec<(PhoneCall, Instant)> =
-            batch.iter().map(|_| (caller.dial("503"), Instant::now())).collect();
+        let mut pending: Vec<(PhoneCall, Instant)> = batch
+            .iter()
+            .map(|_| (caller.dial("503"), Instant::now()))
+            .collect();
         for (mut call, started) in pending.drain(..) {
-            match tokio::time::timeout(Duration::from_secs(30), call.reach(CallState::InCall)).await {
+            match tokio::time::timeout(Duration::from_secs(30), call.reach(CallState::InCall)).await
+            {
                 Ok(Ok(_)) => {
                     setup.push(started.elapsed().as_secs_f64() * 1000.0);
                     call.command(tone(&high));

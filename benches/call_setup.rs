@@ -15,7 +15,8 @@ use callbot::protocol::CallState;
 use serde_json::Value;
 use support::{ADMIN_PASSWORD, Args, emulator, loopback_media, percentile, phone, spawn};
 
-const SCRIPT: &str = "fn on_incoming_call(call) {\n    call.answer();\n    call.play(\"welcome.wav\");\n}\n";
+const SCRIPT: &str =
+    "fn on_incoming_call(call) {\n    call.answer();\n    call.play(\"welcome.wav\");\n}\n";
 
 fn main() {
     let args = Args::parse();
@@ -45,7 +46,10 @@ async fn run(calls: usize, dialect: &str) {
     std::fs::write(&config_path, config).expect("config");
     let daemon = spawn(
         &["run", "-c", &config_path.display().to_string()],
-        &[("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD), ("RUST_LOG", "error")],
+        &[
+            ("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("RUST_LOG", "error"),
+        ],
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let media = loopback_media();
@@ -67,16 +71,26 @@ async fn run(calls: usize, dialect: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(daemon);
     let cdr = std::fs::read_to_string(dir.path().join("recordings/cdr.jsonl")).unwrap_or_default();
-    let records: Vec<Value> = cdr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let column = |key: &str| -> Vec<f64> { records.iter().filter_map(|r| r[key].as_f64()).collect() };
+    let records: Vec<Value> = cdr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let column =
+        |key: &str| -> Vec<f64> { records.iter().filter_map(|r| r[key].as_f64()).collect() };
     let (mut setup, mut first_audio) = (column("setup_ms"), column("first_audio_ms"));
     let mut connect = column("connect_ms");
-    println!("call_setup: {} sequential calls to a bot through the emulator ({dialect})", records.len());
+    println!(
+        "call_setup: {} sequential calls to a bot through the emulator ({dialect})",
+        records.len()
+    );
     println!("{:<44} {:>9} {:>9}", "", "p50", "p99");
     for (name, values) in [
         ("bot: offer received -> answer sent", &mut setup),
         ("bot: leg created -> media connected", &mut connect),
-        ("bot: media connected -> first prompt packet", &mut first_audio),
+        (
+            "bot: media connected -> first prompt packet",
+            &mut first_audio,
+        ),
         ("caller: dial -> answered (IN_CALL)", &mut answered),
     ] {
         println!(

@@ -83,9 +83,20 @@ pub fn emulator(extra: &[&str], cert: &Path) -> (Process, String) {
     let cert = cert.display().to_string();
     args.push(&cert);
     args.extend_from_slice(extra);
-    let child = spawn(&args, &[("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD), ("RUST_LOG", "error")]);
+    let child = spawn(
+        &args,
+        &[
+            ("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("RUST_LOG", "error"),
+        ],
+    );
     let line = child.line_with("listening on");
-    let url = line.rsplit(' ').next().unwrap_or_default().trim().to_owned();
+    let url = line
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     (child, url)
 }
 
@@ -134,13 +145,19 @@ pub struct Args {
 
 impl Args {
     pub fn parse() -> Self {
-        let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+        let args: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--bench")
+            .collect();
         let mut sizes = Vec::new();
         let mut options = Vec::new();
         let mut i = 0;
         while i < args.len() {
             if let Some(name) = args[i].strip_prefix("--") {
-                options.push((name.to_owned(), args.get(i + 1).cloned().unwrap_or_default()));
+                options.push((
+                    name.to_owned(),
+                    args.get(i + 1).cloned().unwrap_or_default(),
+                ));
                 i += 2;
             } else {
                 if let Ok(n) = args[i].parse() {
@@ -153,11 +170,16 @@ impl Args {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.options.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.options
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn number(&self, name: &str, default: u64) -> u64 {
-        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+        self.get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     }
 }
 

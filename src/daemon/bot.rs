@@ -11,9 +11,7 @@ use tracing::{Instrument, info, warn};
 
 use super::metrics::BotMetrics;
 use super::records::{CdrLog, call_record, recording_path, write_sidecars};
-use crate::call::{
-    self, Action, ActorInput, CallCommand, CallInfo, CallReport, CallSetup, Origin,
-};
+use crate::call::{self, Action, ActorInput, CallCommand, CallInfo, CallReport, CallSetup, Origin};
 use crate::config::{BotConfig, RecordMode};
 use crate::connection::{CallRouter, Client, Link, LinkEvent, LinkSettings, Route};
 use crate::media::{MediaRuntime, RecordOptions};

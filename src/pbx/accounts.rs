@@ -151,10 +151,7 @@ impl Accounts {
                 auto: Some(auto),
             }
         });
-        let extensions = people
-            .chain(tests)
-            .map(|e| (e.number.clone(), e))
-            .collect();
+        let extensions = people.chain(tests).map(|e| (e.number.clone(), e)).collect();
         Self {
             admin_user: "admin".into(),
             admin_password,
@@ -187,7 +184,9 @@ impl Accounts {
                 )));
             }
             let extension = Extension {
-                name: ext.name.unwrap_or_else(|| format!("Extension {}", ext.number)),
+                name: ext
+                    .name
+                    .unwrap_or_else(|| format!("Extension {}", ext.number)),
                 number: ext.number.clone(),
                 password: Secret::new(ext.password.unwrap_or_default()),
                 auto: ext.auto,
@@ -221,7 +220,13 @@ mod tests {
         let accounts = Accounts::defaults(Secret::new("pw"));
         assert_eq!(accounts.extensions.len(), 26);
         assert_eq!(
-            accounts.extension("702").unwrap().auto.as_ref().unwrap().action,
+            accounts
+                .extension("702")
+                .unwrap()
+                .auto
+                .as_ref()
+                .unwrap()
+                .action,
             AutoAction::Busy
         );
         assert_eq!(accounts.extension("500").unwrap().name, "IVR");

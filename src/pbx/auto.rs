@@ -69,7 +69,10 @@ fn attach(
     let to_switch = switch.clone();
     tokio::spawn(async move {
         while let Some(frame) = frames_rx.recv().await {
-            if to_switch.send(SwitchInput::Frame { socket, frame }).is_err() {
+            if to_switch
+                .send(SwitchInput::Frame { socket, frame })
+                .is_err()
+            {
                 break;
             }
         }

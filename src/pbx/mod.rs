@@ -130,7 +130,11 @@ impl Pbx {
             source,
         })?;
         let dialect = options.effective_dialect();
-        let has_auto = options.accounts.extensions.values().any(|e| e.auto.is_some());
+        let has_auto = options
+            .accounts
+            .extensions
+            .values()
+            .any(|e| e.auto.is_some());
         let media = match (options.media, has_auto) {
             (MediaMode::Relay, false) => None,
             _ => Some(MediaRuntime::start(options.network.clone()).map_err(PbxError::Media)?),
@@ -148,7 +152,8 @@ impl Pbx {
             journal: Mutex::default(),
         });
         let (switch_tx, switch_rx) = mpsc::unbounded_channel();
-        let switch = tokio::spawn(switch::Switch::new(ctx.clone(), switch_tx.clone()).run(switch_rx));
+        let switch =
+            tokio::spawn(switch::Switch::new(ctx.clone(), switch_tx.clone()).run(switch_rx));
         let extensions = match &ctx.media {
             Some(media) => auto::start(&ctx, &switch_tx, media),
             None => Vec::new(),

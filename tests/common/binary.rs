@@ -26,6 +26,13 @@ pub struct Process {
     output: Arc<Mutex<String>>,
 }
 
+/// `callbot <args>` as a child process.
+pub fn spawn(args: &[&str]) -> Process {
+    let mut command = Command::new(binary());
+    command.args(args);
+    Process::spawn(command)
+}
+
 impl Process {
     fn spawn(mut command: Command) -> Self {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());

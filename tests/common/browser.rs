@@ -25,6 +25,10 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // SAFETY: kill only reads its arguments; the group is the browser's own.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -43,7 +47,10 @@ impl Browser {
             "{CHROMIUM} is missing: `make test` installs Debian's chromium package"
         );
         let profile = tempfile::tempdir().expect("profile folder");
-        let mut child = Command::new(CHROMIUM)
+        let mut command = Command::new(CHROMIUM);
+        // Its own process group, so dropping the browser also ends its renderer processes.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -62,7 +69,10 @@ impl Browser {
                 "--remote-debugging-port=0",
                 "--window-size=1100,800",
             ])
-            .arg(format!("--use-file-for-fake-audio-capture={}", microphone.display()))
+            .arg(format!(
+                "--use-file-for-fake-audio-capture={}",
+                microphone.display()
+            ))
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdout(Stdio::null())
@@ -87,7 +97,9 @@ impl Browser {
             .expect("ws URL")
             .to_owned();
         let tcp = TcpStream::connect(&address).await.expect("DevTools port");
-        let (socket, _) = client_async(url.as_str(), tcp).await.expect("DevTools socket");
+        let (socket, _) = client_async(url.as_str(), tcp)
+            .await
+            .expect("DevTools socket");
         Self {
             child,
             _profile: profile,
@@ -127,7 +139,9 @@ impl Browser {
 
     /// Opens `url` in a new tab.
     pub async fn open(&mut self, url: &str) -> Tab {
-        let target = self.command(None, "Target.createTarget", json!({ "url": url })).await;
+        let target = self
+            .command(None, "Target.createTarget", json!({ "url": url }))
+            .await;
         let attached = self
             .command(
                 None,
@@ -180,7 +194,11 @@ impl Browser {
     /// Saves a PNG of the tab.
     pub async fn screenshot(&mut self, tab: &Tab, path: &Path) {
         let shot = self
-            .command(Some(&tab.session), "Page.captureScreenshot", json!({ "format": "png" }))
+            .command(
+                Some(&tab.session),
+                "Page.captureScreenshot",
+                json!({ "format": "png" }),
+            )
             .await;
         let data = shot["data"].as_str().expect("PNG data");
         use base64::Engine;
@@ -196,5 +214,7 @@ impl Browser {
 
 /// Where tests keep artefacts people look at (screenshots): `target/e2e/`.
 pub fn artefact(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/e2e")
+        .join(name)
 }

@@ -125,5 +125,5 @@ pub const FRAME_WORDS: &[&str] = &[
 ];
 pub mod audio;
 pub mod binary;
-pub mod emulator;
 pub mod browser;
+pub mod emulator;

@@ -1,0 +1,284 @@
+//! End-to-end: headless Chromium runs the emulator's softphone page (a second, independent
+//! implementation of the protocol) and calls the bots, is called by them, and calls another
+//! browser. The browser's microphone is a 440 Hz WAV file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use callbot::protocol::Dialect;
+use common::audio::{channel, dominant, rms};
+use common::binary::{self, Process, files};
+use common::browser::{Browser, Tab, artefact};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `callbot demo` on a free port, its bots recording into `dir`; returns it and its URL.
+fn demo(dir: &Path, dialect: Dialect) -> (Process, String) {
+    let process = binary::spawn(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--media-address",
+        "127.0.0.1",
+        "--dialect",
+        dialect.as_str(),
+        "--recordings",
+        &dir.join("recordings").display().to_string(),
+    ]);
+    let output = process.wait_for("ACCESS_GRANTED", 4, WAIT);
+    let url = output
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .expect("the demo prints its URL")
+        .trim()
+        .to_owned();
+    (process, url)
+}
+
+/// A 440 Hz microphone: 48 kHz mono 16-bit, looped by Chromium.
+fn microphone(dir: &Path) -> PathBuf {
+    let path = dir.join("mic-440.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+    for sample in callbot::media::tone::sine(440.0, 48000, 4000) {
+        writer.write_sample(sample).unwrap();
+    }
+    writer.finalize().unwrap();
+    path
+}
+
+async fn state(browser: &mut Browser, tab: &Tab) -> Value {
+    browser.eval(tab, "window.softphone.state()").await
+}
+
+async fn log_in(browser: &mut Browser, url: &str, extension: &str, autoanswer: bool) -> Tab {
+    let page = format!(
+        "{url}?ext={extension}&password={extension}&autologin=1{}",
+        if autoanswer { "&autoanswer=1" } else { "" }
+    );
+    let tab = browser.open(&page).await;
+    browser
+        .wait_for(
+            &tab,
+            "window.softphone && window.softphone.state().connection",
+            WAIT,
+            |v| v == "ACCESS_GRANTED",
+        )
+        .await;
+    tab
+}
+
+async fn call_state(browser: &mut Browser, tab: &Tab, want: &str) -> Value {
+    browser
+        .wait_for(
+            tab,
+            "(s => s.call ? s.call.state : null)(window.softphone.state())",
+            WAIT,
+            |v| v == want,
+        )
+        .await
+}
+
+/// Waits until the page hears audio: packets arrived and their energy is above zero.
+async fn hears_audio(browser: &mut Browser, tab: &Tab) -> Value {
+    browser
+        .wait_for(tab, "window.softphone.audioStats()", WAIT, |v| {
+            v["packetsReceived"].as_u64().unwrap_or(0) > 25
+                && v["audioEnergy"].as_f64().unwrap_or(0.0) > 0.0
+        })
+        .await
+}
+
+async fn last_logged(browser: &mut Browser, tab: &Tab) -> Value {
+    browser
+        .wait_for(tab, "window.softphone.state().log", WAIT, |log| {
+            log.as_array().is_some_and(|l| !l.is_empty())
+        })
+        .await[0]
+        .clone()
+}
+
+async fn emulator_calls(url: &str) -> Value {
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            callbot::connection::tls::client_config(&callbot::config::TlsSetting::Insecure)
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    client
+        .get(format!("{url}emulator/calls"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_demo, url) = demo(dir.path(), dialect);
+    let mut browser = Browser::launch(&microphone(dir.path())).await;
+    let tab = log_in(&mut browser, &url, "502", false).await;
+    assert_eq!(state(&mut browser, &tab).await["dialect"], dialect.as_str());
+
+    browser.eval(&tab, "window.softphone.dial('500')").await;
+    call_state(&mut browser, &tab, "IN_CALL").await;
+    let before = hears_audio(&mut browser, &tab).await;
+    browser
+        .screenshot(
+            &tab,
+            &artefact(&format!("softphone-ivr-{}.png", dialect.as_str())),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(browser.eval(&tab, "window.softphone.dtmf('1')").await, true);
+
+    // The IVR transfers the browser to the test line, which keeps sending audio.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let calls = emulator_calls(&url).await;
+        let transferred = calls.as_array().unwrap().iter().any(|c| {
+            c["from"] == "502"
+                && c["legs"].as_array().unwrap().iter().any(|l| {
+                    l["role"] == "transfer-target"
+                        && l["extension"] == "501"
+                        && l["state"] == "connected"
+                })
+        });
+        if transferred {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no transfer to 501: {calls}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let at_transfer = browser.eval(&tab, "window.softphone.audioStats()").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = browser.eval(&tab, "window.softphone.audioStats()").await;
+    let received = |v: &Value| v["packetsReceived"].as_u64().unwrap_or(0);
+    assert!(
+        received(&after) > received(&at_transfer) + 100,
+        "audio after the transfer: {at_transfer} → {after}"
+    );
+    assert!(after["audioEnergy"].as_f64().unwrap() > before["audioEnergy"].as_f64().unwrap());
+    assert_eq!(call_state(&mut browser, &tab, "IN_CALL").await, "IN_CALL");
+    browser.eval(&tab, "window.softphone.hangup()").await;
+    let logged = last_logged(&mut browser, &tab).await;
+    assert_eq!(logged["state"], "COMPLETED", "{logged}");
+
+    // The IVR's records: the digit, the transfer, and the browser's 440 Hz microphone.
+    let ivr = dir.path().join("recordings/ivr");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while files(&ivr, "json").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no IVR sidecar");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sidecar: Value =
+        serde_json::from_str(&std::fs::read_to_string(&files(&ivr, "json")[0]).unwrap()).unwrap();
+    assert_eq!(sidecar["digits"], "1", "{sidecar}");
+    assert_eq!(sidecar["reason"], "transferred", "{sidecar}");
+    let (far, rate) = channel(&files(&ivr, "wav")[0], 0);
+    assert!(
+        rms(&far) > 0.02,
+        "the browser's microphone reached the IVR's recording"
+    );
+    let found = dominant(&far, rate, 300, 1500);
+    assert!(
+        (found - 440.0).abs() <= 10.0,
+        "the recording holds the 440 Hz microphone, found {found} Hz"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_the_ivr_and_is_transferred_modern() {
+    browser_calls_the_ivr_and_is_transferred(Dialect::Modern).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_the_ivr_and_is_transferred_legacy() {
+    browser_calls_the_ivr_and_is_transferred(Dialect::Legacy).await;
+}
+
+const CALLER_BOT: &str = r#"// Calls extension 503 as soon as it comes online, greets it and hangs up.
+fn on_client_state(client) {
+    if client.number == "503" && client.status == "ONLINE" {
+        bot.dial("503");
+    }
+}
+
+fn on_call_state(call, state) {
+    if state == "IN_CALL" {
+        call.play("welcome.wav");
+        call.hangup();
+    }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_calls_the_browser_which_answers_and_hears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = binary::emulator(dir.path(), Dialect::Modern);
+    std::fs::write(dir.path().join("caller.rhai"), CALLER_BOT).unwrap();
+    let bots = format!(
+        "  - name: caller\n    extension: \"600\"\n    script: \"{}\"\n    allow_dial: [\"503\"]\n",
+        dir.path().join("caller.rhai").display()
+    );
+    let config = binary::config(dir.path(), &pbx, &bots);
+    let daemon = binary::daemon(&config, 1);
+    let mut browser = Browser::launch(&microphone(dir.path())).await;
+    let tab = log_in(
+        &mut browser,
+        &format!("{}/", pbx.url.trim_end_matches('/')),
+        "503",
+        true,
+    )
+    .await;
+    call_state(&mut browser, &tab, "IN_CALL").await;
+    hears_audio(&mut browser, &tab).await;
+    let logged = last_logged(&mut browser, &tab).await;
+    assert_eq!(logged["state"], "COMPLETED", "{logged}");
+    assert_eq!(logged["direction"], "inbound");
+    assert_eq!(logged["peer"], "600");
+    daemon.wait_for("ended: local_hangup", 1, WAIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_see_each_other_and_talk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_demo, url) = demo(dir.path(), Dialect::Modern);
+    let mut browser = Browser::launch(&microphone(dir.path())).await;
+    let a = log_in(&mut browser, &url, "503", false).await;
+    let b = log_in(&mut browser, &url, "504", true).await;
+    for (tab, other) in [(&a, "504"), (&b, "503")] {
+        let presence = format!("window.softphone.state().presence['{other}']");
+        browser
+            .wait_for(tab, &presence, WAIT, |v| v == "ONLINE")
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(rand::random_range(0..=200))).await;
+    browser.eval(&a, "window.softphone.dial('504')").await;
+    call_state(&mut browser, &a, "IN_CALL").await;
+    call_state(&mut browser, &b, "IN_CALL").await;
+    hears_audio(&mut browser, &a).await;
+    hears_audio(&mut browser, &b).await;
+    browser
+        .screenshot(&a, &artefact("softphone-two-browsers.png"))
+        .await;
+    browser.eval(&a, "window.softphone.hangup()").await;
+    for tab in [&a, &b] {
+        let logged = last_logged(&mut browser, tab).await;
+        assert_eq!(logged["state"], "COMPLETED", "{logged}");
+    }
+}
