@@ -1,6 +1,7 @@
 //! callbot: a call-automation daemon for PBXs that speak the Vodia websocket protocol.
 
 pub mod call;
+pub mod campaign;
 pub mod config;
 pub mod connection;
 pub mod daemon;

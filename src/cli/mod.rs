@@ -1,6 +1,7 @@
 //! Subcommands of the `callbot` binary: argument parsing (clap) and the glue that starts the
 //! library's pieces. Each subcommand lives in a file of its own.
 
+mod campaign;
 mod check;
 mod demo;
 mod dial;
@@ -41,6 +42,7 @@ enum Command {
     Pbx(pbx::PbxArgs),
     Demo(demo::DemoArgs),
     Dial(dial::DialArgs),
+    Campaign(campaign::CampaignArgs),
 }
 
 impl Cli {
@@ -51,6 +53,7 @@ impl Cli {
             Command::Pbx(args) => block_on(pbx::run(args)),
             Command::Demo(args) => block_on(demo::run(args)),
             Command::Dial(args) => block_on(dial::run(args)),
+            Command::Campaign(args) => block_on(campaign::run(args)),
         }
     }
 }

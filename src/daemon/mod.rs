@@ -147,6 +147,19 @@ impl Daemon {
             .collect()
     }
 
+    /// Waits until `bot`'s link is registered (at once when it is); `false` if the bot is
+    /// unknown or stopped.
+    pub async fn connected(&self, bot: &str) -> bool {
+        let Some(handle) = self.bots.iter().find(|b| b.name == bot) else {
+            return false;
+        };
+        let mut status = handle.status.clone();
+        status
+            .wait_for(|s| s.connection == Some(ConnectionState::AccessGranted))
+            .await
+            .is_ok()
+    }
+
     /// Has `bot` place a call as its script would; the receiver gets the finished call (an
     /// error when the bot is unknown or shutting down, and nothing was dialled).
     pub async fn dial(

@@ -1,0 +1,149 @@
+//! The contact list: a CSV file whose first column is `number` and whose other columns become
+//! the call's `vars`. Bad rows are reported with their line and never dialled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::config::DialPolicy;
+
+/// One contact to call.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Contact {
+    /// The line of the CSV file it came from (the header is line 1).
+    pub line: u64,
+    pub number: String,
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A row that will not be dialled, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub line: u64,
+    pub number: String,
+    pub problem: String,
+}
+
+/// The list, split into what will be dialled and what was refused.
+#[derive(Debug, Default)]
+pub struct ContactList {
+    pub contacts: Vec<Contact>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// A phone number: digits, optionally after one leading `+`.
+fn valid_number(number: &str) -> bool {
+    let digits = number.strip_prefix('+').unwrap_or(number);
+    !digits.is_empty() && digits.len() <= 32 && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+/// Reads `path`; rows with a malformed line, a bad number, a number already listed or one the
+/// bot may not dial are skipped with their line.
+pub fn load(path: &Path, allow: &DialPolicy) -> Result<ContactList, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(file, allow).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// [`load`] on any reader.
+pub fn parse(reader: impl std::io::Read, allow: &DialPolicy) -> Result<ContactList, String> {
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let headers = csv.headers().map_err(|e| format!("header: {e}"))?.clone();
+    if headers.get(0) != Some("number") {
+        return Err("the first column must be `number`".into());
+    }
+    let mut list = ContactList::default();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for record in csv.records() {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                let line = e.position().map_or(0, csv::Position::line);
+                list.skipped.push(Skipped {
+                    line,
+                    number: String::new(),
+                    problem: format!("malformed line: {e}"),
+                });
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, csv::Position::line);
+        let number = record.get(0).unwrap_or_default().to_owned();
+        let skip = |problem: String| Skipped {
+            line,
+            number: number.clone(),
+            problem,
+        };
+        if !valid_number(&number) {
+            list.skipped
+                .push(skip(format!("{number:?} is not a phone number")));
+            continue;
+        }
+        if let Some(first) = seen.get(&number) {
+            list.skipped
+                .push(skip(format!("duplicate of line {first}: dialled once only")));
+            continue;
+        }
+        if !allow.allows(&number) {
+            list.skipped
+                .push(skip("not in the bot's allow_dial list".into()));
+            continue;
+        }
+        seen.insert(number.clone(), line);
+        let vars = headers
+            .iter()
+            .zip(record.iter())
+            .skip(1)
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        list.contacts.push(Contact { line, number, vars });
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DialPattern;
+
+    fn policy() -> DialPolicy {
+        DialPolicy::new(vec![DialPattern::parse("7??").unwrap()])
+    }
+
+    #[test]
+    fn good_rows_become_contacts_with_vars() {
+        let list = parse("number,name\n700,Ann\n701,Bob\n".as_bytes(), &policy()).unwrap();
+        assert!(list.skipped.is_empty());
+        assert_eq!(list.contacts.len(), 2);
+        assert_eq!(list.contacts[0].line, 2);
+        assert_eq!(list.contacts[1].vars["name"], "Bob");
+    }
+
+    #[test]
+    fn bad_rows_are_skipped_with_their_line() {
+        let text = "number,name\n700,Ann\n701\nabc,Cy\n700,Again\n900,Dee\n702,Eve\n";
+        let list = parse(text.as_bytes(), &policy()).unwrap();
+        let numbers: Vec<&str> = list.contacts.iter().map(|c| c.number.as_str()).collect();
+        assert_eq!(numbers, ["700", "702"]);
+        let problems: Vec<(u64, &str)> = list
+            .skipped
+            .iter()
+            .map(|s| (s.line, s.problem.split(':').next().unwrap()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (3, "malformed line"),
+                (4, "\"abc\" is not a phone number"),
+                (5, "duplicate of line 2"),
+                (6, "not in the bot's allow_dial list"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_first_column_must_be_number() {
+        assert!(parse("phone\n700\n".as_bytes(), &policy()).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Running a campaign on this machine: contacts from the journal, dialled through one bot of
+//! the daemon, paced by calls per second and concurrency, retried by the rules, inside the
+//! daily window, with a progress bar.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::task::JoinSet;
+
+use super::journal::{Entry, Journal, JournalError, now_ms};
+use super::outcome::{Outcome, RetryRule};
+use super::pacing::{Pacer, Window};
+use crate::daemon::Daemon;
+
+/// How the campaign dials.
+#[derive(Clone, Debug)]
+pub struct Pace {
+    /// Calls at the same time.
+    pub concurrency: usize,
+    /// New calls per second at most.
+    pub cps: f64,
+    pub retry: RetryRule,
+    pub window: Option<Window>,
+}
+
+/// What a finished (or stopped) run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub attempts: u32,
+    pub by_state: BTreeMap<String, u32>,
+    /// Contacts still waiting (stopped early, or retries due later).
+    pub pending: usize,
+}
+
+fn progress(total: usize, done: usize) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} done, {msg} (ETA {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_position(done as u64);
+    bar
+}
+
+/// The outcome of one attempt, with what is needed to journal it.
+struct Finished {
+    entry: Entry,
+    attempt: i64,
+    outcome: Outcome,
+}
+
+/// Dials every pending contact of `journal` through `bot` until all are done or `stop` fires;
+/// live calls are always let finish.
+pub async fn run(
+    daemon: &Daemon,
+    bot: &str,
+    journal: &mut Journal,
+    pace: &Pace,
+    stop: impl Future<Output = ()>,
+) -> Result<Summary, JournalError> {
+    let entries = journal.entries()?;
+    let mut queue: VecDeque<Entry> = entries.iter().filter(|e| !e.done).cloned().collect();
+    let done_before = entries.len() - queue.len();
+    let bar = progress(entries.len(), done_before);
+    let mut summary = Summary::default();
+    let mut live: JoinSet<Finished> = JoinSet::new();
+    let mut pacer = Pacer::new(pace.cps);
+    let mut failed = 0u32;
+    tokio::pin!(stop);
+    let mut stopping = false;
+    loop {
+        bar.set_message(format!("{} active, {failed} failed", live.len()));
+        if live.is_empty() && (stopping || queue.is_empty()) {
+            break;
+        }
+        let now = now_ms();
+        let due = queue
+            .iter()
+            .position(|e| e.next_at <= now)
+            .filter(|_| !stopping && live.len() < pace.concurrency);
+        let wait = match (due, pace.window) {
+            (Some(_), Some(window)) => window.wait(chrono::Local::now().time()),
+            (Some(_), None) => Duration::ZERO,
+            (None, _) => queue
+                .iter()
+                .map(|e| Duration::from_millis(e.next_at.saturating_sub(now)))
+                .min()
+                .unwrap_or(Duration::from_secs(3600)),
+        };
+        if let (Some(index), true) = (due, wait.is_zero()) {
+            tokio::select! {
+                () = pacer.wait() => {}
+                () = &mut stop => { stopping = true; continue; }
+            }
+            // Calls only go out on a registered link (a reconnect pauses the campaign).
+            tokio::select! {
+                connected = daemon.connected(bot) => if !connected { stopping = true; continue; },
+                () = &mut stop => { stopping = true; continue; }
+            }
+            let Some(entry) = queue.remove(index) else { continue };
+            let attempt = journal.start(entry.contact.line)?;
+            summary.attempts += 1;
+            let finished = daemon
+                .dial(bot, &entry.contact.number, entry.contact.vars.clone())
+                .await;
+            live.spawn(async move {
+                let outcome = match finished {
+                    Some(finished) => finished
+                        .await
+                        .map_or_else(|_| Outcome::interrupted(), |info| Outcome::from_call(&info)),
+                    None => Outcome::interrupted(),
+                };
+                let mut entry = entry;
+                entry.attempts += 1;
+                Finished {
+                    entry,
+                    attempt,
+                    outcome,
+                }
+            });
+            continue;
+        }
+        tokio::select! {
+            Some(joined) = live.join_next() => {
+                let Ok(finished) = joined else { continue };
+                let Finished { mut entry, attempt, outcome } = finished;
+                let again = !stopping && pace.retry.again(&outcome, entry.attempts);
+                let retry_at = again.then(|| now_ms() + pace.retry.after.as_millis() as u64);
+                journal.finish(attempt, entry.contact.line, &outcome, retry_at)?;
+                if let Some(at) = retry_at {
+                    entry.next_at = at;
+                    queue.push_back(entry);
+                } else {
+                    if outcome.state != "COMPLETED" {
+                        failed += 1;
+                    }
+                    *summary.by_state.entry(outcome.state.clone()).or_default() += 1;
+                    bar.inc(1);
+                }
+            }
+            () = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
+            () = &mut stop, if !stopping => stopping = true,
+        }
+    }
+    bar.finish_and_clear();
+    summary.pending = queue.len();
+    Ok(summary)
+}

@@ -1,0 +1,300 @@
+//! `callbot campaign`: outbound calls to a contact list through one bot's script.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callbot::campaign::{
+    self, ContactList, Journal, Pace, RetryOn, RetryRule, Row, Window, parse_duration,
+};
+use callbot::campaign::queue::{Queue, WorkSettings};
+use callbot::config::Config;
+use callbot::daemon::Daemon;
+use callbot::script::Limits;
+
+/// Call a contact list through a bot's script (see scripts/campaign.rhai).
+///
+/// The CSV's first column is `number`; the others become the call's `vars`. Each contact is
+/// dialled through the bot (its `on_call_state` and `set_result` decide the outcome), at most
+/// --concurrency at a time and --cps per second, inside --window, with retries for the
+/// failures in --retry-on. Rows with a bad number, a duplicate or a number outside the bot's
+/// allow_dial are reported with their line and never dialled. A journal (SQLite, next to the
+/// results) records every attempt before it is dialled: a campaign killed at any moment and
+/// started again resumes where it stopped and calls nobody twice. With --queue the contacts go
+/// through a NATS JetStream work queue instead (see `publish`, `work`, `results`).
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CampaignArgs {
+    #[command(subcommand)]
+    action: Option<Action>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Put a contact list on the NATS work queue of a campaign.
+    Publish(PublishArgs),
+    /// Pull contacts from the work queue and dial them through a bot (run one per machine).
+    Work(WorkArgs),
+    /// Write the campaign's results from the results stream as CSV.
+    Results(ResultsArgs),
+}
+
+#[derive(clap::Args)]
+struct Dialling {
+    /// Calls at the same time.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// New calls per second at most.
+    #[arg(long, default_value_t = 2.0)]
+    cps: f64,
+    /// How many times a contact is tried again after a failure in --retry-on.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// Wait before a retry (10m, 30s, 2h).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    retry_after: Duration,
+    /// Failures worth a retry: busy, no-answer, rejected (comma separated).
+    #[arg(long, default_value = "busy,no-answer", value_delimiter = ',')]
+    retry_on: Vec<RetryOn>,
+}
+
+impl Dialling {
+    fn retry(&self) -> RetryRule {
+        RetryRule {
+            on: self.retry_on.clone(),
+            retries: self.retries,
+            after: self.retry_after,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The config file.
+    #[arg(short, long, value_name = "FILE", default_value = "bots.yaml")]
+    config: PathBuf,
+    /// The bot whose script and extension make the calls.
+    #[arg(long)]
+    bot: Option<String>,
+    /// The contact list (CSV).
+    #[arg(long, value_name = "FILE")]
+    contacts: Option<PathBuf>,
+    #[command(flatten)]
+    dialling: Dialling,
+    /// Only dial between these local times, e.g. 09:00-18:00.
+    #[arg(long)]
+    window: Option<Window>,
+    /// One row per contact: number, attempts, final state, answered at, duration, digits, result.
+    #[arg(long, value_name = "FILE", default_value = "campaign-results.csv")]
+    results: PathBuf,
+    /// The journal (default: the results file with .journal).
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct PublishArgs {
+    /// NATS server with JetStream, e.g. nats://127.0.0.1:4222.
+    #[arg(long)]
+    queue: String,
+    /// The campaign's name (letters, digits, - and _).
+    #[arg(long)]
+    campaign: String,
+    #[arg(long, value_name = "FILE")]
+    contacts: PathBuf,
+    /// Check numbers against this config's bot's allow_dial before publishing.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    bot: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct WorkArgs {
+    #[arg(long)]
+    queue: String,
+    #[arg(long)]
+    campaign: String,
+    #[arg(short, long, value_name = "FILE", default_value = "bots.yaml")]
+    config: PathBuf,
+    #[arg(long)]
+    bot: String,
+    #[command(flatten)]
+    dialling: Dialling,
+    /// Seconds a contact may go unacknowledged before another worker gets it.
+    #[arg(long, default_value_t = 30)]
+    ack_wait: u64,
+    /// Stop after the queue has been empty this many seconds (default: run until stopped).
+    #[arg(long)]
+    idle_exit: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct ResultsArgs {
+    #[arg(long)]
+    queue: String,
+    #[arg(long)]
+    campaign: String,
+    #[arg(long, value_name = "FILE", default_value = "campaign-results.csv")]
+    results: PathBuf,
+}
+
+pub async fn run(args: CampaignArgs) -> ExitCode {
+    let result = match args.action {
+        None => local(args.run).await,
+        Some(Action::Publish(args)) => publish(args).await,
+        Some(Action::Work(args)) => work(args).await,
+        Some(Action::Results(args)) => results(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("callbot campaign: {e}");
+            ExitCode::from(super::EXIT_CONFIG_ERRORS)
+        }
+    }
+}
+
+/// The config with only `bot` left in it.
+fn config_for(path: &Path, bot: &str) -> Result<Config, String> {
+    let mut config = Config::load(path).map_err(|e| e.to_string())?;
+    config.bots.retain(|b| b.name == bot);
+    if config.bots.is_empty() {
+        return Err(format!("{}: no bot named {bot:?}", path.display()));
+    }
+    config.http = None;
+    Ok(config)
+}
+
+fn contacts(path: &Path, config: Option<&Config>) -> Result<ContactList, String> {
+    let allow = config.map_or_else(
+        || callbot::config::DialPolicy::new(vec![callbot::config::DialPattern::parse("*").expect("pattern")]),
+        |c| c.bots[0].allow_dial.clone(),
+    );
+    let list = campaign::load_contacts(path, &allow)?;
+    for skipped in &list.skipped {
+        eprintln!(
+            "{}:{}: {} skipped: {}",
+            path.display(),
+            skipped.line,
+            if skipped.number.is_empty() { "row" } else { &skipped.number },
+            skipped.problem
+        );
+    }
+    Ok(list)
+}
+
+async fn local(args: RunArgs) -> Result<ExitCode, String> {
+    let bot = args.bot.ok_or("--bot NAME is needed")?;
+    let contacts_path = args.contacts.ok_or("--contacts FILE is needed")?;
+    let config = config_for(&args.config, &bot)?;
+    let list = contacts(&contacts_path, Some(&config))?;
+    let journal_path = args
+        .journal
+        .unwrap_or_else(|| args.results.with_extension("journal"));
+    let (mut journal, recovered) =
+        Journal::open(&journal_path, &list.contacts, &campaign::fingerprint(&list.contacts))
+            .map_err(|e| e.to_string())?;
+    if recovered > 0 {
+        eprintln!(
+            "resuming: {recovered} call(s) were in progress when the campaign stopped; they are not dialled again"
+        );
+    }
+    let daemon = Daemon::start(config, Limits::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let pace = Pace {
+        concurrency: args.dialling.concurrency.max(1),
+        cps: args.dialling.cps,
+        retry: args.dialling.retry(),
+        window: args.window,
+    };
+    let summary = campaign::run(&daemon, &bot, &mut journal, &pace, super::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    daemon.shutdown(Duration::from_secs(10)).await;
+    let mut rows: Vec<Row> = journal
+        .entries()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(Row::from_entry)
+        .chain(list.skipped.iter().map(Row::from_skipped))
+        .collect();
+    campaign::write_results(&args.results, &mut rows)?;
+    let states: Vec<String> = summary
+        .by_state
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    println!(
+        "{} attempt(s) this run; {}; {} skipped; {} still pending; results in {}",
+        summary.attempts,
+        if states.is_empty() { "nothing finished".into() } else { states.join(", ") },
+        list.skipped.len(),
+        summary.pending,
+        args.results.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn publish(args: PublishArgs) -> Result<ExitCode, String> {
+    let config = match (&args.config, &args.bot) {
+        (Some(path), Some(bot)) => Some(config_for(path, bot)?),
+        _ => None,
+    };
+    let list = contacts(&args.contacts, config.as_ref())?;
+    let queue = Queue::connect(&args.queue, &args.campaign)
+        .await
+        .map_err(|e| format!("NATS {}: {e}", args.queue))?;
+    let count = queue
+        .publish_contacts(&list.contacts)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("published {count} contact(s) to campaign {}", args.campaign);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn work(args: WorkArgs) -> Result<ExitCode, String> {
+    let config = config_for(&args.config, &args.bot)?;
+    let queue = Queue::connect(&args.queue, &args.campaign)
+        .await
+        .map_err(|e| format!("NATS {}: {e}", args.queue))?;
+    let daemon = Arc::new(
+        Daemon::start(config, Limits::default())
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    // Give the bot a moment to register before the first dial.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settings = WorkSettings {
+        concurrency: args.dialling.concurrency.max(1),
+        cps: args.dialling.cps,
+        retry: args.dialling.retry(),
+        ack_wait: Duration::from_secs(args.ack_wait.max(1)),
+        idle: args.idle_exit.map(Duration::from_secs),
+        worker: format!("{}-{}", args.bot, std::process::id()),
+    };
+    let work = queue.work(daemon.clone(), &args.bot, settings);
+    let finished = tokio::select! {
+        result = work => result.map_err(|e| e.to_string())?,
+        () = super::shutdown_signal() => 0,
+    };
+    println!("worker finished {finished} contact(s)");
+    if let Ok(daemon) = Arc::try_unwrap(daemon) {
+        daemon.shutdown(Duration::from_secs(10)).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn results(args: ResultsArgs) -> Result<ExitCode, String> {
+    let queue = Queue::connect(&args.queue, &args.campaign)
+        .await
+        .map_err(|e| format!("NATS {}: {e}", args.queue))?;
+    let mut rows = queue.results().await.map_err(|e| e.to_string())?;
+    campaign::write_results(&args.results, &mut rows)?;
+    println!("{} result(s) written to {}", rows.len(), args.results.display());
+    Ok(ExitCode::SUCCESS)
+}
