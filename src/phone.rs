@@ -293,6 +293,7 @@ impl Switchboard {
             recording_path: recording,
             frames: self.frames.clone(),
             media: self.media.clone(),
+            dial_pacer: None,
         }
     }
 

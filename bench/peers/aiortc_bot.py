@@ -27,10 +27,11 @@ import os
 import random
 import signal
 import ssl
+import sys
 import time
 import wave
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 import aioice.ice
@@ -51,9 +52,23 @@ FRAME_SAMPLES = RATE // 50  # 20 ms (§7: ptime 20)
 FRAME_BYTES = FRAME_SAMPLES * 2
 KEEPALIVE_SECS = 30  # §2
 MAX_REMOTE_BUFFER = RATE  # bytes of received audio waiting for the timeline (0.5 s of s16)
+PREBUFFER = 3 * FRAME_BYTES  # received audio held back (60 ms) so late packets keep their place
 # §3: flat frames carry one of these keys; they are checked in this order, before `action`.
 RESERVED_KEYS = ("sdp", "invitesdp", "candidate", "bye", "ringtones", "response", "cancel",
                  "cancelresponse", "info", "change")
+
+
+FATAL_BEFORE_READY = (PermissionError, aiohttp.ClientResponseError,
+                      aiohttp.ClientConnectorCertificateError)
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coro: Any) -> None:
+    """Run a coroutine in the background, holding a reference until it is done (asyncio docs)."""
+    task = asyncio.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def say(line: str) -> None:
@@ -97,16 +112,20 @@ def load_prompt(path: str) -> list[bytes]:
 
 class Recorder:
     """Stereo WAV on a timeline driven by our outgoing frames: each frame we send writes 20 ms,
-    right = that frame, left = the next 20 ms received (silence when nothing arrived)."""
+    right = that frame, left = the next 20 ms received (silence when nothing arrived). Received
+    audio starts PREBUFFER late and re-primes after running dry, so network jitter below 60 ms
+    does not shift it; the left channel therefore lags by about 60 ms."""
 
     def __init__(self, path: Path) -> None:
-        self.wav: Optional[wave.Wave_write] = wave.open(str(path), "wb")
+        self.path = path
+        self.wav: wave.Wave_write | None = wave.open(str(path), "wb")
         self.wav.setnchannels(2)
         self.wav.setsampwidth(2)
         self.wav.setframerate(RATE)
         self.remote = bytearray()
+        self.primed = False
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        self.task: Optional[asyncio.Task[None]] = None
+        self.task: asyncio.Task[None] | None = None
 
     def listen(self, track: MediaStreamTrack) -> None:
         self.task = asyncio.create_task(self._consume(track))
@@ -115,6 +134,8 @@ class Recorder:
         try:
             while True:
                 frame = await track.recv()  # decoded by aiortc (PCMU 8 kHz, Opus 48 kHz stereo…)
+                if not isinstance(frame, av.AudioFrame):
+                    continue
                 for out in self.resampler.resample(frame):
                     self.remote += bytes(out.planes[0])[: out.samples * 2]
                 if len(self.remote) > MAX_REMOTE_BUFFER:  # we stopped sending (or clock drift)
@@ -125,8 +146,13 @@ class Recorder:
     def on_sent(self, local: bytes) -> None:
         if self.wav is None:
             return
-        left = bytes(self.remote[: len(local)])
-        del self.remote[: len(local)]
+        if not self.primed:
+            self.primed = len(self.remote) >= PREBUFFER
+        left = b""
+        if self.primed:
+            left = bytes(self.remote[: len(local)])
+            del self.remote[: len(local)]
+            self.primed = len(left) == len(local)
         left += bytes(len(local) - len(left))
         out = bytearray(len(local) * 2)  # interleave 16-bit samples: L0 R0 L1 R1 …
         out[0::4], out[1::4] = left[0::2], left[1::2]
@@ -137,8 +163,11 @@ class Recorder:
         if self.task is not None:
             self.task.cancel()
         if self.wav is not None:
+            empty = self.wav.getnframes() == 0
             self.wav.close()  # patches the header lengths
             self.wav = None
+            if empty:  # cancelled, or no media ever flowed: leave no empty file behind
+                self.path.unlink(missing_ok=True)
 
 
 class PromptTrack(MediaStreamTrack):
@@ -150,7 +179,7 @@ class PromptTrack(MediaStreamTrack):
         super().__init__()
         self.chunks, self.recorder = chunks, recorder
         self.index, self.pts = 0, 0
-        self.start: Optional[float] = None
+        self.start: float | None = None
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -179,7 +208,7 @@ class Call:
         self.ext, self.callid, self.cseq = ext, callid, cseq
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: LAN/loopback only
         self.recorder = Recorder(ext.bot.record_dir / f"{callid}.wav")
-        self.mid: Optional[str] = None
+        self.mid: str | None = None
         self.remote_set = False
         self.pending: list[dict[str, Any]] = []  # §5: candidates can arrive before the offer
         self.ended = False
@@ -260,6 +289,7 @@ class Call:
                 log.debug("%s: bad candidate %r", self.callid, line)
                 return
             cand.sdpMid, cand.sdpMLineIndex = self.mid, 0  # one audio m-line (§7)
+            log.debug("%s: remote candidate %s:%s", self.callid, cand.ip, cand.port)
             await self.pc.addIceCandidate(cand)
 
     async def end(self, send_bye: bool) -> None:
@@ -279,11 +309,11 @@ class Extension:
 
     def __init__(self, bot: Bot, number: str) -> None:
         self.bot, self.number = bot, number
-        self.ws: Optional[aiohttp.ClientWebSocketResponse] = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.calls: dict[str, Call] = {}
         self.early: dict[str, list[dict[str, Any]]] = {}  # candidates before their invitesdp
         self.ready = False
-        self.reregister: Optional[asyncio.TimerHandle] = None
+        self.reregister: asyncio.TimerHandle | None = None
 
     async def send(self, msg: dict[str, Any]) -> None:
         if self.ws is not None and not self.ws.closed:
@@ -321,6 +351,12 @@ class Extension:
                 backoff = 1.0
             except (aiohttp.ClientError, OSError, PermissionError) as err:
                 log.warning("%s: %s", self.number, err)
+                if not self.ready and isinstance(err, FATAL_BEFORE_READY):
+                    # A refused login or an untrusted certificate will not heal by retrying:
+                    # fail fast so whoever waits for READY learns at once.
+                    log.error("%s: giving up", self.number)
+                    self.bot.exit_code = 2
+                    self.bot.stopping.set()
             # Choice: a call whose signalling socket died is ended locally (its bye can no
             # longer reach us) instead of being reconciled from the next call-state.
             for call in list(self.calls.values()):
@@ -331,7 +367,7 @@ class Extension:
             backoff *= 2
             try:
                 await asyncio.wait_for(self.bot.stopping.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def serve(self, session: str) -> None:
@@ -356,8 +392,12 @@ class Extension:
                         msg = json.loads(wsmsg.data)
                     except json.JSONDecodeError:
                         continue
-                    if isinstance(msg, dict):
+                    if not isinstance(msg, dict):
+                        continue
+                    try:
                         await self.dispatch(msg)
+                    except Exception:  # noqa: BLE001 - one bad frame must not end the socket
+                        log.exception("%s: frame %.200s failed", self.number, wsmsg.data)
             finally:
                 for t in timers:
                     t.cancel()
@@ -402,7 +442,7 @@ class Extension:
         elif kind == "sdp" and call is not None:
             typ, sdp = sdp_of(msg["sdp"])
             if typ == "offer":
-                asyncio.create_task(call.reoffer(sdp, msg.get("cseq")))
+                spawn(call.reoffer(sdp, msg.get("cseq")))
         elif kind == "sip-register" and present(msg.get("add")):
             if not self.ready:
                 self.ready = True
@@ -414,7 +454,7 @@ class Extension:
                     self.reregister.cancel()
                 refresh = max(30.0, min(expires / 2, expires - 15))
                 self.reregister = asyncio.get_running_loop().call_later(
-                    refresh, lambda: asyncio.create_task(self.register()))
+                    refresh, lambda: spawn(self.register()))
         else:
             log.debug("%s: ignored %s frame", self.number, kind or "unknown")
 
@@ -427,7 +467,7 @@ class Extension:
         call = Call(self, callid, msg.get("cseq"))
         self.calls[callid] = call
         call.pending.extend(self.early.pop(callid, []))
-        asyncio.create_task(call.answer(offer))
+        spawn(call.answer(offer))
 
 
 def _token(text: str, keys: tuple[str, ...]) -> str:
@@ -451,6 +491,7 @@ class Bot:
         admin = f"{args.admin_user}:{os.environ.get('PBX_ADMIN_PASSWORD', '')}"
         self.admin_auth = {"Authorization": "Basic " + base64.b64encode(admin.encode()).decode()}
         self.stopping = asyncio.Event()
+        self.exit_code = 0
         if args.insecure:
             self.tls: ssl.SSLContext | bool = False
         else:
@@ -496,12 +537,14 @@ def main() -> None:
     if args.media_address:
         # aioice has no setting for this; replacing its address lookup is the usual way.
         addresses = list(args.media_address)
-        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: addresses  # type: ignore
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: addresses
 
-    async def start() -> None:
-        await Bot(args).run()
+    async def start() -> int:
+        bot = Bot(args)
+        await bot.run()
+        return bot.exit_code
 
-    asyncio.run(start())
+    sys.exit(asyncio.run(start()))
 
 
 if __name__ == "__main__":

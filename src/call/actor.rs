@@ -50,6 +50,8 @@ pub struct CallSetup {
     pub recording_path: PathBuf,
     pub frames: FrameSender,
     pub media: MediaRuntime,
+    /// The bot's outbound pacer: our offer waits for a slot before it goes out.
+    pub dial_pacer: Option<Arc<super::Pacer>>,
 }
 
 /// What a handler sees of a call: a snapshot taken before each event.
@@ -211,6 +213,7 @@ struct Actor {
     handler: Box<dyn CallHandler>,
     info: CallInfo,
     frames: FrameSender,
+    dial_pacer: Option<Arc<super::Pacer>>,
     reports: mpsc::UnboundedSender<CallReport>,
     actions: ActionQueue,
     gather: Option<Gather>,
@@ -318,6 +321,7 @@ async fn run(
         handler,
         info,
         frames: setup.frames,
+        dial_pacer: setup.dial_pacer,
         reports,
         actions: ActionQueue::default(),
         gather: None,
@@ -392,6 +396,10 @@ impl Actor {
         while let Some(output) = queue.pop_front() {
             match output {
                 Output::Send(frame) => {
+                    if let (ClientFrame::SdpPacket { .. }, Some(pacer)) = (&frame, &self.dial_pacer)
+                    {
+                        pacer.wait().await;
+                    }
                     if matches!(
                         frame,
                         ClientFrame::Sdp200Ok { .. } | ClientFrame::SipAck { .. }

@@ -5,12 +5,14 @@ mod actions;
 mod actor;
 mod gather;
 mod machine;
+mod pacer;
 
 pub use actions::{Action, ActionQueue};
 pub use actor::{
     ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup, Origin, spawn,
 };
 pub use gather::{Gather, GatherOptions, GatherReason, GatherStep};
+pub use pacer::Pacer;
 
 pub use machine::{
     Call, CallEnd, Command, Direction, EndReason, Input, MediaCommand, MediaResult, Output, Timer,

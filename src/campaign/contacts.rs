@@ -81,8 +81,9 @@ pub fn parse(reader: impl std::io::Read, allow: &DialPolicy) -> Result<ContactLi
             continue;
         }
         if let Some(first) = seen.get(&number) {
-            list.skipped
-                .push(skip(format!("duplicate of line {first}: dialled once only")));
+            list.skipped.push(skip(format!(
+                "duplicate of line {first}: dialled once only"
+            )));
             continue;
         }
         if !allow.allows(&number) {

@@ -94,7 +94,9 @@ impl Journal {
         let mut db = Connection::open(path).map_err(sqlite)?;
         db.execute_batch(SCHEMA).map_err(sqlite)?;
         let known: Option<String> = db
-            .query_row("SELECT value FROM meta WHERE key = 'list'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'list'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sqlite)?;
         match known {
@@ -294,7 +296,12 @@ mod tests {
             ..Outcome::default()
         };
         journal.finish(id, 4, &busy, Some(12345)).unwrap();
-        let entry = journal.entries().unwrap().into_iter().find(|e| e.contact.line == 4).unwrap();
+        let entry = journal
+            .entries()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.contact.line == 4)
+            .unwrap();
         assert!(!entry.done);
         assert_eq!((entry.attempts, entry.next_at), (1, 12345));
     }

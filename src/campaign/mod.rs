@@ -13,7 +13,7 @@ mod runner;
 pub use contacts::{Contact, ContactList, Skipped, load as load_contacts};
 pub use journal::{Entry, Journal, JournalError};
 pub use outcome::{Outcome, RetryOn, RetryRule};
-pub use pacing::{Pacer, Window, parse_duration};
+pub use pacing::{Window, parse_duration};
 pub use results::{Row, read as read_results, write as write_results};
 pub use runner::{Pace, Summary, run};
 

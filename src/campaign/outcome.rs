@@ -33,10 +33,7 @@ impl Outcome {
     pub fn from_call(info: &CallInfo) -> Self {
         Self {
             state: info.state.map_or("REJECTED", CallState::as_str).to_owned(),
-            reason: info
-                .end
-                .map_or("unknown", |e| e.reason.as_str())
-                .to_owned(),
+            reason: info.end.map_or("unknown", |e| e.reason.as_str()).to_owned(),
             code: info.end.and_then(|e| e.code).map(|c| c.0),
             answered_at: info.answered.map(timestamp),
             duration_ms: info.duration().as_millis() as u64,
@@ -90,9 +87,7 @@ impl std::str::FromStr for RetryOn {
             "busy" => Ok(RetryOn::Busy),
             "no-answer" => Ok(RetryOn::NoAnswer),
             "rejected" => Ok(RetryOn::Rejected),
-            other => Err(format!(
-                "{other:?}: expected busy, no-answer or rejected"
-            )),
+            other => Err(format!("{other:?}: expected busy, no-answer or rejected")),
         }
     }
 }
@@ -134,7 +129,10 @@ mod tests {
         };
         assert!(rule.again(&outcome("BUSY", "busy"), 1));
         assert!(rule.again(&outcome("REJECTED", "no_answer"), 2));
-        assert!(!rule.again(&outcome("BUSY", "busy"), 3), "two retries, three attempts");
+        assert!(
+            !rule.again(&outcome("BUSY", "busy"), 3),
+            "two retries, three attempts"
+        );
         assert!(!rule.again(&outcome("REJECTED", "rejected"), 1));
         assert!(!rule.again(&outcome("COMPLETED", "remote_hangup"), 1));
         assert!(!rule.again(&Outcome::interrupted(), 1));

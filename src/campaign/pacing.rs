@@ -1,49 +1,9 @@
-//! When a campaign may dial: no faster than the calls-per-second limit, and only inside the
-//! daily window.
+//! When a campaign may dial: only inside the daily window (the calls-per-second limit is
+//! [`crate::call::Pacer`]).
 
 use std::time::Duration;
 
 use chrono::{NaiveTime, Timelike};
-
-/// Spaces dials at least `1 / cps` apart, so no second ever holds more than `cps` dials.
-/// Intervals are measured from when the last dial really went out, so a late wake-up never
-/// lets the next one come early.
-#[derive(Debug)]
-pub struct Pacer {
-    interval: Duration,
-    last: Option<tokio::time::Instant>,
-}
-
-impl Pacer {
-    pub fn new(cps: f64) -> Self {
-        let interval = if cps > 0.0 {
-            Duration::from_secs_f64(1.0 / cps)
-        } else {
-            Duration::ZERO
-        };
-        Self {
-            interval,
-            last: None,
-        }
-    }
-
-    /// When the next dial may go out, given the time now; records it as taken.
-    pub fn take(&mut self, now: tokio::time::Instant) -> tokio::time::Instant {
-        let at = match self.last {
-            Some(last) => (last + self.interval).max(now),
-            None => now,
-        };
-        self.last = Some(at);
-        at
-    }
-
-    /// Waits for the next slot; the slot counts from the moment the wait ends.
-    pub async fn wait(&mut self) {
-        let slot = self.take(tokio::time::Instant::now());
-        tokio::time::sleep_until(slot).await;
-        self.last = Some(tokio::time::Instant::now().max(slot));
-    }
-}
 
 /// The hours of the day when calls may be placed (local time), e.g. `09:00-18:00`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,18 +70,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pacer_spaces_dials() {
-        let start = tokio::time::Instant::now();
-        let mut pacer = Pacer::new(10.0);
-        let slots: Vec<u128> = (0..4)
-            .map(|_| (pacer.take(start) - start).as_millis())
-            .collect();
-        assert_eq!(slots, [0, 100, 200, 300]);
-        let later = start + Duration::from_secs(5);
-        assert_eq!(pacer.take(later), later, "idle time is not saved up");
-    }
 
     #[test]
     fn window_waits_until_it_opens() {

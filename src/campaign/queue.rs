@@ -13,13 +13,13 @@ use async_nats::jetstream::stream::{self, RetentionPolicy};
 use async_nats::jetstream::{self, AckKind, Context};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::contacts::Contact;
 use super::journal::now_ms;
 use super::outcome::{Outcome, RetryRule};
-use super::pacing::Pacer;
 use super::results::Row;
+use crate::call::Pacer;
 use crate::daemon::Daemon;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -194,11 +194,12 @@ impl Queue {
         let claims = self.js.get_key_value(&self.names.claims).await?;
         let queue = Arc::new(self);
         let slots = Arc::new(Semaphore::new(settings.concurrency));
-        let pacer = Arc::new(Mutex::new(Pacer::new(settings.cps)));
+        let pacer = Arc::new(Pacer::new(settings.cps));
         let finished = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut messages = consumer.messages().await?;
         let mut tasks = tokio::task::JoinSet::new();
         loop {
+            while tasks.try_join_next().is_some() {}
             let next = match settings.idle {
                 Some(idle) => match tokio::time::timeout(idle, messages.next()).await {
                     Ok(next) => next,
@@ -234,7 +235,11 @@ impl Queue {
             let worker = settings.worker.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                match handle(&queue, &daemon, &bot, &claims, &pacer, &retry, &worker, job, &message).await {
+                match handle(
+                    &queue, &daemon, &bot, &claims, &pacer, &retry, &worker, job, &message,
+                )
+                .await
+                {
                     Ok(true) => {
                         finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -242,9 +247,6 @@ impl Queue {
                     Err(e) => tracing::warn!("campaign job: {e}"),
                 }
             });
-            while let Some(done) = tasks.try_join_next() {
-                let _ = done;
-            }
         }
         while tasks.join_next().await.is_some() {}
         Ok(finished.load(std::sync::atomic::Ordering::Relaxed))
@@ -272,12 +274,18 @@ async fn handle(
     daemon: &Daemon,
     bot: &str,
     claims: &kv::Store,
-    pacer: &Mutex<Pacer>,
+    pacer: &Pacer,
     retry: &RetryRule,
     worker: &str,
     job: Job,
     message: &jetstream::Message,
 ) -> Result<bool, Error> {
+    // Wait for our turn and a registered link first: a claim is only taken by a worker that
+    // is about to dial.
+    pacer.wait().await;
+    if !daemon.connected(bot).await {
+        return Err("the bot stopped".into());
+    }
     let attempt = job.attempts + 1;
     let key = format!("{}-{attempt}", job.contact.line);
     let claimed = claims.create(&key, worker.to_owned().into()).await;
@@ -296,10 +304,6 @@ async fn handle(
         queue.publish_result(&row).await?;
         message.ack().await?;
         return Ok(true);
-    }
-    pacer.lock().await.wait().await;
-    if !daemon.connected(bot).await {
-        return Err("the bot stopped".into());
     }
     let Some(finished) = daemon
         .dial(bot, &job.contact.number, job.contact.vars.clone())
@@ -326,7 +330,11 @@ async fn handle(
         };
         let id = format!("contact-{}-{attempt}", job.contact.line);
         queue
-            .publish(&queue.names.contacts_subject, id, serde_json::to_vec(&next)?)
+            .publish(
+                &queue.names.contacts_subject,
+                id,
+                serde_json::to_vec(&next)?,
+            )
             .await?;
         message.ack().await?;
         return Ok(false);

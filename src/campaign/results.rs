@@ -59,7 +59,8 @@ pub fn write(path: &Path, rows: &mut [Row]) -> Result<(), String> {
     let shown = path.display().to_string();
     let temporary = path.with_extension("csv.partial");
     let mut csv = csv::Writer::from_path(&temporary).map_err(|e| format!("{shown}: {e}"))?;
-    csv.write_record(HEADER).map_err(|e| format!("{shown}: {e}"))?;
+    csv.write_record(HEADER)
+        .map_err(|e| format!("{shown}: {e}"))?;
     for row in rows.iter() {
         let o = &row.outcome;
         let record = [
@@ -75,7 +76,8 @@ pub fn write(path: &Path, rows: &mut [Row]) -> Result<(), String> {
             o.result.clone(),
             o.call_id.clone(),
         ];
-        csv.write_record(&record).map_err(|e| format!("{shown}: {e}"))?;
+        csv.write_record(&record)
+            .map_err(|e| format!("{shown}: {e}"))?;
     }
     csv.flush().map_err(|e| format!("{shown}: {e}"))?;
     drop(csv);

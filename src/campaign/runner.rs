@@ -10,7 +10,8 @@ use tokio::task::JoinSet;
 
 use super::journal::{Entry, Journal, JournalError, now_ms};
 use super::outcome::{Outcome, RetryRule};
-use super::pacing::{Pacer, Window};
+use super::pacing::Window;
+use crate::call::Pacer;
 use crate::daemon::Daemon;
 
 /// How the campaign dials.
@@ -68,7 +69,7 @@ pub async fn run(
     let bar = progress(entries.len(), done_before);
     let mut summary = Summary::default();
     let mut live: JoinSet<Finished> = JoinSet::new();
-    let mut pacer = Pacer::new(pace.cps);
+    let pacer = Pacer::new(pace.cps);
     let mut failed = 0u32;
     tokio::pin!(stop);
     let mut stopping = false;
@@ -101,7 +102,9 @@ pub async fn run(
                 connected = daemon.connected(bot) => if !connected { stopping = true; continue; },
                 () = &mut stop => { stopping = true; continue; }
             }
-            let Some(entry) = queue.remove(index) else { continue };
+            let Some(entry) = queue.remove(index) else {
+                continue;
+            };
             let attempt = journal.start(entry.contact.line)?;
             summary.attempts += 1;
             let finished = daemon

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use callbot::campaign::queue::{Queue, WorkSettings};
 use callbot::campaign::{
     self, ContactList, Journal, Pace, RetryOn, RetryRule, Row, Window, parse_duration,
 };
-use callbot::campaign::queue::{Queue, WorkSettings};
 use callbot::config::Config;
 use callbot::daemon::Daemon;
 use callbot::script::Limits;
@@ -158,10 +158,13 @@ pub async fn run(args: CampaignArgs) -> ExitCode {
     }
 }
 
-/// The config with only `bot` left in it.
-fn config_for(path: &Path, bot: &str) -> Result<Config, String> {
+/// The config with only `bot` left in it, its outbound limit set to the campaign's `cps`.
+fn config_for(path: &Path, bot: &str, cps: Option<f64>) -> Result<Config, String> {
     let mut config = Config::load(path).map_err(|e| e.to_string())?;
     config.bots.retain(|b| b.name == bot);
+    if let (Some(cps), Some(found)) = (cps, config.bots.first_mut()) {
+        found.max_cps = cps;
+    }
     if config.bots.is_empty() {
         return Err(format!("{}: no bot named {bot:?}", path.display()));
     }
@@ -171,7 +174,11 @@ fn config_for(path: &Path, bot: &str) -> Result<Config, String> {
 
 fn contacts(path: &Path, config: Option<&Config>) -> Result<ContactList, String> {
     let allow = config.map_or_else(
-        || callbot::config::DialPolicy::new(vec![callbot::config::DialPattern::parse("*").expect("pattern")]),
+        || {
+            callbot::config::DialPolicy::new(vec![
+                callbot::config::DialPattern::parse("*").expect("pattern"),
+            ])
+        },
         |c| c.bots[0].allow_dial.clone(),
     );
     let list = campaign::load_contacts(path, &allow)?;
@@ -180,7 +187,11 @@ fn contacts(path: &Path, config: Option<&Config>) -> Result<ContactList, String>
             "{}:{}: {} skipped: {}",
             path.display(),
             skipped.line,
-            if skipped.number.is_empty() { "row" } else { &skipped.number },
+            if skipped.number.is_empty() {
+                "row"
+            } else {
+                &skipped.number
+            },
             skipped.problem
         );
     }
@@ -190,14 +201,17 @@ fn contacts(path: &Path, config: Option<&Config>) -> Result<ContactList, String>
 async fn local(args: RunArgs) -> Result<ExitCode, String> {
     let bot = args.bot.ok_or("--bot NAME is needed")?;
     let contacts_path = args.contacts.ok_or("--contacts FILE is needed")?;
-    let config = config_for(&args.config, &bot)?;
+    let config = config_for(&args.config, &bot, Some(args.dialling.cps))?;
     let list = contacts(&contacts_path, Some(&config))?;
     let journal_path = args
         .journal
         .unwrap_or_else(|| args.results.with_extension("journal"));
-    let (mut journal, recovered) =
-        Journal::open(&journal_path, &list.contacts, &campaign::fingerprint(&list.contacts))
-            .map_err(|e| e.to_string())?;
+    let (mut journal, recovered) = Journal::open(
+        &journal_path,
+        &list.contacts,
+        &campaign::fingerprint(&list.contacts),
+    )
+    .map_err(|e| e.to_string())?;
     if recovered > 0 {
         eprintln!(
             "resuming: {recovered} call(s) were in progress when the campaign stopped; they are not dialled again"
@@ -232,7 +246,11 @@ async fn local(args: RunArgs) -> Result<ExitCode, String> {
     println!(
         "{} attempt(s) this run; {}; {} skipped; {} still pending; results in {}",
         summary.attempts,
-        if states.is_empty() { "nothing finished".into() } else { states.join(", ") },
+        if states.is_empty() {
+            "nothing finished".into()
+        } else {
+            states.join(", ")
+        },
         list.skipped.len(),
         summary.pending,
         args.results.display()
@@ -242,7 +260,7 @@ async fn local(args: RunArgs) -> Result<ExitCode, String> {
 
 async fn publish(args: PublishArgs) -> Result<ExitCode, String> {
     let config = match (&args.config, &args.bot) {
-        (Some(path), Some(bot)) => Some(config_for(path, bot)?),
+        (Some(path), Some(bot)) => Some(config_for(path, bot, None)?),
         _ => None,
     };
     let list = contacts(&args.contacts, config.as_ref())?;
@@ -258,7 +276,7 @@ async fn publish(args: PublishArgs) -> Result<ExitCode, String> {
 }
 
 async fn work(args: WorkArgs) -> Result<ExitCode, String> {
-    let config = config_for(&args.config, &args.bot)?;
+    let config = config_for(&args.config, &args.bot, Some(args.dialling.cps))?;
     let queue = Queue::connect(&args.queue, &args.campaign)
         .await
         .map_err(|e| format!("NATS {}: {e}", args.queue))?;
@@ -295,6 +313,10 @@ async fn results(args: ResultsArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("NATS {}: {e}", args.queue))?;
     let mut rows = queue.results().await.map_err(|e| e.to_string())?;
     campaign::write_results(&args.results, &mut rows)?;
-    println!("{} result(s) written to {}", rows.len(), args.results.display());
+    println!(
+        "{} result(s) written to {}",
+        rows.len(),
+        args.results.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

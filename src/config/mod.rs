@@ -141,6 +141,9 @@ pub struct BotConfig {
     pub recordings: PathBuf,
     /// Ringing calls beyond this many get 486 Busy Here.
     pub max_calls: u32,
+    /// Outbound calls per second at most (scripts and campaigns alike), so a runaway script
+    /// cannot flood the PBX.
+    pub max_cps: f64,
     pub record: RecordMode,
     pub allow_dial: DialPolicy,
     /// Visible to the script as `bot.vars`.

@@ -89,6 +89,7 @@ pub(super) struct RawBot {
     pub prompts: Option<Text>,
     pub recordings: Option<Text>,
     pub max_calls: Option<Spanned<u32>>,
+    pub max_cps: Option<Spanned<f64>>,
     pub record: Option<Spanned<RawRecord>>,
     #[serde(default)]
     pub allow_dial: Vec<Text>,

@@ -19,6 +19,8 @@ use super::{
 use crate::protocol::Dialect;
 
 const DEFAULT_MAX_CALLS: u32 = 10;
+/// Outbound calls per second a bot may place unless its config says otherwise.
+const DEFAULT_MAX_CPS: f64 = 10.0;
 
 /// Turns the raw shape into a [`Config`], or every problem found on the way.
 pub(super) fn resolve(
@@ -483,6 +485,15 @@ impl Resolver<'_> {
             }
             Some(value) => Some(value.value),
         };
+        let max_cps = match &bot.max_cps {
+            None => Some(DEFAULT_MAX_CPS),
+            Some(value) if !(value.value > 0.0 && value.value <= 1000.0) => {
+                let problem = Problem::Invalid("must be above 0 and at most 1000".into());
+                self.report(value.referenced, key("max_cps"), problem);
+                None
+            }
+            Some(value) => Some(value.value),
+        };
         let record = match &bot.record {
             Some(value) => self.record(value, &key("record")),
             None => Some(defaults.record),
@@ -506,6 +517,7 @@ impl Resolver<'_> {
             prompts: prompts?,
             recordings: recordings?,
             max_calls: max_calls?,
+            max_cps: max_cps?,
             record: record?,
             allow_dial: allow_dial?,
             vars: vars?,

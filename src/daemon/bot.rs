@@ -77,6 +77,8 @@ pub struct BotTask {
     closing: Option<Instant>,
     /// A reload asked for, and when it is due.
     reload_at: Option<Instant>,
+    /// Spaces the bot's outbound calls (`max_cps`).
+    dial_pacer: Arc<crate::call::Pacer>,
     /// Who waits for which call to end (campaign dials).
     watchers: HashMap<u64, oneshot::Sender<Box<CallInfo>>>,
 }
@@ -130,6 +132,7 @@ impl BotTask {
         });
         let name = config.name.clone();
         let script_file = config.script.clone();
+        let max_cps = config.max_cps;
         let task = BotTask {
             config,
             link,
@@ -153,6 +156,7 @@ impl BotTask {
             closing: None,
             reload_at: None,
             watchers: HashMap::new(),
+            dial_pacer: Arc::new(crate::call::Pacer::new(max_cps)),
         };
         let span = tracing::info_span!("bot", bot = %name);
         let task = tokio::spawn(task.run().instrument(span));
@@ -379,6 +383,7 @@ impl BotTask {
             recording_path: recording,
             frames: self.link.sender(),
             media: self.media.clone(),
+            dial_pacer: Some(self.dial_pacer.clone()),
         };
         let handler = Box::new(self.script.call_handler(tx.clone()));
         if !self.granted {

@@ -123,28 +123,7 @@ pub struct Emulator {
 }
 
 pub fn emulator(dir: &Path, dialect: Dialect) -> Emulator {
-    let cert = dir.join("pbx.pem");
-    let mut command = Command::new(binary());
-    command
-        .args([
-            "pbx",
-            "--listen",
-            "127.0.0.1:0",
-            "--media-address",
-            "127.0.0.1",
-        ])
-        .args(["--dialect", dialect.as_str(), "--cert-out"])
-        .arg(&cert)
-        .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
-    let process = Process::spawn(command);
-    let output = process.wait_for("listening on https://", 1, Duration::from_secs(20));
-    let url = output
-        .lines()
-        .find_map(|l| l.split("listening on ").nth(1))
-        .expect("the emulator prints its URL")
-        .trim()
-        .to_owned();
-    Emulator { process, url, cert }
+    emulator_with(dir, &["--dialect", dialect.as_str()])
 }
 
 /// Writes a bots.yaml for the emulator with `bots` (YAML list items) and returns its path.
@@ -204,4 +183,55 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     }
     found.sort();
     found
+}
+
+/// `callbot pbx` with extra arguments (and its accounts, if given).
+pub fn emulator_with(dir: &Path, extra: &[&str]) -> Emulator {
+    let cert = dir.join("pbx.pem");
+    let mut command = Command::new(binary());
+    command
+        .args([
+            "pbx",
+            "--listen",
+            "127.0.0.1:0",
+            "--media-address",
+            "127.0.0.1",
+            "--cert-out",
+        ])
+        .arg(&cert)
+        .args(extra)
+        .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    let process = Process::spawn(command);
+    let output = process.wait_for("listening on https://", 1, Duration::from_secs(20));
+    let url = output
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .expect("the emulator prints its URL")
+        .trim()
+        .to_owned();
+    Emulator { process, url, cert }
+}
+
+/// Runs `callbot <args>` to completion with the admin password set; returns (status, output).
+pub fn run_to_end(args: &[&str], within: Duration) -> (std::process::ExitStatus, String) {
+    let mut command = Command::new(binary());
+    command.args(args).env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    let mut process = Process::spawn(command);
+    let status = process.wait(within);
+    (status, process.output())
+}
+
+/// `callbot <args>` in the background with the admin password set.
+pub fn start(args: &[&str]) -> Process {
+    let mut command = Command::new(binary());
+    command.args(args).env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    Process::spawn(command)
+}
+
+impl Process {
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
