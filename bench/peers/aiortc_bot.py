@@ -6,7 +6,8 @@ answers every incoming call: it plays --prompt in a loop and records the call to
 <record-dir>/<callid>.wav. Protocol references (§n) are to shared/PROTOCOL.md.
 
 Recording: stereo, 8 kHz, 16-bit, on one timeline paced by what we send (left = the caller,
-right = us), like callbot's own recorder. Whatever the codec, received audio is resampled to 8 kHz.
+right = us; received audio placed by RTP timestamp), like callbot's own recorder. Whatever the
+codec, received audio is resampled to 8 kHz.
 
 DTMF: not supported. aiortc has no telephone-event codec (aiortc.codecs.CODECS lists only
 Opus, G.722, PCMU and PCMA), so its answer never negotiates RFC 4733 and its receiver drops
@@ -51,8 +52,8 @@ RATE = 8000  # the prompt and the recording run at 8 kHz mono 16-bit
 FRAME_SAMPLES = RATE // 50  # 20 ms (§7: ptime 20)
 FRAME_BYTES = FRAME_SAMPLES * 2
 KEEPALIVE_SECS = 30  # §2
-MAX_REMOTE_BUFFER = RATE  # bytes of received audio waiting for the timeline (0.5 s of s16)
-PREBUFFER = 3 * FRAME_BYTES  # received audio held back (60 ms) so late packets keep their place
+WRITE_DELAY = 5 * FRAME_BYTES  # the recording is written 100 ms behind what we send
+MAX_SKEW = 2 * RATE  # received audio this far ahead of the timeline re-anchors it (samples)
 # §3: flat frames carry one of these keys; they are checked in this order, before `action`.
 RESERVED_KEYS = ("sdp", "invitesdp", "candidate", "bye", "ringtones", "response", "cancel",
                  "cancelresponse", "info", "change")
@@ -111,10 +112,13 @@ def load_prompt(path: str) -> list[bytes]:
 
 
 class Recorder:
-    """Stereo WAV on a timeline driven by our outgoing frames: each frame we send writes 20 ms,
-    right = that frame, left = the next 20 ms received (silence when nothing arrived). Received
-    audio starts PREBUFFER late and re-primes after running dry, so network jitter below 60 ms
-    does not shift it; the left channel therefore lags by about 60 ms."""
+    """Both directions on one timeline (left = the caller, right = us), like callbot's recorder.
+
+    The timeline advances with the frames we send ("now"). Received audio is placed by its RTP
+    timestamp relative to an anchor (the first frame lands at "now"), so network jitter and
+    lost packets do not shift it; samples are written WRITE_DELAY behind "now" so late packets
+    still land in place. Audio later than that, or a timestamp jump, re-anchors at "now".
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -122,8 +126,11 @@ class Recorder:
         self.wav.setnchannels(2)
         self.wav.setsampwidth(2)
         self.wav.setframerate(RATE)
-        self.remote = bytearray()
-        self.primed = False
+        self.local = bytearray()  # sent, not yet written: timeline [written, now)
+        self.remote = bytearray()  # received, from timeline position `written` on (gaps = 0)
+        self.written = self.now = 0  # timeline positions, in samples
+        self.anchor: tuple[int, int] | None = None  # (RTP time in 8 kHz samples, position)
+        self.next_pos: int | None = None  # where the next contiguous received frame goes
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         self.task: asyncio.Task[None] | None = None
 
@@ -134,35 +141,49 @@ class Recorder:
         try:
             while True:
                 frame = await track.recv()  # decoded by aiortc (PCMU 8 kHz, Opus 48 kHz stereo…)
-                if not isinstance(frame, av.AudioFrame):
-                    continue
-                for out in self.resampler.resample(frame):
-                    self.remote += bytes(out.planes[0])[: out.samples * 2]
-                if len(self.remote) > MAX_REMOTE_BUFFER:  # we stopped sending (or clock drift)
-                    del self.remote[: len(self.remote) - MAX_REMOTE_BUFFER]
+                if (isinstance(frame, av.AudioFrame) and frame.pts is not None
+                        and frame.time_base is not None):
+                    rtp = int(frame.pts * frame.time_base * RATE)
+                    pcm = b"".join(bytes(out.planes[0])[: out.samples * 2]
+                                   for out in self.resampler.resample(frame))
+                    self.on_received(rtp, pcm)
         except MediaStreamError:
             pass
 
+    def on_received(self, rtp: int, pcm: bytes) -> None:
+        pos = None if self.anchor is None else self.anchor[1] + rtp - self.anchor[0]
+        if pos is None or pos < self.written or pos > self.now + MAX_SKEW:
+            self.anchor, pos = (rtp, self.now), self.now
+        elif self.next_pos is not None and abs(pos - self.next_pos) < FRAME_SAMPLES // 2:
+            pos = self.next_pos  # contiguous: ignore the resampler's sample or two of slack
+        self.next_pos = pos + len(pcm) // 2
+        offset = (pos - self.written) * 2
+        if len(self.remote) < offset + len(pcm):
+            self.remote += bytes(offset + len(pcm) - len(self.remote))
+        self.remote[offset:offset + len(pcm)] = pcm
+
     def on_sent(self, local: bytes) -> None:
-        if self.wav is None:
-            return
-        if not self.primed:
-            self.primed = len(self.remote) >= PREBUFFER
-        left = b""
-        if self.primed:
-            left = bytes(self.remote[: len(local)])
-            del self.remote[: len(local)]
-            self.primed = len(left) == len(local)
-        left += bytes(len(local) - len(left))
-        out = bytearray(len(local) * 2)  # interleave 16-bit samples: L0 R0 L1 R1 …
+        self.local += local
+        self.now += len(local) // 2
+        while len(self.local) >= WRITE_DELAY + FRAME_BYTES:
+            self._write(FRAME_BYTES)
+
+    def _write(self, size: int) -> None:
+        right = bytes(self.local[:size])
+        left = bytes(self.remote[:size]).ljust(size, b"\0")
+        del self.local[:size], self.remote[:size]
+        self.written += size // 2
+        out = bytearray(size * 2)  # interleave 16-bit samples: L0 R0 L1 R1 …
         out[0::4], out[1::4] = left[0::2], left[1::2]
-        out[2::4], out[3::4] = local[0::2], local[1::2]
-        self.wav.writeframesraw(out)
+        out[2::4], out[3::4] = right[0::2], right[1::2]
+        if self.wav is not None:
+            self.wav.writeframesraw(out)
 
     def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
         if self.wav is not None:
+            self._write(len(self.local))  # what is left of the timeline
             empty = self.wav.getnframes() == 0
             self.wav.close()  # patches the header lengths
             self.wav = None
