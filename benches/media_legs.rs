@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callbot::media::stats::SendPacing;
+use callbot::media::stats::GapHistogram;
 use callbot::media::transport::{NetworkSettings, TransportState};
 use callbot::media::{LegEvent, MediaLeg, MediaRuntime, RecordOptions};
 use callbot::protocol::RemoteCandidate;
@@ -227,7 +227,7 @@ async fn run(pairs: usize, secs: u64) -> Value {
     let rss = rss_kib();
 
     let legs = all.iter().flat_map(|p| [&p.a, &p.b]).collect::<Vec<_>>();
-    let mut pacing = SendPacing::default();
+    let mut pacing = GapHistogram::default();
     let (mut received, mut lost, mut drops, mut jitter) = (0u64, 0u64, 0u64, 0.0f64);
     for leg in &legs {
         pacing.merge(&leg.send_pacing());

@@ -1,5 +1,6 @@
 //! callbot: a call-automation daemon for PBXs that speak the Vodia websocket protocol.
 
+pub mod bench;
 pub mod call;
 pub mod campaign;
 pub mod config;

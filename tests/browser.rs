@@ -7,13 +7,20 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use callbot::bench::browser::{Browser, Tab};
 use callbot::protocol::Dialect;
 use common::audio::{channel, dominant, rms};
 use common::binary::{self, Process, files};
-use common::browser::{Browser, Tab, artefact};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Where the tests keep screenshots people look at: `target/e2e/`.
+fn artefact(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/e2e")
+        .join(name)
+}
 
 /// `callbot demo` on a free port, its bots recording into `dir`; returns it and its URL.
 fn demo(dir: &Path, dialect: Dialect) -> (Process, String) {
@@ -56,7 +63,7 @@ fn microphone(dir: &Path) -> PathBuf {
 }
 
 async fn state(browser: &mut Browser, tab: &Tab) -> Value {
-    browser.eval(tab, "window.softphone.state()").await
+    browser.eval(tab, "window.softphone.state()").await.unwrap()
 }
 
 async fn log_in(browser: &mut Browser, url: &str, extension: &str, autoanswer: bool) -> Tab {
@@ -64,7 +71,7 @@ async fn log_in(browser: &mut Browser, url: &str, extension: &str, autoanswer: b
         "{url}?ext={extension}&password={extension}&autologin=1{}",
         if autoanswer { "&autoanswer=1" } else { "" }
     );
-    let tab = browser.open(&page).await;
+    let tab = browser.open(&page).await.unwrap();
     browser
         .wait_for(
             &tab,
@@ -72,7 +79,8 @@ async fn log_in(browser: &mut Browser, url: &str, extension: &str, autoanswer: b
             WAIT,
             |v| v == "ACCESS_GRANTED",
         )
-        .await;
+        .await
+        .unwrap();
     tab
 }
 
@@ -85,6 +93,7 @@ async fn call_state(browser: &mut Browser, tab: &Tab, want: &str) -> Value {
             |v| v == want,
         )
         .await
+        .unwrap()
 }
 
 /// Waits until the page hears audio: packets arrived and their energy is above zero.
@@ -95,6 +104,7 @@ async fn hears_audio(browser: &mut Browser, tab: &Tab) -> Value {
                 && v["audioEnergy"].as_f64().unwrap_or(0.0) > 0.0
         })
         .await
+        .unwrap()
 }
 
 async fn last_logged(browser: &mut Browser, tab: &Tab) -> Value {
@@ -102,7 +112,8 @@ async fn last_logged(browser: &mut Browser, tab: &Tab) -> Value {
         .wait_for(tab, "window.softphone.state().log", WAIT, |log| {
             log.as_array().is_some_and(|l| !l.is_empty())
         })
-        .await[0]
+        .await
+        .unwrap()[0]
         .clone()
 }
 
@@ -127,11 +138,14 @@ async fn emulator_calls(url: &str) -> Value {
 async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
     let dir = tempfile::tempdir().unwrap();
     let (_demo, url) = demo(dir.path(), dialect);
-    let mut browser = Browser::launch(&microphone(dir.path())).await;
+    let mut browser = Browser::launch(&microphone(dir.path())).await.unwrap();
     let tab = log_in(&mut browser, &url, "502", false).await;
     assert_eq!(state(&mut browser, &tab).await["dialect"], dialect.as_str());
 
-    browser.eval(&tab, "window.softphone.dial('500')").await;
+    browser
+        .eval(&tab, "window.softphone.dial('500')")
+        .await
+        .unwrap();
     call_state(&mut browser, &tab, "IN_CALL").await;
     let before = hears_audio(&mut browser, &tab).await;
     browser
@@ -139,9 +153,16 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
             &tab,
             &artefact(&format!("softphone-ivr-{}.png", dialect.as_str())),
         )
-        .await;
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(browser.eval(&tab, "window.softphone.dtmf('1')").await, true);
+    assert_eq!(
+        browser
+            .eval(&tab, "window.softphone.dtmf('1')")
+            .await
+            .unwrap(),
+        true
+    );
 
     // The IVR transfers the browser to the test line, which keeps sending audio.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -164,9 +185,15 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let at_transfer = browser.eval(&tab, "window.softphone.audioStats()").await;
+    let at_transfer = browser
+        .eval(&tab, "window.softphone.audioStats()")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = browser.eval(&tab, "window.softphone.audioStats()").await;
+    let after = browser
+        .eval(&tab, "window.softphone.audioStats()")
+        .await
+        .unwrap();
     let received = |v: &Value| v["packetsReceived"].as_u64().unwrap_or(0);
     assert!(
         received(&after) > received(&at_transfer) + 100,
@@ -174,7 +201,10 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
     );
     assert!(after["audioEnergy"].as_f64().unwrap() > before["audioEnergy"].as_f64().unwrap());
     assert_eq!(call_state(&mut browser, &tab, "IN_CALL").await, "IN_CALL");
-    browser.eval(&tab, "window.softphone.hangup()").await;
+    browser
+        .eval(&tab, "window.softphone.hangup()")
+        .await
+        .unwrap();
     let logged = last_logged(&mut browser, &tab).await;
     assert_eq!(logged["state"], "COMPLETED", "{logged}");
 
@@ -237,7 +267,7 @@ async fn a_bot_calls_the_browser_which_answers_and_hears_it() {
     );
     let config = binary::config(dir.path(), &pbx, &bots);
     let daemon = binary::daemon(&config, 1);
-    let mut browser = Browser::launch(&microphone(dir.path())).await;
+    let mut browser = Browser::launch(&microphone(dir.path())).await.unwrap();
     let tab = log_in(
         &mut browser,
         &format!("{}/", pbx.url.trim_end_matches('/')),
@@ -258,25 +288,30 @@ async fn a_bot_calls_the_browser_which_answers_and_hears_it() {
 async fn two_browsers_see_each_other_and_talk() {
     let dir = tempfile::tempdir().unwrap();
     let (_demo, url) = demo(dir.path(), Dialect::Modern);
-    let mut browser = Browser::launch(&microphone(dir.path())).await;
+    let mut browser = Browser::launch(&microphone(dir.path())).await.unwrap();
     let a = log_in(&mut browser, &url, "503", false).await;
     let b = log_in(&mut browser, &url, "504", true).await;
     for (tab, other) in [(&a, "504"), (&b, "503")] {
         let presence = format!("window.softphone.state().presence['{other}']");
         browser
             .wait_for(tab, &presence, WAIT, |v| v == "ONLINE")
-            .await;
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(rand::random_range(0..=200))).await;
-    browser.eval(&a, "window.softphone.dial('504')").await;
+    browser
+        .eval(&a, "window.softphone.dial('504')")
+        .await
+        .unwrap();
     call_state(&mut browser, &a, "IN_CALL").await;
     call_state(&mut browser, &b, "IN_CALL").await;
     hears_audio(&mut browser, &a).await;
     hears_audio(&mut browser, &b).await;
     browser
         .screenshot(&a, &artefact("softphone-two-browsers.png"))
-        .await;
-    browser.eval(&a, "window.softphone.hangup()").await;
+        .await
+        .unwrap();
+    browser.eval(&a, "window.softphone.hangup()").await.unwrap();
     for tab in [&a, &b] {
         let logged = last_logged(&mut browser, tab).await;
         assert_eq!(logged["state"], "COMPLETED", "{logged}");

@@ -1,6 +1,7 @@
 //! Subcommands of the `callbot` binary: argument parsing (clap) and the glue that starts the
 //! library's pieces. Each subcommand lives in a file of its own.
 
+mod bench;
 mod campaign;
 mod check;
 mod demo;
@@ -43,6 +44,7 @@ enum Command {
     Demo(demo::DemoArgs),
     Dial(dial::DialArgs),
     Campaign(campaign::CampaignArgs),
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -54,6 +56,7 @@ impl Cli {
             Command::Demo(args) => block_on(demo::run(args)),
             Command::Dial(args) => block_on(dial::run(args)),
             Command::Campaign(args) => block_on(campaign::run(args)),
+            Command::Bench(args) => block_on(bench::run(args)),
         }
     }
 }

@@ -18,7 +18,7 @@ use super::player::{EchoFrame, ItemId, Negotiated, Outcome, Player};
 use super::prompt::{EncodedAudio, PromptCache};
 use super::recorder::{RecordingReport, RecordingWriter, Timeline, WriteBatch};
 use super::rtp::RtpPacket;
-use super::stats::{LegStats, ReceiveStats, SendPacing};
+use super::stats::{GapHistogram, LegStats, ReceiveStats};
 use super::tone::Signal;
 use super::transport::{Transport, TransportError, TransportEvents, TransportState};
 use crate::protocol::{CandidateError, IceCandidate, RemoteCandidate};
@@ -68,6 +68,9 @@ pub struct RecordOptions {
 
 struct Receive {
     negotiated: Option<Negotiated>,
+    /// When (since the leg was created) the first audible packet arrived.
+    first_loud: Option<Duration>,
+    arrival: GapHistogram,
     decoder: Option<Decoder>,
     events: EventReceiver,
     /// Only when the far end did not accept telephone-event.
@@ -111,7 +114,7 @@ struct Sent {
     packets: u64,
     bytes: u64,
     dropped: u64,
-    pacing: SendPacing,
+    pacing: GapHistogram,
     connect_time: Option<Duration>,
     first_audio: Option<Duration>,
 }
@@ -157,6 +160,8 @@ impl LegState {
             player: Mutex::new(Player::new(ssrc)),
             receive: Mutex::new(Receive {
                 negotiated: None,
+                first_loud: None,
+                arrival: GapHistogram::default(),
                 decoder: None,
                 events: EventReceiver::default(),
                 inband: None,
@@ -326,10 +331,15 @@ impl LegState {
             .and_then(|leg| lock(&leg.player).negotiated())
             .map(|n| n.codec);
         let transcode = bridged_codec.is_some_and(|codec| codec != negotiated.codec);
-        let needs_pcm = recording || receive.inband.is_some() || transcode;
+        // Until something audible arrived, frames are decoded to notice it (first-audio time).
+        let needs_pcm =
+            recording || receive.inband.is_some() || transcode || receive.first_loud.is_none();
         receive.pcm.clear();
         if needs_pcm && let Some(decoder) = receive.decoder.as_mut() {
             decoder.decode(&packet.payload, &mut receive.pcm);
+        }
+        if receive.first_loud.is_none() && is_audible(&receive.pcm) {
+            receive.first_loud = Some(self.created.elapsed());
         }
         if let (Some(leg), Some(codec)) = (&bridged, bridged_codec) {
             leg.bridged_in(&packet.payload, &receive.pcm, negotiated.codec, codec);
@@ -380,6 +390,15 @@ impl Recordings {
             writes.close(done.id);
         }
     }
+}
+
+/// Louder than about -40 dBFS: a prompt or a voice, not silence or comfort noise.
+fn is_audible(pcm: &[i16]) -> bool {
+    if pcm.is_empty() {
+        return false;
+    }
+    let energy: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    (energy / pcm.len() as f64).sqrt() > 330.0
 }
 
 impl LegState {
@@ -444,6 +463,9 @@ impl TransportEvents for LegState {
                 });
             }
         } else if packet.payload_type == negotiated.payload_type {
+            receive
+                .arrival
+                .record(Instant::now(), Duration::from_millis(FRAME_MS.into()));
             self.on_audio(&packet, negotiated, &mut receive);
         }
     }
@@ -630,11 +652,16 @@ impl MediaLeg {
         let receive = lock(&self.state.receive);
         let clock_rate = receive.negotiated.map_or(8000, |n| n.codec.clock_rate());
         receive.stats.fill(&mut stats, clock_rate);
+        stats.arrival = receive.arrival.clone();
+        stats.first_audio_received = receive
+            .first_loud
+            .zip(stats.connect_time)
+            .map(|(loud, connected)| loud.saturating_sub(connected));
         stats
     }
 
     /// How regularly this leg's packets left.
-    pub fn send_pacing(&self) -> SendPacing {
+    pub fn send_pacing(&self) -> GapHistogram {
         lock(&self.state.sent).pacing.clone()
     }
 

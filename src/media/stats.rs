@@ -20,6 +20,10 @@ pub struct LegStats {
     pub connect_time: Option<Duration>,
     /// From connected to the first packet of queued audio (a prompt, tone or echo) sent.
     pub first_audio: Option<Duration>,
+    /// From connected to the first audible packet received.
+    pub first_audio_received: Option<Duration>,
+    /// Arrival gaps of received audio packets (interarrival jitter, as a distribution).
+    pub arrival: GapHistogram,
 }
 
 /// Receive-side bookkeeping for loss and jitter.
@@ -84,10 +88,11 @@ impl ReceiveStats {
     }
 }
 
-/// How regularly our packets leave: the gap between successive sends minus the 20 ms interval,
-/// in 0.1 ms buckets (the last bucket collects everything from 25 ms up).
-#[derive(Clone, Debug)]
-pub struct SendPacing {
+/// How regular a packet stream is: the gap between successive packets (sent, or received)
+/// minus the 20 ms interval, in 0.1 ms buckets (the last bucket collects everything from
+/// 25 ms up).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GapHistogram {
     last: Option<Instant>,
     buckets: Vec<u32>,
 }
@@ -95,7 +100,7 @@ pub struct SendPacing {
 const BUCKET_US: u64 = 100;
 const BUCKETS: usize = 250;
 
-impl Default for SendPacing {
+impl Default for GapHistogram {
     fn default() -> Self {
         Self {
             last: None,
@@ -104,7 +109,7 @@ impl Default for SendPacing {
     }
 }
 
-impl SendPacing {
+impl GapHistogram {
     pub fn record(&mut self, sent: Instant, interval: Duration) {
         if let Some(last) = self.last.replace(sent) {
             let deviation = sent.duration_since(last).abs_diff(interval);
@@ -114,7 +119,7 @@ impl SendPacing {
     }
 
     /// Adds another leg's pacing to this one (for a whole-process figure).
-    pub fn merge(&mut self, other: &SendPacing) {
+    pub fn merge(&mut self, other: &GapHistogram) {
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a += b;
         }
@@ -173,7 +178,7 @@ mod tests {
 
     #[test]
     fn pacing_quantiles() {
-        let mut p = SendPacing::default();
+        let mut p = GapHistogram::default();
         let start = Instant::now();
         let interval = Duration::from_millis(20);
         let mut t = start;

@@ -34,6 +34,11 @@ pub fn spawn(args: &[&str]) -> Process {
 }
 
 impl Process {
+    /// Runs `command` with its output collected.
+    pub fn spawn_command(command: Command) -> Self {
+        Self::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> Self {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("callbot starts");

@@ -125,5 +125,4 @@ pub const FRAME_WORDS: &[&str] = &[
 ];
 pub mod audio;
 pub mod binary;
-pub mod browser;
 pub mod emulator;

@@ -1,9 +1,10 @@
-//! Headless Chromium for end-to-end tests, driven over the DevTools protocol with our own
-//! websocket client (no extra crates). Every browser gets a fresh profile and a fake microphone
-//! fed from a WAV file; dropping it kills the browser and removes its profile.
+//! Headless Chromium driven over the DevTools protocol with our own websocket client: the
+//! browser peer of `callbot bench` and the end-to-end tests. Every browser gets a fresh profile
+//! and a fake microphone fed from a WAV file; dropping it kills the browser (all its processes)
+//! and removes its profile.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio_tungstenite::{WebSocketStream, client_async};
 /// Debian's Chromium, started directly (the /usr/bin wrapper adds flags).
 pub const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 
+/// A running Chromium with its DevTools socket.
 pub struct Browser {
     child: Child,
     _profile: tempfile::TempDir,
@@ -41,12 +43,13 @@ pub struct Tab {
 
 impl Browser {
     /// Starts Chromium with a microphone that plays `microphone` (a WAV file) in a loop.
-    pub async fn launch(microphone: &Path) -> Self {
-        assert!(
-            Path::new(CHROMIUM).exists(),
-            "{CHROMIUM} is missing: `make test` installs Debian's chromium package"
-        );
-        let profile = tempfile::tempdir().expect("profile folder");
+    pub async fn launch(microphone: &Path) -> Result<Self, String> {
+        if !Path::new(CHROMIUM).exists() {
+            return Err(format!(
+                "{CHROMIUM} is missing: install Debian's chromium package (`make test` does)"
+            ));
+        }
+        let profile = tempfile::tempdir().map_err(|e| format!("profile folder: {e}"))?;
         let mut command = Command::new(CHROMIUM);
         // Its own process group, so dropping the browser also ends its renderer processes.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -78,8 +81,8 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("chromium starts");
-        let stderr = child.stderr.take().expect("stderr");
+            .map_err(|e| format!("{CHROMIUM}: {e}"))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -90,26 +93,38 @@ impl Browser {
         });
         let url = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("chromium prints its DevTools URL");
+            .map_err(|_| "chromium did not print its DevTools URL".to_owned())?;
         let address = url
             .strip_prefix("ws://")
             .and_then(|rest| rest.split('/').next())
-            .expect("ws URL")
+            .ok_or_else(|| format!("unexpected DevTools URL {url}"))?
             .to_owned();
-        let tcp = TcpStream::connect(&address).await.expect("DevTools port");
+        let tcp = TcpStream::connect(&address)
+            .await
+            .map_err(|e| format!("DevTools port: {e}"))?;
         let (socket, _) = client_async(url.as_str(), tcp)
             .await
-            .expect("DevTools socket");
-        Self {
+            .map_err(|e| format!("DevTools socket: {e}"))?;
+        Ok(Self {
             child,
             _profile: profile,
             socket,
             next_id: 1,
-        }
+        })
+    }
+
+    /// The browser's process group (all its processes), for measuring what it costs.
+    pub fn process_group(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a DevTools command and returns its result (events in between are skipped).
-    pub async fn command(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+    pub async fn command(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
         let id = self.next_id;
         self.next_id += 1;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -119,102 +134,101 @@ impl Browser {
         self.socket
             .send(Message::text(message.to_string()))
             .await
-            .expect("DevTools send");
+            .map_err(|e| format!("DevTools: {e}"))?;
         let reply = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(Ok(frame)) = self.socket.next().await {
                 if let Message::Text(text) = frame {
                     let value: Value = serde_json::from_str(&text).unwrap_or_default();
                     if value["id"] == id {
-                        return value;
+                        return Ok(value);
                     }
                 }
             }
-            panic!("DevTools socket closed");
+            Err("the DevTools socket closed".to_owned())
         })
         .await
-        .unwrap_or_else(|_| panic!("no reply to {method}"));
-        assert!(reply.get("error").is_none(), "{method}: {reply}");
-        reply["result"].clone()
+        .map_err(|_| format!("no reply to {method}"))??;
+        if let Some(error) = reply.get("error") {
+            return Err(format!("{method}: {error}"));
+        }
+        Ok(reply["result"].clone())
     }
 
     /// Opens `url` in a new tab.
-    pub async fn open(&mut self, url: &str) -> Tab {
+    pub async fn open(&mut self, url: &str) -> Result<Tab, String> {
         let target = self
             .command(None, "Target.createTarget", json!({ "url": url }))
-            .await;
+            .await?;
         let attached = self
             .command(
                 None,
                 "Target.attachToTarget",
                 json!({ "targetId": target["targetId"], "flatten": true }),
             )
-            .await;
-        Tab {
-            session: attached["sessionId"].as_str().expect("session").to_owned(),
-        }
+            .await?;
+        let session = attached["sessionId"]
+            .as_str()
+            .ok_or("no DevTools session")?;
+        Ok(Tab {
+            session: session.to_owned(),
+        })
     }
 
     /// Evaluates `expression` in the tab (awaiting promises) and returns its JSON value.
-    pub async fn eval(&mut self, tab: &Tab, expression: &str) -> Value {
+    pub async fn eval(&mut self, tab: &Tab, expression: &str) -> Result<Value, String> {
         let result = self
             .command(
                 Some(&tab.session),
                 "Runtime.evaluate",
                 json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
             )
-            .await;
+            .await?;
         if let Some(exception) = result.get("exceptionDetails") {
-            panic!("{expression} threw: {exception}");
+            return Err(format!("{expression} threw: {exception}"));
         }
-        result["result"]["value"].clone()
+        Ok(result["result"]["value"].clone())
     }
 
-    /// Polls `expression` until `done` accepts its value; panics with the last value if not.
+    /// Polls `expression` until `done` accepts its value; the error holds the last value.
     pub async fn wait_for(
         &mut self,
         tab: &Tab,
         expression: &str,
         within: Duration,
         done: impl Fn(&Value) -> bool,
-    ) -> Value {
+    ) -> Result<Value, String> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let value = self.eval(tab, expression).await;
+            let value = self.eval(tab, expression).await?;
             if done(&value) {
-                return value;
+                return Ok(value);
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "waited {within:?} for {expression}; last value: {value}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "waited {within:?} for {expression}; last value: {value}"
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// Saves a PNG of the tab.
-    pub async fn screenshot(&mut self, tab: &Tab, path: &Path) {
+    pub async fn screenshot(&mut self, tab: &Tab, path: &Path) -> Result<(), String> {
+        use base64::Engine;
         let shot = self
             .command(
                 Some(&tab.session),
                 "Page.captureScreenshot",
                 json!({ "format": "png" }),
             )
-            .await;
-        let data = shot["data"].as_str().expect("PNG data");
-        use base64::Engine;
+            .await?;
+        let data = shot["data"].as_str().ok_or("no PNG data")?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data)
-            .expect("base64 PNG");
+            .map_err(|e| format!("screenshot: {e}"))?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("screenshot folder");
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        std::fs::write(path, bytes).expect("screenshot written");
+        std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
-}
-
-/// Where tests keep artefacts people look at (screenshots): `target/e2e/`.
-pub fn artefact(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/e2e")
-        .join(name)
 }

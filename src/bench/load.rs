@@ -1,0 +1,109 @@
+//! The load generator: places calls with the project's own media stack, holds them, and keeps
+//! what each caller saw (setup time, packets, loss, arrival jitter, first audio).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Barrier, watch};
+
+use super::target::Target;
+use crate::call::{Action, CallCommand, Pacer};
+use crate::media::stats::LegStats;
+use crate::phone::Phone;
+use crate::protocol::CallState;
+
+/// What one caller saw.
+#[derive(Clone, Debug)]
+pub struct CallResult {
+    /// Dial → answered, when answered.
+    pub setup: Option<Duration>,
+    pub stats: LegStats,
+}
+
+/// A fixed load: `calls` calls placed at `cps`, all held `hold` once the last is up.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub calls: usize,
+    pub cps: f64,
+    pub hold: Duration,
+}
+
+/// What happened while the load was held.
+#[derive(Debug)]
+pub struct Window {
+    pub results: Vec<CallResult>,
+    /// The measurement window (all calls up).
+    pub seconds: f64,
+    /// The peer's usage at the start and end of the window, and before any call.
+    pub before_calls: crate::procstat::Usage,
+    pub start: crate::procstat::Usage,
+    pub end: crate::procstat::Usage,
+    /// Calls placed per second, as measured.
+    pub placed_cps: f64,
+}
+
+/// Places the load against `target` and holds it; `progress` gets a line now and then.
+pub async fn run(phone: &Phone, target: &Target, load: Load, progress: impl Fn(String)) -> Window {
+    let before_calls = target.usage();
+    let pacer = Pacer::new(load.cps);
+    // Every call waits at the barrier once up (or failed); the window starts when all are.
+    let barrier = Arc::new(Barrier::new(load.calls + 1));
+    let (release_tx, release) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let placing = Instant::now();
+    for index in 0..load.calls {
+        pacer.wait().await;
+        let mut call = phone.dial(target.number_for(index));
+        let barrier = barrier.clone();
+        let mut release = release.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let answered =
+                tokio::time::timeout(Duration::from_secs(30), call.reach(CallState::InCall))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|_| started.elapsed());
+            barrier.wait().await;
+            let _ = release.wait_for(|go| *go).await;
+            call.command(CallCommand::Stop);
+            call.command(CallCommand::Queue(Action::Hangup));
+            let info = tokio::time::timeout(Duration::from_secs(30), call.ended()).await;
+            let stats = info.ok().flatten().map(|i| i.stats).unwrap_or_default();
+            CallResult {
+                setup: answered,
+                stats,
+            }
+        }));
+        if index % 25 == 24 {
+            progress(format!("placed {}/{} calls", index + 1, load.calls));
+        }
+    }
+    let placed_cps = load.calls as f64 / placing.elapsed().as_secs_f64().max(0.001);
+    barrier.wait().await;
+    progress(format!(
+        "{} calls up, holding {} s",
+        load.calls,
+        load.hold.as_secs()
+    ));
+    let start = target.usage();
+    let started = Instant::now();
+    tokio::time::sleep(load.hold).await;
+    let end = target.usage();
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = release_tx.send(true);
+    let mut results = Vec::new();
+    for task in tasks {
+        if let Ok(result) = task.await {
+            results.push(result);
+        }
+    }
+    Window {
+        results,
+        seconds,
+        before_calls,
+        start,
+        end,
+        placed_cps,
+    }
+}

@@ -1,0 +1,241 @@
+//! Turning what the callers saw and what the peer cost into the numbers of BENCHMARKS.md.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::load::Window;
+use super::target::Peer;
+use crate::media::stats::GapHistogram;
+
+/// Limits of a passing load (`--ramp` stops at the first size that breaks one).
+pub const MAX_LOSS_PCT: f64 = 0.5;
+pub const MAX_JITTER_P99_MS: f64 = 5.0;
+pub const MAX_SETUP_P99_MS: f64 = 100.0;
+
+/// One run of one peer at one size.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    pub peer: &'static str,
+    pub calls: usize,
+    pub answered: usize,
+    /// Cores the peer used while the calls were held.
+    pub cores: f64,
+    pub cpu_per_call_pct: f64,
+    pub calls_per_core: f64,
+    pub rss_per_call_kib: f64,
+    pub setup_p50_ms: f64,
+    pub setup_p99_ms: f64,
+    /// Arrival gap minus 20 ms, at the callers.
+    pub jitter_p50_ms: f64,
+    pub jitter_p99_ms: f64,
+    pub loss_pct: f64,
+    /// Answer → first audible packet at the caller.
+    pub first_audio_p50_ms: f64,
+    pub first_audio_p99_ms: f64,
+    /// Recordings the peer left that a WAV reader opens and that hold audio, and how many
+    /// were expected (`None`: the peer does not record).
+    pub recordings_valid: Option<usize>,
+    pub recordings_expected: Option<usize>,
+    pub placed_cps: f64,
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+/// Recordings in `folder` (any depth) that open as WAV and hold samples.
+pub fn valid_recordings(folder: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![folder.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "wav")
+                && hound::WavReader::open(&path).is_ok_and(|r| r.duration() > 0)
+            {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+impl Measurement {
+    pub fn new(peer: Peer, window: &Window, recordings: Option<&Path>) -> Self {
+        let calls = window.results.len();
+        let answered = window.results.iter().filter(|r| r.setup.is_some()).count();
+        let cpu = window
+            .end
+            .cpu
+            .saturating_sub(window.start.cpu)
+            .as_secs_f64();
+        let cores = cpu / window.seconds.max(0.001);
+        let per_call = answered.max(1) as f64;
+        let rss = window
+            .end
+            .rss_kib
+            .saturating_sub(window.before_calls.rss_kib) as f64;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let mut setup: Vec<f64> = window
+            .results
+            .iter()
+            .filter_map(|r| r.setup.map(ms))
+            .collect();
+        let mut first_audio: Vec<f64> = window
+            .results
+            .iter()
+            .filter_map(|r| r.stats.first_audio_received.map(ms))
+            .collect();
+        let mut arrival = GapHistogram::default();
+        let (mut received, mut lost) = (0u64, 0u64);
+        for result in &window.results {
+            arrival.merge(&result.stats.arrival);
+            received += result.stats.packets_received;
+            lost += result.stats.packets_lost;
+        }
+        Self {
+            peer: peer.name(),
+            calls,
+            answered,
+            cores,
+            cpu_per_call_pct: cores * 100.0 / per_call,
+            calls_per_core: if cores > 0.0 {
+                answered as f64 / cores
+            } else {
+                f64::NAN
+            },
+            rss_per_call_kib: rss / per_call,
+            setup_p50_ms: percentile(&mut setup, 50.0),
+            setup_p99_ms: percentile(&mut setup, 99.0),
+            jitter_p50_ms: ms(arrival.quantile(0.5)),
+            jitter_p99_ms: ms(arrival.quantile(0.99)),
+            loss_pct: lost as f64 * 100.0 / (received + lost).max(1) as f64,
+            first_audio_p50_ms: percentile(&mut first_audio, 50.0),
+            first_audio_p99_ms: percentile(&mut first_audio, 99.0),
+            recordings_valid: recordings.map(valid_recordings),
+            recordings_expected: recordings.map(|_| answered),
+            placed_cps: window.placed_cps,
+        }
+    }
+
+    /// Within the limits of a passing load.
+    pub fn passes(&self) -> bool {
+        self.answered == self.calls
+            && self.loss_pct <= MAX_LOSS_PCT
+            && self.jitter_p99_ms <= MAX_JITTER_P99_MS
+            && self.setup_p99_ms <= MAX_SETUP_P99_MS
+    }
+}
+
+const COLUMNS: [&str; 13] = [
+    "peer",
+    "calls",
+    "answered",
+    "cores",
+    "CPU/call %",
+    "calls/core",
+    "RSS/call KiB",
+    "setup p50/p99 ms",
+    "jitter p50/p99 ms",
+    "loss %",
+    "1st audio p50/p99 ms",
+    "recordings",
+    "cps",
+];
+
+fn cells(m: &Measurement) -> [String; 13] {
+    let recordings = match (m.recordings_valid, m.recordings_expected) {
+        (Some(valid), Some(expected)) => format!("{valid}/{expected}"),
+        _ => "-".into(),
+    };
+    [
+        m.peer.to_owned(),
+        m.calls.to_string(),
+        m.answered.to_string(),
+        format!("{:.2}", m.cores),
+        format!("{:.2}", m.cpu_per_call_pct),
+        format!("{:.0}", m.calls_per_core),
+        format!("{:.0}", m.rss_per_call_kib),
+        format!("{:.1}/{:.1}", m.setup_p50_ms, m.setup_p99_ms),
+        format!("{:.1}/{:.1}", m.jitter_p50_ms, m.jitter_p99_ms),
+        format!("{:.2}", m.loss_pct),
+        format!("{:.0}/{:.0}", m.first_audio_p50_ms, m.first_audio_p99_ms),
+        recordings,
+        format!("{:.1}", m.placed_cps),
+    ]
+}
+
+/// A plain-text table header.
+pub fn header() -> String {
+    format!(
+        "{:<9} {:>6} {:>8} {:>6} {:>10} {:>10} {:>12} {:>17} {:>17} {:>7} {:>20} {:>10} {:>6}",
+        COLUMNS[0],
+        COLUMNS[1],
+        COLUMNS[2],
+        COLUMNS[3],
+        COLUMNS[4],
+        COLUMNS[5],
+        COLUMNS[6],
+        COLUMNS[7],
+        COLUMNS[8],
+        COLUMNS[9],
+        COLUMNS[10],
+        COLUMNS[11],
+        COLUMNS[12]
+    )
+}
+
+/// A plain-text table row.
+pub fn row(m: &Measurement) -> String {
+    let c = cells(m);
+    format!(
+        "{:<9} {:>6} {:>8} {:>6} {:>10} {:>10} {:>12} {:>17} {:>17} {:>7} {:>20} {:>10} {:>6}",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]
+    )
+}
+
+/// The same as a Markdown table.
+pub fn markdown(measurements: &[Measurement]) -> String {
+    let mut text = format!(
+        "| {} |\n|{}\n",
+        COLUMNS.join(" | "),
+        "---|".repeat(COLUMNS.len())
+    );
+    for m in measurements {
+        text.push_str(&format!("| {} |\n", cells(m).join(" | ")));
+    }
+    text
+}
+
+/// Each peer against callbot at the same size: how many times better callbot does.
+pub fn ratios(measurements: &[Measurement]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for ours in measurements.iter().filter(|m| m.peer == "callbot") {
+        for other in measurements
+            .iter()
+            .filter(|m| m.peer != "callbot" && m.calls == ours.calls)
+        {
+            lines.push(format!(
+                "{} calls: callbot vs {}: {:.1}× calls per core, {:.1}× less RSS per call, \
+                 p99 jitter {:.1} vs {:.1} ms, setup p99 {:.1} vs {:.1} ms",
+                ours.calls,
+                other.peer,
+                ours.calls_per_core / other.calls_per_core,
+                other.rss_per_call_kib / ours.rss_per_call_kib.max(1.0),
+                ours.jitter_p99_ms,
+                other.jitter_p99_ms,
+                ours.setup_p99_ms,
+                other.setup_p99_ms,
+            ));
+        }
+    }
+    lines
+}
