@@ -20,6 +20,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use common::mutate::{Mutator, env_number};
 use common::{FRAME_WORDS, exercise_config, exercise_frame, fixture_dir};
 
 const FRAME_SEEDS: &[&str] = &[
@@ -98,73 +99,11 @@ const CONFIG_WORDS: &[&str] = &[
     "record: ",
 ];
 
-struct Mutator {
-    rng: StdRng,
-}
-
-impl Mutator {
-    fn mutate(&mut self, input: &[u8], others: &[Vec<u8>], words: &[&str]) -> Vec<u8> {
-        let mut data = input.to_vec();
-        let rounds = self.rng.random_range(1..=6);
-        for _ in 0..rounds {
-            let len = data.len();
-            let at = if len == 0 {
-                0
-            } else {
-                self.rng.random_range(0..=len)
-            };
-            match self.rng.random_range(0..8) {
-                0 if len > 0 => {
-                    let i = at.min(len - 1);
-                    data[i] ^= 1 << self.rng.random_range(0..8);
-                }
-                1 if len > 0 => {
-                    let i = at.min(len - 1);
-                    data[i] = b"{}[],:\"0-9\\ \nae"[self.rng.random_range(0..15)];
-                }
-                2 => data.insert(at, self.rng.random()),
-                3 if len > 0 => {
-                    let end = (at + self.rng.random_range(1..16)).min(len);
-                    data.drain(at.min(end)..end);
-                }
-                4 if len > 0 => {
-                    let start = self.rng.random_range(0..len);
-                    let end = (start + self.rng.random_range(1..32)).min(len);
-                    let chunk = data[start..end].to_vec();
-                    data.splice(at..at, chunk);
-                }
-                5 => {
-                    let word = words[self.rng.random_range(0..words.len())];
-                    data.splice(at..at, word.bytes());
-                }
-                6 => {
-                    let other = &others[self.rng.random_range(0..others.len())];
-                    if !other.is_empty() {
-                        let cut = self.rng.random_range(0..other.len());
-                        data.truncate(at);
-                        data.extend_from_slice(&other[cut..]);
-                    }
-                }
-                _ => {
-                    let word = format!(
-                        "\"{}\"",
-                        FRAME_WORDS[self.rng.random_range(0..FRAME_WORDS.len())]
-                    );
-                    data.splice(at..at, word.bytes());
-                }
-            }
-        }
-        data
-    }
-}
-
 /// Runs `iterations` mutated inputs; returns the number of inputs that panicked.
 fn fuzz(iterations: u64, seed: u64) -> usize {
     let frames: Vec<Vec<u8>> = FRAME_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
     let configs: Vec<Vec<u8>> = config_seeds().into_iter().map(String::into_bytes).collect();
-    let mut mutator = Mutator {
-        rng: StdRng::seed_from_u64(seed),
-    };
+    let mut mutator = Mutator::new(StdRng::seed_from_u64(seed));
     let crash_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
     let started = Instant::now();
     let mut crashes = 0;
@@ -213,13 +152,6 @@ fn fuzz(iterations: u64, seed: u64) -> usize {
         started.elapsed().as_secs_f64()
     );
     crashes
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]

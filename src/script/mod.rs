@@ -102,8 +102,26 @@ impl ScriptHost {
         limits: Limits,
         errors: Counter,
     ) -> Result<Self, ScriptError> {
-        let label = path.display().to_string();
-        let text = read(path)?;
+        let mut host = Self::from_source(
+            &path.display().to_string(),
+            &read(path)?,
+            bot,
+            limits,
+            errors,
+        )?;
+        host.file = path.to_owned();
+        Ok(host)
+    }
+
+    /// A script given as text; `label` names it in errors (as a file would).
+    pub fn from_source(
+        label: &str,
+        text: &str,
+        bot: BotApi,
+        limits: Limits,
+        errors: Counter,
+    ) -> Result<Self, ScriptError> {
+        let label = label.to_owned();
         let mut engine = engine::engine(&label, limits);
         api::register(&mut engine);
         // `bot` is a global in every handler (Rhai functions cannot see the global scope, so
@@ -111,10 +129,10 @@ impl ScriptHost {
         let global = bot.clone();
         #[allow(deprecated)]
         engine.on_var(move |name, _, _| Ok((name == "bot").then(|| Dynamic::from(global.clone()))));
-        let compiled = compile(&engine, &label, &text)?;
+        let compiled = compile(&engine, &label, text)?;
         Ok(Self {
             engine: Arc::new(engine),
-            file: path.to_owned(),
+            file: PathBuf::from(&label),
             label,
             limits,
             bot,
@@ -141,7 +159,12 @@ impl ScriptHost {
     /// Compiles the file again; on success new calls and bot events use it, live calls keep
     /// the version they started with. On failure the old version stays.
     pub fn reload(&self) -> Result<(), ScriptError> {
-        let compiled = compile(&self.engine, &self.label, &read(&self.file)?)?;
+        self.reload_source(&read(&self.file)?)
+    }
+
+    /// Like [`ScriptHost::reload`], from text.
+    pub fn reload_source(&self, text: &str) -> Result<(), ScriptError> {
+        let compiled = compile(&self.engine, &self.label, text)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(compiled);
         Ok(())
     }

@@ -126,3 +126,4 @@ pub const FRAME_WORDS: &[&str] = &[
 pub mod audio;
 pub mod binary;
 pub mod emulator;
+pub mod mutate;
