@@ -129,7 +129,7 @@ impl Tally {
             Some(false) => {}
             None => self.panics += 1,
         }
-        if self.inputs % 1_000_000 == 0 {
+        if self.inputs.is_multiple_of(1_000_000) {
             eprintln!(
                 "{}: {} inputs, {} panics, {:.0} inputs/s",
                 self.target,
