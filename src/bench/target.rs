@@ -195,6 +195,7 @@ impl Target {
                     .arg(&env.prompt)
                     .arg("--record-dir")
                     .arg(&recordings)
+                    .args(["--media-address", "127.0.0.1"])
                     .env("PBX_ADMIN_PASSWORD", &env.admin_password);
                 let child =
                     spawn_until(command, &format!("READY {first}"), Duration::from_secs(60))?;

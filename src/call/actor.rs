@@ -26,6 +26,11 @@ use crate::protocol::{CallId, CallState, ClientFrame, Dialect, Invite, ServerFra
 
 /// How long a finished call waits for its recording to be closed before it reports.
 const RECORDING_CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// A connected call that has received no media for this long has lost its far end (whatever
+/// the signalling says) and ends. WebRTC peers send packets even in silence.
+const MEDIA_SILENCE: Duration = Duration::from_secs(30);
+/// How often the media watch looks.
+const MEDIA_WATCH: Duration = Duration::from_secs(5);
 
 /// How a call begins.
 #[derive(Clone, Debug)]
@@ -204,6 +209,8 @@ enum TimerId {
     Machine(Timer),
     Gather,
     Script(String),
+    /// Looks whether media still arrives.
+    MediaWatch,
 }
 
 struct Actor {
@@ -225,6 +232,8 @@ struct Actor {
     recording_path: PathBuf,
     recordings_open: usize,
     created: Instant,
+    /// Packets received at the media watch's last look, and when that count last grew.
+    media_seen: (u64, Instant),
 }
 
 /// Starts a call on a task of its own (it creates its leg first). `inbox` is where the bot
@@ -332,7 +341,11 @@ async fn run(
         recording_path: setup.recording_path,
         recordings_open: 0,
         created,
+        media_seen: (0, created),
     };
+    actor
+        .timers
+        .insert(TimerId::MediaWatch, Instant::now() + MEDIA_WATCH);
     actor.apply(outputs).await;
     if direction == Direction::Inbound {
         actor.event(CallEvent::Incoming).await;
@@ -694,6 +707,23 @@ impl Actor {
                 }
             }
             TimerId::Script(name) => self.event(CallEvent::Timer(name)).await,
+            TimerId::MediaWatch => {
+                let received = self.leg.stats().packets_received;
+                let now = Instant::now();
+                if received != self.media_seen.0
+                    || !self.machine.is_connected()
+                    || self.machine.is_held()
+                {
+                    self.media_seen = (received, now);
+                } else if now.duration_since(self.media_seen.1) >= MEDIA_SILENCE {
+                    warn!(
+                        "no media for {} s: the far end is gone",
+                        MEDIA_SILENCE.as_secs()
+                    );
+                    self.input(Input::MediaLost).await;
+                }
+                self.timers.insert(TimerId::MediaWatch, now + MEDIA_WATCH);
+            }
         }
     }
 

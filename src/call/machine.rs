@@ -311,6 +311,11 @@ impl Call {
         self.phase == Phase::Connected
     }
 
+    /// We put the call on hold.
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
     fn set_state(&mut self, state: CallState) -> Output {
         self.state = Some(state);
         Output::State(state)

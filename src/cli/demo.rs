@@ -184,6 +184,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         },
         ring_timeout: Duration::from_secs(60),
         offer_timeout: Duration::from_secs(10),
+        chaos: None,
     };
     let pbx = Pbx::start(options.clone())
         .await

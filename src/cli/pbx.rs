@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use callbot::config::Secret;
 use callbot::media::transport::NetworkSettings;
-use callbot::pbx::{Accounts, CertificateSource, MediaMode, Pbx, PbxOptions};
+use callbot::pbx::{Accounts, CertificateSource, ChaosSettings, MediaMode, Pbx, PbxOptions};
 use callbot::protocol::Dialect;
 
 /// Run the PBX emulator: HTTPS REST login, the websocket protocol, calls between extensions.
@@ -53,6 +53,11 @@ pub struct PbxArgs {
     /// Seconds a caller has to answer the emulator's offer (modern dialect) before `bye` 415.
     #[arg(long, default_value_t = 10)]
     pub offer_timeout: u64,
+    /// Mistreat frames on purpose, reproducibly: SEED or SEED:RATE (default rate 0.02). Each
+    /// frame either way may be dropped, duplicated, delayed (reordered) or corrupted with that
+    /// probability; sockets are closed at a tenth of it.
+    #[arg(long, value_name = "SEED[:RATE]")]
+    pub chaos: Option<ChaosSettings>,
 }
 
 fn parse_dialect(text: &str) -> Result<Dialect, String> {
@@ -110,6 +115,7 @@ impl PbxArgs {
             },
             ring_timeout: Duration::from_secs(self.ring_timeout),
             offer_timeout: Duration::from_secs(self.offer_timeout),
+            chaos: self.chaos,
         })
     }
 }

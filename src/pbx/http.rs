@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use super::chaos::{Chaos, ChaosSettings, Fate};
 use super::sessions::Sessions;
 use super::switch::SwitchInput;
 use super::{Context, lock};
@@ -42,6 +43,8 @@ pub(super) struct Shared {
     pub switch: mpsc::UnboundedSender<SwitchInput>,
     pub server_header: HeaderValue,
     pub next_socket: AtomicU64,
+    /// `--chaos`: what to do to frames.
+    pub chaos: Option<ChaosSettings>,
 }
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
@@ -329,7 +332,14 @@ async fn websocket(
         .on_upgrade(move |socket| serve_socket(shared, socket, owner.extension))
 }
 
+/// A frame on its way, in or out (held back by `--chaos`).
+enum Way {
+    In(String),
+    Out(String),
+}
+
 /// Reads frames for the switch and writes the frames it sends, until either side closes.
+/// Under `--chaos` every frame, either way, meets its fate first.
 async fn serve_socket(shared: Arc<Shared>, socket: WebSocket, extension: String) {
     let id = shared.next_socket.fetch_add(1, Ordering::Relaxed);
     let (tx, mut outgoing) = mpsc::unbounded_channel();
@@ -339,9 +349,11 @@ async fn serve_socket(shared: Arc<Shared>, socket: WebSocket, extension: String)
         tx,
     });
     info!(ext = %extension, socket = id, "socket open");
+    let mut chaos = shared.chaos.map(|settings| Chaos::new(settings, id));
+    let (later_tx, mut later) = mpsc::unbounded_channel::<Way>();
     let (mut sink, mut stream) = socket.split();
     loop {
-        tokio::select! {
+        let way = tokio::select! {
             message = stream.next() => match message {
                 Some(Ok(Message::Text(text))) => {
                     if text.len() > MAX_FRAME_BYTES {
@@ -350,32 +362,96 @@ async fn serve_socket(shared: Arc<Shared>, socket: WebSocket, extension: String)
                         let _ = sink.send(Message::Close(Some(close))).await;
                         break;
                     }
-                    match ClientFrame::decode(&text) {
-                        Ok(frame) => {
-                            let _ = shared.switch.send(SwitchInput::Frame { socket: id, frame });
-                        }
-                        Err(e) => warn!(ext = %extension, "malformed frame ignored: {e}"),
-                    }
+                    Way::In(text.to_string())
                 }
-                Some(Ok(Message::Binary(_))) => warn!(ext = %extension, "binary frame ignored"),
+                Some(Ok(Message::Binary(_))) => {
+                    warn!(ext = %extension, "binary frame ignored");
+                    continue;
+                }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
             },
             frame = outgoing.recv() => match frame {
-                Some(Some(frame)) => {
-                    if sink.send(Message::text(frame.encode())).await.is_err() {
-                        break;
-                    }
-                }
+                Some(Some(frame)) => Way::Out(frame.encode()),
                 Some(None) | None => {
                     let _ = sink.send(Message::Close(None)).await;
                     break;
                 }
             },
+            Some(held) = later.recv() => {
+                // Its fate was decided when it first came by.
+                if !pass(&shared, id, &extension, &mut sink, held).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let copies = match chaos.as_mut() {
+            None => vec![way],
+            Some(chaos) => {
+                let (text, inbound) = match way {
+                    Way::In(text) => (text, true),
+                    Way::Out(text) => (text, false),
+                };
+                let wrap = |text| {
+                    if inbound {
+                        Way::In(text)
+                    } else {
+                        Way::Out(text)
+                    }
+                };
+                match chaos.fate(text) {
+                    Fate::Deliver(text) => vec![wrap(text)],
+                    Fate::Duplicate(text) => vec![wrap(text.clone()), wrap(text)],
+                    Fate::Delay(text, delay) => {
+                        let later_tx = later_tx.clone();
+                        let held = wrap(text);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = later_tx.send(held);
+                        });
+                        vec![]
+                    }
+                    Fate::Drop => vec![],
+                    Fate::Close => {
+                        info!(ext = %extension, socket = id, "chaos: closing the socket");
+                        break;
+                    }
+                }
+            }
+        };
+        let mut open = true;
+        for way in copies {
+            open &= pass(&shared, id, &extension, &mut sink, way).await;
+        }
+        if !open {
+            break;
         }
     }
     info!(ext = %extension, socket = id, "socket closed");
     let _ = shared.switch.send(SwitchInput::Closed { socket: id });
+}
+
+/// Hands a frame on: to the switch (decoded) or to the socket. False when the socket is gone.
+async fn pass(
+    shared: &Shared,
+    id: u64,
+    extension: &str,
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    way: Way,
+) -> bool {
+    match way {
+        Way::In(text) => {
+            match ClientFrame::decode(&text) {
+                Ok(frame) => {
+                    let _ = shared.switch.send(SwitchInput::Frame { socket: id, frame });
+                }
+                Err(e) => warn!(ext = %extension, "malformed frame ignored: {e}"),
+            }
+            true
+        }
+        Way::Out(text) => sink.send(Message::text(text)).await.is_ok(),
+    }
 }
 
 /// What the softphone page needs to offer a login: the domain, the dialect, the extensions.

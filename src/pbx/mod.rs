@@ -6,6 +6,7 @@ mod accounts;
 mod auto;
 mod call;
 mod certificate;
+mod chaos;
 mod http;
 mod journal;
 mod page;
@@ -31,6 +32,7 @@ use crate::protocol::Dialect;
 
 pub use accounts::{Accounts, AccountsError, AutoAction, AutoAnswer, Extension};
 pub use certificate::{CertificateError, CertificateSource};
+pub use chaos::ChaosSettings;
 pub use journal::{CallView, Event, LegView};
 
 /// Where call media flows.
@@ -58,6 +60,8 @@ pub struct PbxOptions {
     pub ring_timeout: Duration,
     /// Modern dialect: a caller that has not answered our offer after this gets `bye` 415.
     pub offer_timeout: Duration,
+    /// Mistreat frames and sockets on purpose (reliability tests).
+    pub chaos: Option<ChaosSettings>,
 }
 
 impl PbxOptions {
@@ -168,6 +172,7 @@ impl Pbx {
             switch: switch_tx,
             server_header: HeaderValue::from_static(version),
             next_socket: AtomicU64::new(1),
+            chaos: options.chaos,
         });
         let app = http::router(shared);
         let server = tokio::spawn(http::serve(

@@ -37,6 +37,7 @@ pub fn options(listen: SocketAddr, media: MediaMode, dialect: Dialect) -> PbxOpt
         network: loopback(),
         ring_timeout: Duration::from_secs(60),
         offer_timeout: Duration::from_secs(3),
+        chaos: None,
     }
 }
 
