@@ -496,3 +496,32 @@ async fn sockets_without_a_valid_session_are_refused() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited() {
+    let pbx = relay_pbx().await;
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            callbot::connection::tls::client_config(&callbot::config::TlsSetting::Insecure)
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let url = pbx.url().join("rest/system/session").unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let response = client
+            .put(url.clone())
+            .json(&serde_json::json!({"name": "auth", "value": "502 0000"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(&statuses[..10], &[200; 10], "wrong passwords answer false");
+    assert_eq!(
+        &statuses[10..],
+        &[429, 429],
+        "then the address is refused for a while"
+    );
+}

@@ -84,7 +84,17 @@ pub fn init_logging(verbose: u8) {
         1 => "info,callbot=debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // The websocket handshake is traced with its headers, the session cookie among them:
+    // secrets never reach the logs, whatever the level asked for.
+    for quiet in [
+        "tungstenite::handshake=off",
+        "tokio_tungstenite::handshake=off",
+    ] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

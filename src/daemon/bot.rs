@@ -60,7 +60,10 @@ pub struct BotTask {
     script: ScriptHost,
     media: MediaRuntime,
     dialect: Dialect,
+    /// The link is registered now: calls can be placed.
     granted: bool,
+    /// It has been at least once (a later grant is a reconnect).
+    ever_granted: bool,
     router: CallRouter<u64>,
     calls: HashMap<u64, LiveCall>,
     next_key: u64,
@@ -141,6 +144,7 @@ impl BotTask {
             media,
             dialect,
             granted: false,
+            ever_granted: false,
             router: CallRouter::default(),
             calls: HashMap::new(),
             next_key: 1,
@@ -272,12 +276,14 @@ impl BotTask {
             LinkEvent::Connection { state, dialect, .. } => {
                 self.dialect = dialect;
                 if state == ConnectionState::AccessGranted {
-                    if self.granted {
+                    if self.ever_granted {
                         self.metrics.reconnects.inc();
                     }
                     self.granted = true;
+                    self.ever_granted = true;
                     self.metrics.connected.set(1);
                 } else {
+                    self.granted = false;
                     self.metrics.connected.set(0);
                     // The calls' signalling died with the socket (PROTOCOL.md §6 "Reconnect":
                     // the emulator and PBXs drop them too).

@@ -153,16 +153,26 @@ bots:
     path
 }
 
-/// `callbot run -c config`, waiting until `bots` links are granted.
-pub fn daemon(config: &Path, bots: usize) -> Process {
+/// The `callbot run -c config` command, to adjust before starting it.
+pub fn daemon_command(config: &Path) -> Command {
     let mut command = Command::new(binary());
     command
         .args(["run", "--grace", "10", "-c"])
         .arg(config)
         .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    command
+}
+
+/// Starts `command` (a daemon) and waits until `bots` links are granted.
+pub fn daemon_from(command: Command, bots: usize) -> Process {
     let process = Process::spawn(command);
     process.wait_for("ACCESS_GRANTED", bots, Duration::from_secs(20));
     process
+}
+
+/// `callbot run -c config`, waiting until `bots` links are granted.
+pub fn daemon(config: &Path, bots: usize) -> Process {
+    daemon_from(daemon_command(config), bots)
 }
 
 /// Copies a repository script into `dir` (so a test can edit it) and returns its path.
@@ -194,15 +204,12 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 pub fn emulator_with(dir: &Path, extra: &[&str]) -> Emulator {
     let cert = dir.join("pbx.pem");
     let mut command = Command::new(binary());
+    command.arg("pbx");
+    if !extra.contains(&"--listen") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
     command
-        .args([
-            "pbx",
-            "--listen",
-            "127.0.0.1:0",
-            "--media-address",
-            "127.0.0.1",
-            "--cert-out",
-        ])
+        .args(["--media-address", "127.0.0.1", "--cert-out"])
         .arg(&cert)
         .args(extra)
         .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
