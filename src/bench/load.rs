@@ -40,7 +40,12 @@ pub struct Window {
     pub end: crate::procstat::Usage,
     /// Calls placed per second, as measured.
     pub placed_cps: f64,
+    /// The peer sampled every few seconds while the calls were held (seconds into the hold).
+    pub samples: Vec<(f64, crate::procstat::Usage)>,
 }
+
+/// How often the peer is sampled while the calls are held.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// Places the load against `target` and holds it; `progress` gets a line now and then.
 pub async fn run(phone: &Phone, target: &Target, load: Load, progress: impl Fn(String)) -> Window {
@@ -88,8 +93,14 @@ pub async fn run(phone: &Phone, target: &Target, load: Load, progress: impl Fn(S
     ));
     let start = target.usage();
     let started = Instant::now();
-    tokio::time::sleep(load.hold).await;
+    let mut samples = vec![(0.0, start)];
+    while started.elapsed() + SAMPLE_EVERY <= load.hold {
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        samples.push((started.elapsed().as_secs_f64(), target.usage()));
+    }
+    tokio::time::sleep(load.hold.saturating_sub(started.elapsed())).await;
     let end = target.usage();
+    samples.push((started.elapsed().as_secs_f64(), end));
     let seconds = started.elapsed().as_secs_f64();
     let _ = release_tx.send(true);
     let mut results = Vec::new();
@@ -105,5 +116,6 @@ pub async fn run(phone: &Phone, target: &Target, load: Load, progress: impl Fn(S
         start,
         end,
         placed_cps,
+        samples,
     }
 }

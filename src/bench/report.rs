@@ -38,7 +38,61 @@ pub struct Measurement {
     pub recordings_valid: Option<usize>,
     pub recordings_expected: Option<usize>,
     pub placed_cps: f64,
+    /// Over the hold, after a warm-up of a tenth of it: RSS, threads and open files at the
+    /// first and the last sample (a soak shows whether they grow).
+    pub soak: Soak,
 }
+
+/// First and last readings of the peer after warm-up.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Soak {
+    pub seconds: f64,
+    pub rss_first_kib: u64,
+    pub rss_last_kib: u64,
+    pub rss_change_pct: f64,
+    pub threads_first: u64,
+    pub threads_last: u64,
+    pub open_files_first: u64,
+    pub open_files_last: u64,
+}
+
+impl Soak {
+    fn from_samples(samples: &[(f64, crate::procstat::Usage)]) -> Self {
+        let total = samples.last().map_or(0.0, |(t, _)| *t);
+        let warm = samples
+            .iter()
+            .find(|(t, _)| *t >= total / 10.0)
+            .or(samples.first());
+        let (Some((t0, first)), Some((t1, last))) = (warm, samples.last()) else {
+            return Self::default();
+        };
+        Self {
+            seconds: t1 - t0,
+            rss_first_kib: first.rss_kib,
+            rss_last_kib: last.rss_kib,
+            rss_change_pct: (last.rss_kib as f64 - first.rss_kib as f64) * 100.0
+                / first.rss_kib.max(1) as f64,
+            threads_first: first.threads,
+            threads_last: last.threads,
+            open_files_first: first.open_files,
+            open_files_last: last.open_files,
+        }
+    }
+
+    /// A line for the report.
+    pub fn describe(&self) -> String {
+        format!(
+            "over {:.0} s after warm-up: RSS {} → {} KiB ({:+.1} %), threads {} → {}, open files {} → {}",
+            self.seconds,
+            self.rss_first_kib,
+            self.rss_last_kib,
+            self.rss_change_pct,
+            self.threads_first,
+            self.threads_last,
+            self.open_files_first,
+            self.open_files_last
+        )
+    }
 
 fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {
@@ -123,6 +177,7 @@ impl Measurement {
             recordings_valid: recordings.map(valid_recordings),
             recordings_expected: recordings.map(|_| answered),
             placed_cps: window.placed_cps,
+            soak: Soak::from_samples(&window.samples),
         }
     }
 

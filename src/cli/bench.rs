@@ -224,6 +224,9 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
                 }
             };
             println!("{}", report::row(&measurement));
+            if args.hold_secs >= 60 {
+                println!("          soak: {}", measurement.soak.describe());
+            }
             let held = measurement.passes();
             measurements.push(measurement);
             if args.ramp && !held {
