@@ -93,6 +93,7 @@ impl Soak {
             self.open_files_last
         )
     }
+}
 
 fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {
