@@ -91,6 +91,7 @@ enum Request {
     Dial { to: String, call: PhoneCallParts },
 }
 
+/// The actor's side of a call's channels.
 struct PhoneCallParts {
     id: CallId,
     inbox: (
@@ -99,6 +100,21 @@ struct PhoneCallParts {
     ),
     events: mpsc::UnboundedSender<PhoneEvent>,
     recording: PathBuf,
+}
+
+impl PhoneCallParts {
+    /// The channels of call `id`: the owner's end and the actor's.
+    fn new(id: CallId, recordings: &std::path::Path) -> (PhoneCall, Self) {
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let parts = Self {
+            id: id.clone(),
+            inbox: (inbox.clone(), inbox_rx),
+            events: events_tx,
+            recording: recordings.join(format!("{id}.wav")),
+        };
+        (PhoneCall { id, inbox, events }, parts)
+    }
 }
 
 /// A registered extension whose calls are driven by code.
@@ -199,20 +215,12 @@ impl Phone {
 
     /// Places a call.
     pub fn dial(&self, to: &str) -> PhoneCall {
-        let id = CallId::random();
-        let (inbox, inbox_rx) = mpsc::unbounded_channel();
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let parts = PhoneCallParts {
-            id: id.clone(),
-            inbox: (inbox.clone(), inbox_rx),
-            events: events_tx,
-            recording: self.recordings.join(format!("{id}.wav")),
-        };
+        let (call, parts) = PhoneCallParts::new(CallId::random(), &self.recordings);
         let _ = self.requests.send(Request::Dial {
             to: to.to_owned(),
             call: parts,
         });
-        PhoneCall { id, inbox, events }
+        call
     }
 
     /// The next call that rings here (already answered with 180; answer or reject it).
@@ -339,17 +347,9 @@ impl Switchboard {
                 let ServerFrame::InviteSdp(invite) = frame else {
                     return;
                 };
-                let id = invite.callid.clone();
-                let (inbox, inbox_rx) = mpsc::unbounded_channel();
-                let (events_tx, events) = mpsc::unbounded_channel();
-                let parts = PhoneCallParts {
-                    id: id.clone(),
-                    inbox: (inbox.clone(), inbox_rx),
-                    events: events_tx,
-                    recording: self.recordings.join(format!("{id}.wav")),
-                };
+                let (call, parts) = PhoneCallParts::new(invite.callid.clone(), &self.recordings);
                 self.start(Origin::Inbound(invite), parts);
-                let _ = self.incoming.send(PhoneCall { id, inbox, events });
+                let _ = self.incoming.send(call);
             }
             Route::Nowhere => {}
         }

@@ -29,6 +29,24 @@ fn tone(hz: f32, ms: u32) -> CallCommand {
     CallCommand::Queue(Action::Tone { hz, ms })
 }
 
+/// An anchored emulator in `dialect`, a folder for recordings, and phones 502 and 503.
+async fn setup(
+    dialect: Dialect,
+) -> (
+    callbot::pbx::Pbx,
+    tempfile::TempDir,
+    callbot::media::MediaRuntime,
+    Phone,
+    Phone,
+) {
+    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = media_runtime();
+    let a = phone(&pbx, "502", &media, dir.path()).await;
+    let b = phone(&pbx, "503", &media, dir.path()).await;
+    (pbx, dir, media, a, b)
+}
+
 /// `caller` dials `callee`'s extension; the callee answers. Returns both calls, connected.
 async fn connect(caller: &Phone, callee: &mut Phone) -> (PhoneCall, PhoneCall) {
     let mut outgoing = caller.dial(callee.extension());
@@ -57,11 +75,7 @@ async fn hang_up(a: &mut PhoneCall, b: &mut PhoneCall) {
 }
 
 async fn audio_flows_both_ways(dialect: Dialect) {
-    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
-    let dir = tempfile::tempdir().unwrap();
-    let media = media_runtime();
-    let a = phone(&pbx, "502", &media, dir.path()).await;
-    let mut b = phone(&pbx, "503", &media, dir.path()).await;
+    let (pbx, dir, _media, a, mut b) = setup(dialect).await;
     assert_eq!(a.dialect(), dialect);
     let (mut call_a, mut call_b) = connect(&a, &mut b).await;
     let (rec_a, rec_b) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
@@ -120,11 +134,7 @@ async fn digits(call: &mut PhoneCall, count: usize) -> String {
 }
 
 async fn dtmf_is_relayed_once_each(dialect: Dialect) {
-    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
-    let dir = tempfile::tempdir().unwrap();
-    let media = media_runtime();
-    let a = phone(&pbx, "502", &media, dir.path()).await;
-    let mut b = phone(&pbx, "503", &media, dir.path()).await;
+    let (pbx, _dir, _media, a, mut b) = setup(dialect).await;
     let (call_a, mut call_b) = connect(&a, &mut b).await;
     call_a.command(CallCommand::Queue(Action::Pause { ms: 300 }));
     call_a.command(CallCommand::Queue(Action::SendDtmf {
@@ -154,11 +164,7 @@ async fn dtmf_is_relayed_once_each_legacy() {
 }
 
 async fn hold_plays_music_to_the_other_party(dialect: Dialect) {
-    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
-    let dir = tempfile::tempdir().unwrap();
-    let media = media_runtime();
-    let a = phone(&pbx, "502", &media, dir.path()).await;
-    let mut b = phone(&pbx, "503", &media, dir.path()).await;
+    let (pbx, dir, _media, a, mut b) = setup(dialect).await;
     let (mut call_a, mut call_b) = connect(&a, &mut b).await;
     let rec_b = dir.path().join("b.wav");
     call_b.command(record(&rec_b));
@@ -219,11 +225,7 @@ async fn hold_plays_music_to_the_other_party_legacy() {
 }
 
 async fn transfer_bridges_the_caller_to_the_target(dialect: Dialect) {
-    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
-    let dir = tempfile::tempdir().unwrap();
-    let media = media_runtime();
-    let a = phone(&pbx, "502", &media, dir.path()).await;
-    let mut b = phone(&pbx, "503", &media, dir.path()).await;
+    let (pbx, dir, media, a, mut b) = setup(dialect).await;
     let mut c = phone(&pbx, "504", &media, dir.path()).await;
     let (mut call_a, mut call_b) = connect(&a, &mut b).await;
     let rec_a = dir.path().join("a.wav");

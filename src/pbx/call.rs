@@ -321,17 +321,7 @@ impl PbxCall {
             match sdp {
                 Ok(sdp) => {
                     self.parties[CALLER].sdp = Some(sdp.clone());
-                    let cseq = self.next_cseq(CALLER);
-                    self.send(
-                        CALLER,
-                        ServerFrame::Sdp(SdpFrame {
-                            callid: self.parties[CALLER].id.clone(),
-                            cseq: Some(cseq),
-                            code: Some(SipCode::SESSION_PROGRESS),
-                            reason: Some("Session Progress".into()),
-                            sdp,
-                        }),
-                    );
+                    self.send_caller_sdp(SipCode::SESSION_PROGRESS, "Session Progress", sdp);
                     if self.modern() {
                         self.set_timer(self.ctx.options.offer_timeout, Timer::Offer);
                     }
@@ -422,22 +412,7 @@ impl PbxCall {
     }
 
     async fn on_frame(&mut self, socket: SocketId, frame: ClientFrame) {
-        let callid = match &frame {
-            ClientFrame::BlindTransfer { id, .. }
-            | ClientFrame::AttendedTransfer { id, .. }
-            | ClientFrame::RecCall { id, .. } => Some(id),
-            ClientFrame::SipRinging { callid, .. }
-            | ClientFrame::Sdp200Ok { callid, .. }
-            | ClientFrame::SipBusy { callid, .. }
-            | ClientFrame::SipAck { callid }
-            | ClientFrame::IceCandidate { callid, .. }
-            | ClientFrame::SipBye { callid, .. }
-            | ClientFrame::ByeResponse { callid, .. }
-            | ClientFrame::CancelResponse { callid, .. }
-            | ClientFrame::WrtcHold { callid, .. } => Some(callid),
-            _ => None,
-        };
-        let Some(party) = self.party_of(socket, callid) else {
+        let Some(party) = self.party_of(socket, frame.call_id()) else {
             debug!(
                 "frame from a socket that is not in call {}: {}",
                 self.key,
@@ -580,17 +555,21 @@ impl PbxCall {
         }
         self.parties[CALLER].status = Status::Connected;
         self.answered_ms = Some(lock(&self.ctx.journal).now_ms());
-        let Some(sdp) = self.parties[CALLER].sdp.clone() else {
-            return;
-        };
+        if let Some(sdp) = self.parties[CALLER].sdp.clone() {
+            self.send_caller_sdp(SipCode::OK, "OK", sdp);
+        }
+    }
+
+    /// An `sdp` frame for the caller's call (§5): progress or the final answer.
+    fn send_caller_sdp(&mut self, code: SipCode, reason: &str, sdp: Sdp) {
         let cseq = self.next_cseq(CALLER);
         self.send(
             CALLER,
             ServerFrame::Sdp(SdpFrame {
                 callid: self.parties[CALLER].id.clone(),
                 cseq: Some(cseq),
-                code: Some(SipCode::OK),
-                reason: Some("OK".into()),
+                code: Some(code),
+                reason: Some(reason.to_owned()),
                 sdp,
             }),
         );

@@ -258,20 +258,8 @@ impl Switch {
 
     /// Hands a call frame to its call.
     fn to_call(&self, socket: SocketId, frame: ClientFrame) {
-        let id = match &frame {
-            ClientFrame::SipRinging { callid, .. }
-            | ClientFrame::Sdp200Ok { callid, .. }
-            | ClientFrame::SipBusy { callid, .. }
-            | ClientFrame::SipAck { callid }
-            | ClientFrame::IceCandidate { callid, .. }
-            | ClientFrame::SipBye { callid, .. }
-            | ClientFrame::ByeResponse { callid, .. }
-            | ClientFrame::CancelResponse { callid, .. }
-            | ClientFrame::WrtcHold { callid, .. } => callid,
-            ClientFrame::BlindTransfer { id, .. }
-            | ClientFrame::AttendedTransfer { id, .. }
-            | ClientFrame::RecCall { id, .. } => id,
-            _ => return,
+        let Some(id) = frame.call_id() else {
+            return;
         };
         match self.callids.get(id).and_then(|key| self.calls.get(key)) {
             Some(call) => {

@@ -228,6 +228,26 @@ impl ClientFrame {
         }
     }
 
+    /// The call a frame is about (`callid`, or `id` for transfers and recording), if any.
+    pub fn call_id(&self) -> Option<&CallId> {
+        match self {
+            ClientFrame::SdpPacket { callid, .. }
+            | ClientFrame::SipRinging { callid, .. }
+            | ClientFrame::Sdp200Ok { callid, .. }
+            | ClientFrame::SipBusy { callid, .. }
+            | ClientFrame::SipAck { callid }
+            | ClientFrame::IceCandidate { callid, .. }
+            | ClientFrame::SipBye { callid, .. }
+            | ClientFrame::ByeResponse { callid, .. }
+            | ClientFrame::CancelResponse { callid, .. }
+            | ClientFrame::WrtcHold { callid, .. } => Some(callid),
+            ClientFrame::BlindTransfer { id, .. }
+            | ClientFrame::AttendedTransfer { id, .. }
+            | ClientFrame::RecCall { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
     /// The text frame to put on the socket.
     pub fn encode(&self) -> String {
         self.to_json().to_string()
