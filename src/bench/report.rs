@@ -95,6 +95,15 @@ impl Soak {
     }
 }
 
+/// A quantile of the arrival gaps in ms; NaN when no packet arrived (the histogram caps at
+/// 25 ms, so 25 means "25 or more").
+fn jitter(arrival: &GapHistogram, quantile: f64) -> f64 {
+    if arrival.count() == 0 {
+        return f64::NAN;
+    }
+    arrival.quantile(quantile).as_secs_f64() * 1000.0
+}
+
 fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
@@ -170,8 +179,8 @@ impl Measurement {
             rss_per_call_kib: rss / per_call,
             setup_p50_ms: percentile(&mut setup, 50.0),
             setup_p99_ms: percentile(&mut setup, 99.0),
-            jitter_p50_ms: ms(arrival.quantile(0.5)),
-            jitter_p99_ms: ms(arrival.quantile(0.99)),
+            jitter_p50_ms: jitter(&arrival, 0.5),
+            jitter_p99_ms: jitter(&arrival, 0.99),
             loss_pct: lost as f64 * 100.0 / (received + lost).max(1) as f64,
             first_audio_p50_ms: percentile(&mut first_audio, 50.0),
             first_audio_p99_ms: percentile(&mut first_audio, 99.0),
