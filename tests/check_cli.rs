@@ -167,3 +167,28 @@ fn help_is_the_manual() {
         "{help}"
     );
 }
+
+#[test]
+fn check_compiles_scripts_and_names_the_line_of_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("prompts")).unwrap();
+    std::fs::write(
+        dir.path().join("broken.rhai"),
+        "fn on_incoming_call(call) {\n    call.answer();\n    call.play(\"a.wav\"\n}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("bots.yaml");
+    std::fs::write(
+        &config,
+        "pbx: { url: \"https://pbx.example.com\", admin: { user: admin, password: x } }\n\
+         bots:\n  - { name: broken, extension: \"500\", script: broken.rhai }\n",
+    )
+    .unwrap();
+    let output = check(&config, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("broken.rhai:4:"),
+        "the script's file and line: {message}"
+    );
+}
