@@ -437,6 +437,15 @@ fn remote_candidate(f: &Fields<'_>) -> Result<RemoteCandidate, DecodeError> {
         Some(Value::Object(_)) => f.object("candidate", |c| c.string("candidate"))?,
         _ => f.string("candidate")?,
     };
+    // An empty line (the browsers' end-of-candidates marker, in object form) is no candidate;
+    // it would not survive a round trip either, as an empty `candidate` key does not count (§3).
+    if candidate.trim().is_empty() {
+        return Err(DecodeError::Invalid {
+            frame: "candidate",
+            field: "candidate",
+            expected: "a candidate line",
+        });
+    }
     let invalid = DecodeError::Invalid {
         frame: "candidate",
         field: "adr",
@@ -548,6 +557,13 @@ mod tests {
                 },
             }),
         );
+    }
+
+    #[test]
+    fn an_empty_candidate_object_is_no_candidate() {
+        // Found by the fuzzer: it decoded, but did not survive a round trip.
+        let text = r#"{"candidate":{"candidate":"","sdpMLineIndex":0},"callid":"c1"}"#;
+        assert!(ServerFrame::decode(text).is_err());
     }
 
     #[test]
