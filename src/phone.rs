@@ -277,11 +277,9 @@ impl Switchboard {
                     Some(Request::Dial { to, call }) => self.dial(to, call),
                     None => break,
                 },
-                Some(report) = self.reports.1.recv() => {
-                    if let CallReport::Ended { key, .. } = report {
-                        self.router.remove(&key);
-                        self.calls.remove(&key);
-                    }
+                Some(CallReport { key, .. }) = self.reports.1.recv() => {
+                    self.router.remove(&key);
+                    self.calls.remove(&key);
                 }
             }
         }
@@ -320,11 +318,9 @@ impl Switchboard {
         let to_switchboard = self.reports.0.clone();
         // The call's final report goes both to its owner and to the switchboard.
         tokio::spawn(async move {
-            while let Some(report) = reports_rx.recv().await {
-                if let CallReport::Ended { key, info } = report {
-                    let _ = events.send(PhoneEvent::Ended(info.clone()));
-                    let _ = to_switchboard.send(CallReport::Ended { key, info });
-                }
+            while let Some(CallReport { key, info }) = reports_rx.recv().await {
+                let _ = events.send(PhoneEvent::Ended(info.clone()));
+                let _ = to_switchboard.send(CallReport { key, info });
             }
         });
         let setup = self.setup(origin, parts.recording);

@@ -182,18 +182,12 @@ pub trait CallHandler: Send + 'static {
     fn handle(&mut self, call: &CallInfo, event: &CallEvent) -> Result<Vec<CallCommand>, String>;
 }
 
-/// What the bot hears from its calls.
+/// What the bot hears from a call: that it is over, with its final snapshot (for CDRs,
+/// sidecars and metrics).
 #[derive(Debug)]
-pub enum CallReport {
-    State {
-        key: u64,
-        state: CallState,
-    },
-    /// The call is over; the final snapshot (for CDRs and sidecars).
-    Ended {
-        key: u64,
-        info: Box<CallInfo>,
-    },
+pub struct CallReport {
+    pub key: u64,
+    pub info: Box<CallInfo>,
 }
 
 /// Sent to a running call by its bot.
@@ -301,7 +295,7 @@ async fn run(
                 reason: super::EndReason::MediaFailed,
                 code: Some(SipCode::SERVER_ERROR),
             });
-            let _ = reports.send(CallReport::Ended {
+            let _ = reports.send(CallReport {
                 key,
                 info: Box::new(info),
             });
@@ -435,10 +429,6 @@ impl Actor {
                         }
                     }
                     self.info.state = Some(state);
-                    let _ = self.reports.send(CallReport::State {
-                        key: self.key,
-                        state,
-                    });
                     Box::pin(self.event(CallEvent::State(state))).await;
                 }
                 Output::SetTimer(timer, after) => {
@@ -733,10 +723,6 @@ impl Actor {
         self.gather = None;
         self.timers.clear();
         if let Some(state) = self.info.state {
-            let _ = self.reports.send(CallReport::State {
-                key: self.key,
-                state,
-            });
             self.event(CallEvent::State(state)).await;
         }
         self.leg.stop_recording();
@@ -750,7 +736,7 @@ impl Actor {
             }
         }
         self.info.stats = self.leg.stats();
-        let _ = self.reports.send(CallReport::Ended {
+        let _ = self.reports.send(CallReport {
             key: self.key,
             info: Box::new(self.info),
         });

@@ -441,33 +441,29 @@ impl BotTask {
     }
 
     fn call_report(&mut self, report: CallReport) {
-        match report {
-            CallReport::State { .. } => {}
-            CallReport::Ended { key, info } => {
-                self.router.remove(&key);
-                self.calls.remove(&key);
-                self.publish_status(None);
-                if let Some(state) = info.state {
-                    self.metrics.call_ended(state);
-                }
-                if let (Some(setup), true) = (info.setup_time, info.answered.is_some()) {
-                    self.metrics.setup.observe(setup.as_secs_f64());
-                }
-                let record = call_record(&self.config.name, &info);
-                write_sidecars(&info, &record);
-                self.cdr.append(&record);
-                if let Some(watcher) = self.watchers.remove(&key) {
-                    let _ = watcher.send(info.clone());
-                }
-                info!(
-                    "call {} ({} {} → {}) ended: {}",
-                    info.id,
-                    info.direction.as_str(),
-                    info.from,
-                    info.to,
-                    info.end.map_or("?", |e| e.reason.as_str())
-                );
-            }
+        let CallReport { key, info } = report;
+        self.router.remove(&key);
+        self.calls.remove(&key);
+        self.publish_status(None);
+        if let Some(state) = info.state {
+            self.metrics.call_ended(state);
         }
+        if let (Some(setup), true) = (info.setup_time, info.answered.is_some()) {
+            self.metrics.setup.observe(setup.as_secs_f64());
+        }
+        let record = call_record(&self.config.name, &info);
+        write_sidecars(&info, &record);
+        self.cdr.append(&record);
+        if let Some(watcher) = self.watchers.remove(&key) {
+            let _ = watcher.send(info.clone());
+        }
+        info!(
+            "call {} ({} {} → {}) ended: {}",
+            info.id,
+            info.direction.as_str(),
+            info.from,
+            info.to,
+            info.end.map_or("?", |e| e.reason.as_str())
+        );
     }
 }
