@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test test-deps build-deps fuzz bench
+.PHONY: demo test test-deps build-deps fuzz bench benchmarks
 
 ## The emulator and the example bots (callbot demo); Ctrl-C stops it.
 demo: build-deps
@@ -34,6 +34,14 @@ test-deps: build-deps
 fuzz:
 	FUZZ_ITERATIONS=$${FUZZ_ITERATIONS:-10000000} $(CARGO) test --release --test fuzz -- --ignored --nocapture
 
-## The benchmarks of BENCHMARKS.md.
+## The cargo benchmarks of BENCHMARKS.md (media engine, emulator bridging, call setup).
 bench: build-deps
 	$(CARGO) bench
+
+## The side-by-side tables of BENCHMARKS.md (callbot, aiortc, Chromium; then the ramp), as
+## Markdown in target/bench/.
+benchmarks: build-deps
+	$(CARGO) build --release
+	mkdir -p target/bench
+	target/release/callbot bench --calls 50 --calls 200 --compare --markdown --json target/bench/compare.json | tee target/bench/compare.md
+	target/release/callbot bench --ramp --ramp-step 100 --markdown --json target/bench/ramp.json | tee target/bench/ramp.md
