@@ -63,8 +63,8 @@ async fn run(calls: usize, secs: u64, dialect: &str) {
     let pid = emu.pid();
     let media = loopback_media();
     let (low, high) = (dir.path().join("440.wav"), dir.path().join("1000.wav"));
-    write_tone(&low, 440.0);
-    write_tone(&high, 1000.0);
+    write_tone(&low, 440.0, 1000);
+    write_tone(&high, 1000.0, 1000);
     let caller = phone(&url, "502", &media).await;
     let mut callee = phone(&url, "503", &media).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

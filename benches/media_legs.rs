@@ -4,8 +4,10 @@
 //! `cargo bench --bench media_legs -- [PAIRS…] [--secs S]` (default: 50 200 500 pairs, 10 s).
 //! Each size runs in a fresh child process so memory figures do not mix.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,21 +110,6 @@ fn cpu_time() -> Duration {
     callbot::procstat::usage(None).map_or(Duration::ZERO, |u| u.cpu)
 }
 
-fn write_prompt(path: &Path) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(path, spec).expect("prompt");
-    for i in 0..8000 * 5 {
-        let x = (i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 8000.0).sin() * 8000.0;
-        writer.write_sample(x as i16).expect("prompt sample");
-    }
-    writer.finalize().expect("prompt file");
-}
-
 struct Pair {
     a: Arc<MediaLeg>,
     b: Arc<MediaLeg>,
@@ -179,7 +166,7 @@ async fn run(pairs: usize, secs: u64) -> Value {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = tempfile::tempdir().expect("temp dir");
     let prompt = dir.path().join("prompt.wav");
-    write_prompt(&prompt);
+    support::write_tone(&prompt, 440.0, 5000);
     let media = MediaRuntime::start(NetworkSettings {
         addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         ice_servers: vec![],

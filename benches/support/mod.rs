@@ -183,8 +183,8 @@ impl Args {
     }
 }
 
-/// A one-second sine at `hz` (8 kHz mono WAV), to play in a loop.
-pub fn write_tone(path: &Path, hz: f32) {
+/// `ms` of a sine at `hz` (8 kHz mono WAV), to play in a loop.
+pub fn write_tone(path: &Path, hz: f32, ms: u32) {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: 8000,
@@ -192,7 +192,7 @@ pub fn write_tone(path: &Path, hz: f32) {
         sample_format: hound::SampleFormat::Int,
     };
     let mut writer = hound::WavWriter::create(path, spec).expect("tone file");
-    for sample in callbot::media::tone::sine(hz, 8000, 1000) {
+    for sample in callbot::media::tone::sine(hz, 8000, ms) {
         writer.write_sample(sample).expect("tone sample");
     }
     writer.finalize().expect("tone file");

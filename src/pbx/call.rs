@@ -129,6 +129,25 @@ struct Party {
     dtmf: String,
 }
 
+impl Party {
+    /// A party whose leg of the call is just starting.
+    fn ringing(role: Role, endpoint: Endpoint) -> Self {
+        Self {
+            role,
+            id: endpoint.callid.clone(),
+            endpoint,
+            cseq: 0,
+            status: Status::Ringing,
+            holding: false,
+            leg: None,
+            sdp: None,
+            offer_answered: false,
+            media_up: false,
+            dtmf: String::new(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
     /// Nobody answered in time: 480.
@@ -174,19 +193,7 @@ pub(super) async fn run(
 ) {
     let (media_tx, mut media_rx) = mpsc::unbounded_channel();
     let started_ms = lock(&ctx.journal).now_ms();
-    let caller = Party {
-        role: Role::Caller,
-        id: setup.caller.callid.clone(),
-        endpoint: setup.caller,
-        cseq: 0,
-        status: Status::Ringing,
-        holding: false,
-        leg: None,
-        sdp: None,
-        offer_answered: false,
-        media_up: false,
-        dtmf: String::new(),
-    };
+    let caller = Party::ringing(Role::Caller, setup.caller);
     let mut call = PbxCall {
         ctx,
         key: setup.key,
@@ -346,19 +353,7 @@ impl PbxCall {
     /// target), with our own offer when media is anchored.
     async fn ring(&mut self, endpoint: Endpoint, role: Role, relay_offer: &str) {
         let index = self.parties.len();
-        self.parties.push(Party {
-            role,
-            id: endpoint.callid.clone(),
-            endpoint,
-            cseq: 0,
-            status: Status::Ringing,
-            holding: false,
-            leg: None,
-            sdp: None,
-            offer_answered: false,
-            media_up: false,
-            dtmf: String::new(),
-        });
+        self.parties.push(Party::ringing(role, endpoint));
         let offer = if self.anchored() {
             let Some(leg) = self.new_leg(index).await else {
                 self.parties[index].status = Status::Ended;
