@@ -120,7 +120,9 @@ async fn bots_survive_a_chaotic_pbx_and_every_call_ends_in_a_defined_state() {
     while tokio::time::Instant::now() < deadline {
         placed += 1;
         let mut call = caller.dial("501");
-        if answered(&mut call).await {
+        // A lost frame can stall a call; give up on it early so many calls meet the chaos.
+        let reached = timeout(Duration::from_secs(4), call.reach(CallState::InCall)).await;
+        if matches!(reached, Ok(Ok(_))) {
             tokio::time::sleep(Duration::from_millis(800)).await;
         }
         call.command(CallCommand::Queue(Action::Hangup));
@@ -156,11 +158,9 @@ async fn bots_survive_a_chaotic_pbx_and_every_call_ends_in_a_defined_state() {
             "{record}"
         );
     }
-    assert!(
-        pbx.process.output().contains("chaos"),
-        "the chaos did something"
-    );
-    eprintln!("{placed} calls placed, {drops} link drops survived");
+    let mischief = pbx.process.output().matches("chaos: ").count();
+    eprintln!("{placed} calls placed, {mischief} frames mistreated, {drops} link drops survived");
+    assert!(mischief > 0, "the chaos did something");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,7 +55,7 @@ pub struct PbxArgs {
     pub offer_timeout: u64,
     /// Mistreat frames on purpose, reproducibly: SEED or SEED:RATE (default rate 0.02). Each
     /// frame either way may be dropped, duplicated, delayed (reordered) or corrupted with that
-    /// probability; sockets are closed at a tenth of it.
+    /// probability; sockets are closed at a third of it.
     #[arg(long, value_name = "SEED[:RATE]")]
     pub chaos: Option<ChaosSettings>,
 }

@@ -11,6 +11,8 @@ use rand::{RngExt, SeedableRng};
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Fate {
     Deliver(String),
+    /// Deliver a damaged copy.
+    Corrupt(String),
     /// Deliver twice.
     Duplicate(String),
     /// Deliver later (frames behind it overtake it).
@@ -33,7 +35,7 @@ pub struct ChaosSettings {
 impl std::str::FromStr for ChaosSettings {
     type Err = String;
 
-    /// `SEED` or `SEED:RATE` (default rate 0.02, sockets closed at a tenth of it).
+    /// `SEED` or `SEED:RATE` (default rate 0.02, sockets closed at a third of it).
     fn from_str(text: &str) -> Result<Self, String> {
         let (seed, rate) = text.split_once(':').unwrap_or((text, "0.02"));
         let seed = seed
@@ -47,7 +49,7 @@ impl std::str::FromStr for ChaosSettings {
         Ok(Self {
             seed,
             rate,
-            close_rate: rate / 10.0,
+            close_rate: rate / 3.0,
         })
     }
 }
@@ -76,7 +78,7 @@ impl Chaos {
             0 => Fate::Drop,
             1 => Fate::Duplicate(text),
             2 => Fate::Delay(text, Duration::from_millis(self.rng.random_range(20..600))),
-            3 => Fate::Deliver(self.corrupt(text)),
+            3 => Fate::Corrupt(self.corrupt(text)),
             _ => Fate::Deliver(text),
         }
     }
@@ -115,7 +117,7 @@ mod tests {
         assert_eq!(fates(1), fates(1));
         assert_ne!(fates(1), fates(2));
         let all = fates(3).join("\n");
-        for kind in ["Drop", "Duplicate", "Delay", "Close", "Deliver"] {
+        for kind in ["Drop", "Duplicate", "Delay", "Corrupt", "Close", "Deliver"] {
             assert!(all.contains(kind), "{kind} never happened");
         }
         assert!("x".parse::<ChaosSettings>().is_err());

@@ -400,8 +400,20 @@ async fn serve_socket(shared: Arc<Shared>, socket: WebSocket, extension: String)
                         Way::Out(text)
                     }
                 };
-                match chaos.fate(text) {
-                    Fate::Deliver(text) => vec![wrap(text)],
+                let fate = chaos.fate(text);
+                if !matches!(fate, Fate::Deliver(_)) {
+                    let way = if inbound { "from" } else { "to" };
+                    let what = match &fate {
+                        Fate::Corrupt(_) => "corrupted",
+                        Fate::Duplicate(_) => "duplicated",
+                        Fate::Delay(..) => "delayed",
+                        Fate::Drop => "dropped",
+                        _ => "closing the socket after",
+                    };
+                    info!(ext = %extension, socket = id, "chaos: {what} a frame {way} the client");
+                }
+                match fate {
+                    Fate::Deliver(text) | Fate::Corrupt(text) => vec![wrap(text)],
                     Fate::Duplicate(text) => vec![wrap(text.clone()), wrap(text)],
                     Fate::Delay(text, delay) => {
                         let later_tx = later_tx.clone();
@@ -413,10 +425,7 @@ async fn serve_socket(shared: Arc<Shared>, socket: WebSocket, extension: String)
                         vec![]
                     }
                     Fate::Drop => vec![],
-                    Fate::Close => {
-                        info!(ext = %extension, socket = id, "chaos: closing the socket");
-                        break;
-                    }
+                    Fate::Close => break,
                 }
             }
         };
