@@ -12,7 +12,7 @@ use callbot::protocol::{
     ServerFrame, SipCode,
 };
 use common::emulator::{
-    TestClient, emulator, events_of, options, settings, start_pbx, third_party,
+    TestClient, emulator, events_of, next_frame, options, settings, start_pbx, third_party,
 };
 
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
@@ -120,12 +120,7 @@ async fn ring(pbx: &Pbx, to: &str) -> (TestClient, TestClient, CallId, callbot::
             offer: OFFER.into(),
         })
         .await;
-    let invite = callee
-        .frame("invitesdp", |f| match f {
-            ServerFrame::InviteSdp(invite) => Some(invite.clone()),
-            _ => None,
-        })
-        .await;
+    let invite = next_frame!(callee, InviteSdp);
     assert_eq!(
         invite.sdp.text, OFFER,
         "relay mode passes the caller's offer on"
@@ -175,12 +170,7 @@ async fn a_call_is_offered_rung_answered_and_hung_up() {
             candidate: candidate(caller_line),
         })
         .await;
-    let relayed = callee
-        .frame("caller's candidate", |f| match f {
-            ServerFrame::Candidate(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let relayed = next_frame!(callee, Candidate);
     assert_eq!(relayed.candidate, caller_line);
     assert_eq!(relayed.callid.as_ref(), Some(&invite.callid));
 
@@ -191,12 +181,7 @@ async fn a_call_is_offered_rung_answered_and_hung_up() {
             answer: ANSWER.into(),
         })
         .await;
-    let answer = caller
-        .frame("sdp 200", |f| match f {
-            ServerFrame::Sdp(s) => Some(s.clone()),
-            _ => None,
-        })
-        .await;
+    let answer = next_frame!(caller, Sdp);
     assert_eq!(answer.code, Some(SipCode::OK));
     assert_eq!(answer.callid, callid);
     assert_eq!(answer.sdp.text, ANSWER);
@@ -213,12 +198,7 @@ async fn a_call_is_offered_rung_answered_and_hung_up() {
             candidate: candidate(callee_line),
         })
         .await;
-    let relayed = caller
-        .frame("callee's candidate", |f| match f {
-            ServerFrame::Candidate(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let relayed = next_frame!(caller, Candidate);
     assert_eq!(relayed.candidate, callee_line);
     assert_eq!(relayed.callid.as_ref(), Some(&callid));
 
@@ -232,12 +212,7 @@ async fn a_call_is_offered_rung_answered_and_hung_up() {
             caller: true,
         })
         .await;
-    let bye = callee
-        .frame("bye", |f| match f {
-            ServerFrame::Bye(b) => Some(b.clone()),
-            _ => None,
-        })
-        .await;
+    let bye = next_frame!(callee, Bye);
     assert_eq!(bye.callid, invite.callid);
     callee
         .send(ClientFrame::ByeResponse {
@@ -280,12 +255,7 @@ async fn a_busy_callee_gives_the_caller_486() {
             code: SipCode::BUSY_HERE,
         })
         .await;
-    let bye = caller
-        .frame("bye 486", |f| match f {
-            ServerFrame::Bye(b) => Some(b.clone()),
-            _ => None,
-        })
-        .await;
+    let bye = next_frame!(caller, Bye);
     assert_eq!(bye.callid, callid);
     assert_eq!(bye.code, Some(SipCode::BUSY_HERE));
     let calls = emulator(&pbx, "calls").await;
@@ -305,12 +275,7 @@ async fn unknown_and_unregistered_numbers_give_404() {
                 offer: OFFER.into(),
             })
             .await;
-        let bye = caller
-            .frame("bye 404", |f| match f {
-                ServerFrame::Bye(b) => Some(b.clone()),
-                _ => None,
-            })
-            .await;
+        let bye = next_frame!(caller, Bye);
         assert_eq!(bye.callid, callid, "{number}");
         assert_eq!(bye.code, Some(SipCode::NOT_FOUND), "{number}");
     }
@@ -327,12 +292,7 @@ async fn a_caller_hanging_up_before_answer_cancels_the_callee() {
             caller: true,
         })
         .await;
-    let cancel = callee
-        .frame("cancel", |f| match f {
-            ServerFrame::Cancel(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let cancel = next_frame!(callee, Cancel);
     assert_eq!(cancel.callid, invite.callid);
     callee
         .send(ClientFrame::CancelResponse {
@@ -340,12 +300,7 @@ async fn a_caller_hanging_up_before_answer_cancels_the_callee() {
             cseq: cancel.cseq.unwrap_or(Cseq::Number(1)),
         })
         .await;
-    let done = caller
-        .frame("cancelresponse", |f| match f {
-            ServerFrame::CancelResponse(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let done = next_frame!(caller, CancelResponse);
     assert_eq!(done.callid, callid);
     let calls = emulator(&pbx, "calls").await;
     assert_eq!(calls[0]["end_code"], 487);
@@ -423,12 +378,7 @@ async fn blind_transfer_releases_the_transferor_and_is_recorded() {
             to: "503".into(),
         })
         .await;
-    let bye = callee
-        .frame("bye after transfer", |f| match f {
-            ServerFrame::Bye(b) => Some(b.clone()),
-            _ => None,
-        })
-        .await;
+    let bye = next_frame!(callee, Bye);
     assert_eq!(bye.callid, callee_id);
     let transfers = events_of(&pbx, "transfer").await;
     assert_eq!(transfers.len(), 1);

@@ -10,9 +10,9 @@ use std::time::Duration;
 use callbot::call::{Action, CallCommand, CallEvent};
 use callbot::pbx::MediaMode;
 use callbot::phone::{Phone, PhoneCall, PhoneEvent};
-use callbot::protocol::{CallId, CallState, ClientFrame, Dialect, SdpKind, ServerFrame, SipCode};
+use callbot::protocol::{CallId, CallState, ClientFrame, Dialect, SdpKind, SipCode};
 use common::audio::{channel, dominant, rms, slice};
-use common::emulator::{TestClient, emulator, media_runtime, phone, start_pbx};
+use common::emulator::{TestClient, emulator, media_runtime, next_frame, phone, start_pbx};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -300,21 +300,11 @@ async fn legacy_answers_the_callers_offer_and_offers_to_the_callee() {
             offer: sdp.clone(),
         })
         .await;
-    let early = caller
-        .frame("sdp 183", |f| match f {
-            ServerFrame::Sdp(s) => Some(s.clone()),
-            _ => None,
-        })
-        .await;
+    let early = next_frame!(caller, Sdp);
     assert_eq!(early.callid, callid, "legacy keeps the caller's call id");
     assert_eq!(early.code, Some(SipCode::SESSION_PROGRESS));
     assert_eq!(early.sdp.kind, Some(SdpKind::Answer));
-    let invite = callee
-        .frame("invitesdp", |f| match f {
-            ServerFrame::InviteSdp(i) => Some(i.clone()),
-            _ => None,
-        })
-        .await;
+    let invite = next_frame!(callee, InviteSdp);
     assert_ne!(
         invite.sdp.text, sdp,
         "the callee gets the emulator's own offer"
@@ -339,12 +329,7 @@ async fn modern_offers_to_the_caller_under_its_own_call_id_and_kills_it_with_415
             offer: sdp,
         })
         .await;
-    let pbx_offer = caller
-        .frame("sdp 183", |f| match f {
-            ServerFrame::Sdp(s) => Some(s.clone()),
-            _ => None,
-        })
-        .await;
+    let pbx_offer = next_frame!(caller, Sdp);
     assert_ne!(
         pbx_offer.callid, callid,
         "modern offers under the PBX's own call id"
@@ -356,26 +341,11 @@ async fn modern_offers_to_the_caller_under_its_own_call_id_and_kills_it_with_415
             callid: pbx_offer.callid.clone(),
         })
         .await;
-    let invite = callee
-        .frame("invitesdp", |f| match f {
-            ServerFrame::InviteSdp(i) => Some(i.clone()),
-            _ => None,
-        })
-        .await;
-    let bye = caller
-        .frame("bye 415", |f| match f {
-            ServerFrame::Bye(b) => Some(b.clone()),
-            _ => None,
-        })
-        .await;
+    let invite = next_frame!(callee, InviteSdp);
+    let bye = next_frame!(caller, Bye);
     assert_eq!(bye.code, Some(SipCode::UNSUPPORTED_MEDIA_TYPE));
     assert_eq!(bye.callid, pbx_offer.callid);
-    let cancel = callee
-        .frame("cancel", |f| match f {
-            ServerFrame::Cancel(c) => Some(c.clone()),
-            _ => None,
-        })
-        .await;
+    let cancel = next_frame!(callee, Cancel);
     assert_eq!(
         cancel.callid, invite.callid,
         "the callee's ringing leg is cancelled"

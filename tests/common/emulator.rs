@@ -142,6 +142,22 @@ impl TestClient {
     }
 }
 
+/// The payload of the next server frame of one variant on a [`TestClient`], e.g.
+/// `next_frame!(callee, Bye)`: most tests wait for a variant, not for a condition on it.
+#[allow(unused_macros)] // not every test crate waits for frames
+macro_rules! next_frame {
+    ($client:expr, $variant:ident) => {
+        $client
+            .frame(stringify!($variant), |frame| match frame {
+                callbot::protocol::ServerFrame::$variant(inner) => Some(inner.clone()),
+                _ => None,
+            })
+            .await
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use next_frame;
+
 /// `GET <pbx>/emulator/<what>` as JSON.
 pub async fn emulator(pbx: &Pbx, what: &str) -> Value {
     let client = reqwest::Client::builder()
