@@ -117,24 +117,6 @@ async fn last_logged(browser: &mut Browser, tab: &Tab) -> Value {
         .clone()
 }
 
-async fn emulator_calls(url: &str) -> Value {
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(
-            callbot::connection::tls::client_config(&callbot::config::TlsSetting::Insecure)
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    client
-        .get(format!("{url}emulator/calls"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
     let dir = tempfile::tempdir().unwrap();
     let (_demo, url) = demo(dir.path(), dialect);
@@ -167,7 +149,7 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
     // The IVR transfers the browser to the test line, which keeps sending audio.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let calls = emulator_calls(&url).await;
+        let calls = common::emulator_json::<Value>(&url, "calls").await;
         let transferred = calls.as_array().unwrap().iter().any(|c| {
             c["from"] == "502"
                 && c["legs"].as_array().unwrap().iter().any(|l| {

@@ -73,21 +73,7 @@ fn campaign_config(dir: &Path, pbx: &Emulator) -> PathBuf {
 }
 
 async fn events(pbx: &Emulator) -> Vec<Value> {
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(
-            callbot::connection::tls::client_config(&callbot::config::TlsSetting::Insecure)
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    client
-        .get(format!("{}emulator/events", pbx.url))
-        .send()
-        .await
-        .unwrap()
-        .json::<Vec<Value>>()
-        .await
-        .unwrap()
+    common::emulator_json(&pbx.url, "events").await
 }
 
 /// How many times each number was dialled, and the dial times, from the emulator.

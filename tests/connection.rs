@@ -450,13 +450,7 @@ async fn sockets_without_a_valid_session_are_refused() {
 #[tokio::test]
 async fn failed_logins_are_rate_limited() {
     let pbx = relay_pbx().await;
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(
-            callbot::connection::tls::client_config(&callbot::config::TlsSetting::Insecure)
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
+    let client = common::insecure_http();
     let url = pbx.url().join("rest/system/session").unwrap();
     let mut statuses = Vec::new();
     for _ in 0..12 {

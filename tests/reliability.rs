@@ -77,11 +77,7 @@ fn metrics_address(daemon: &Process) -> String {
 }
 
 async fn get(url: &str) -> (u16, String) {
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls::client_config(&TlsSetting::Insecure).unwrap())
-        .build()
-        .unwrap();
-    let response = client.get(url).send().await.unwrap();
+    let response = common::insecure_http().get(url).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
 }
@@ -367,18 +363,7 @@ async fn a_runaway_script_cannot_dial_faster_than_max_cps_nor_outside_allow_dial
     let config = config(dir.path(), &pbx, &bot);
     let daemon = daemon(&config, 1);
     daemon.wait_for("(outbound 505 → 702) ended: busy", 12, WAIT);
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls::client_config(&TlsSetting::Insecure).unwrap())
-        .build()
-        .unwrap();
-    let events: Vec<Value> = client
-        .get(format!("{}emulator/events", pbx.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: Vec<Value> = common::emulator_json(&pbx.url, "events").await;
     let mut times: Vec<u64> = events
         .iter()
         .filter(|e| e["kind"] == "dial" && e["extension"] == "505")

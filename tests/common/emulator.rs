@@ -160,18 +160,7 @@ pub(crate) use next_frame;
 
 /// `GET <pbx>/emulator/<what>` as JSON.
 pub async fn emulator(pbx: &Pbx, what: &str) -> Value {
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls::client_config(&TlsSetting::Insecure).unwrap())
-        .build()
-        .unwrap();
-    client
-        .get(pbx.url().join(&format!("emulator/{what}")).unwrap())
-        .send()
-        .await
-        .expect("emulator answers")
-        .json()
-        .await
-        .expect("emulator sends JSON")
+    super::emulator_json(pbx.url().as_str(), what).await
 }
 
 /// The events of `kind` in `/emulator/events`.
@@ -189,10 +178,7 @@ pub async fn events_of(pbx: &Pbx, kind: &str) -> Vec<Value> {
 /// A raw websocket logged in as `extension` (third-party login), for sending arbitrary text.
 pub async fn raw_socket(pbx: &Pbx, extension: &str) -> callbot::connection::PbxSocket {
     let s = settings(pbx, extension, third_party(ADMIN_PASSWORD));
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls::client_config(&TlsSetting::Insecure).unwrap())
-        .build()
-        .unwrap();
+    let http = super::insecure_http();
     let session = callbot::connection::login(&http, &s.base, &s.domain, extension, &s.credentials)
         .await
         .expect("login");

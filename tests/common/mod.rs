@@ -123,6 +123,28 @@ pub const FRAME_WORDS: &[&str] = &[
     "useragent",
     "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
 ];
+/// An HTTPS client for the emulator, whose certificate is self-signed.
+pub fn insecure_http() -> reqwest::Client {
+    let tls = callbot::connection::tls::client_config(&callbot::config::TlsSetting::Insecure);
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls.expect("TLS config"))
+        .build()
+        .expect("HTTP client")
+}
+
+/// `GET <base>emulator/<what>` as JSON (`base` ends in `/`): the emulator's own view of its
+/// calls and events, which tests compare with what the bots saw.
+pub async fn emulator_json<T: serde::de::DeserializeOwned>(base: &str, what: &str) -> T {
+    insecure_http()
+        .get(format!("{base}emulator/{what}"))
+        .send()
+        .await
+        .expect("emulator answers")
+        .json()
+        .await
+        .expect("emulator sends JSON")
+}
+
 pub mod audio;
 pub mod binary;
 pub mod emulator;
