@@ -2,7 +2,7 @@
 //! Chromium with one softphone page per extension. Each answers the load generator's calls,
 //! plays a looping prompt and (where it can) records; its CPU and memory are what we measure.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -82,31 +82,37 @@ pub struct Target {
     pub recordings: Option<PathBuf>,
 }
 
+/// Hands every line `child` writes to its piped stdout and stderr to `on_line`, from one reader
+/// thread per stream, until the streams close. Reading all output keeps the child from blocking
+/// on a full pipe.
+pub fn each_output_line(child: &mut Child, on_line: impl Fn(String) + Clone + Send + 'static) {
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn Read + Send>);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn Read + Send>);
+    for stream in [stdout, stderr].into_iter().flatten() {
+        let on_line = on_line.clone();
+        std::thread::spawn(move || {
+            BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(on_line)
+        });
+    }
+}
+
 /// Spawns `command`, waiting until a line of its output contains `ready`.
 fn spawn_until(mut command: Command, ready: &str, within: Duration) -> Result<Child, String> {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().map_err(|e| format!("{command:?}: {e}"))?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
+    each_output_line(&mut child, move |line| {
+        let _ = tx.send(line);
+    });
     let deadline = std::time::Instant::now() + within;
     let mut last = Vec::new();
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {

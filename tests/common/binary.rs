@@ -1,12 +1,12 @@
 //! Running the real `callbot` binary in tests: the emulator (`callbot pbx`) and the daemon
 //! (`callbot run`) as child processes on 127.0.0.1, killed when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use callbot::bench::target::each_output_line;
 use callbot::protocol::Dialect;
 
 pub const ADMIN_PASSWORD: &str = "binary-admin-secret-991";
@@ -43,28 +43,12 @@ impl Process {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("callbot starts");
         let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut all = output.lock().unwrap();
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            });
-        }
+        let sink = output.clone();
+        each_output_line(&mut child, move |line| {
+            let mut all = sink.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        });
         Self { child, output }
     }
 
