@@ -152,15 +152,7 @@ async fn a_call_is_offered_rung_answered_and_hung_up() {
             cseq: invite.cseq.clone(),
         })
         .await;
-    let ringback = caller
-        .frame("call-state ringback", |f| match f {
-            ServerFrame::CallState(calls) => calls
-                .iter()
-                .find(|c| c.id == callid.as_str() && c.state.as_str() == "ringback")
-                .cloned(),
-            _ => None,
-        })
-        .await;
+    let ringback = caller.call_in_state(callid.as_str(), "ringback").await;
     assert_eq!(ringback.to_number.as_deref(), Some("502"));
 
     let caller_line = "candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host";
@@ -335,15 +327,7 @@ async fn hold_and_resume_show_in_the_call_state() {
             command: HoldCommand::Hold,
         })
         .await;
-    let held = callee
-        .frame("onhold", |f| match f {
-            ServerFrame::CallState(calls) => calls
-                .iter()
-                .find(|c| c.id == callee_id.as_str() && c.state.as_str() == "onhold")
-                .cloned(),
-            _ => None,
-        })
-        .await;
+    let held = callee.call_in_state(callee_id.as_str(), "onhold").await;
     assert_eq!(held.from_number.as_deref(), Some("501"));
     assert_eq!(emulator(&pbx, "calls").await[0]["state"], "held");
     caller
@@ -352,17 +336,7 @@ async fn hold_and_resume_show_in_the_call_state() {
             command: HoldCommand::Resume,
         })
         .await;
-    callee
-        .frame("connected again", |f| {
-            match f {
-                ServerFrame::CallState(calls) => calls
-                    .iter()
-                    .find(|c| c.id == callee_id.as_str() && c.state.as_str() == "connected"),
-                _ => None,
-            }
-            .map(|_| ())
-        })
-        .await;
+    callee.call_in_state(callee_id.as_str(), "connected").await;
     assert_eq!(events_of(&pbx, "hold").await.len(), 1);
     assert_eq!(events_of(&pbx, "resume").await.len(), 1);
 }

@@ -8,7 +8,7 @@ use callbot::config::{DialectSetting, Secret, TlsSetting};
 use callbot::connection::{Credentials, FrameSender, Link, LinkEvent, LinkSettings, tls};
 use callbot::media::transport::NetworkSettings;
 use callbot::pbx::{Accounts, CertificateSource, MediaMode, Pbx, PbxOptions};
-use callbot::protocol::{ClientFrame, ConnectionState, Dialect, ServerFrame};
+use callbot::protocol::{CallInfo, ClientFrame, ConnectionState, Dialect, ServerFrame};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -132,6 +132,18 @@ impl TestClient {
     ) -> T {
         self.wait_for(what, |e| match e {
             LinkEvent::Frame(frame) => pick(frame),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next `call-state` entry that shows call `id` in `state`.
+    pub async fn call_in_state(&mut self, id: &str, state: &str) -> CallInfo {
+        self.frame(state, |f| match f {
+            ServerFrame::CallState(calls) => calls
+                .iter()
+                .find(|c| c.id == id && c.state.as_str() == state)
+                .cloned(),
             _ => None,
         })
         .await
