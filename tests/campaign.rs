@@ -63,6 +63,19 @@ fn campaign_pbx(dir: &Path, count: u32) -> Emulator {
     )
 }
 
+/// `callbot campaign` for the campaign bot: `list` in, results to `out`, then `options`.
+fn local_campaign(config: &Path, list: &Path, out: &Path, options: &[&str]) -> Vec<String> {
+    let paths = [config, list, out].map(|p| p.display().to_string());
+    let [config, list, out] = paths;
+    let mut args: Vec<String> = ["campaign", "-c", &config, "--bot", "campaign"]
+        .into_iter()
+        .chain(["--contacts", &list, "--results", &out])
+        .map(str::to_owned)
+        .collect();
+    args.extend(options.iter().map(|o| o.to_string()));
+    args
+}
+
 fn campaign_config(dir: &Path, pbx: &Emulator) -> PathBuf {
     std::fs::copy(repo("scripts/campaign.rhai"), dir.join("campaign.rhai")).unwrap();
     let bot = format!(
@@ -102,30 +115,20 @@ async fn two_hundred_contacts_are_paced_retried_and_reported_once_each() {
     let config = campaign_config(dir.path(), &pbx);
     let list = contacts(dir.path(), 200, "");
     let out = dir.path().join("results.csv");
-    let (status, output) = run_to_end(
-        &[
-            "campaign",
-            "-c",
-            &config.display().to_string(),
-            "--bot",
-            "campaign",
-            "--contacts",
-            &list.display().to_string(),
-            "--results",
-            &out.display().to_string(),
-            "--concurrency",
-            "20",
-            "--cps",
-            "10",
-            "--retries",
-            "1",
-            "--retry-after",
-            "1s",
-            "--retry-on",
-            "busy",
-        ],
-        LONG,
-    );
+    let options = [
+        "--concurrency",
+        "20",
+        "--cps",
+        "10",
+        "--retries",
+        "1",
+        "--retry-after",
+        "1s",
+        "--retry-on",
+        "busy",
+    ];
+    let args = local_campaign(&config, &list, &out, &options);
+    let (status, output) = run_to_end(&args, LONG);
     assert!(status.success(), "{output}");
     let rows = results(&out);
     assert_eq!(rows.len(), 200, "one row per contact");
@@ -187,21 +190,12 @@ async fn a_killed_campaign_resumes_and_calls_nobody_twice() {
     let config = campaign_config(dir.path(), &pbx);
     let list = contacts(dir.path(), 60, "");
     let out = dir.path().join("results.csv");
-    let args = [
-        "campaign",
-        "-c",
-        &config.display().to_string(),
-        "--bot",
-        "campaign",
-        "--contacts",
-        &list.display().to_string(),
-        "--results",
-        &out.display().to_string(),
-        "--concurrency",
-        "10",
-        "--cps",
-        "10",
-    ];
+    let args = local_campaign(
+        &config,
+        &list,
+        &out,
+        &["--concurrency", "10", "--cps", "10"],
+    );
     let mut first = start(&args);
     let deadline = tokio::time::Instant::now() + LONG;
     while dials(&pbx).await.0.len() < 25 {
@@ -235,20 +229,8 @@ async fn bad_rows_are_reported_with_their_line_and_not_dialled() {
         "7000,Again\n12ab,Typo\n9999,Outside\n7001,Too,Many\n",
     );
     let out = dir.path().join("results.csv");
-    let (status, output) = run_to_end(
-        &[
-            "campaign",
-            "-c",
-            &config.display().to_string(),
-            "--bot",
-            "campaign",
-            "--contacts",
-            &list.display().to_string(),
-            "--results",
-            &out.display().to_string(),
-        ],
-        LONG,
-    );
+    let args = local_campaign(&config, &list, &out, &[]);
+    let (status, output) = run_to_end(&args, LONG);
     assert!(status.success(), "{output}");
     let name = list.display().to_string();
     for (line, problem) in [

@@ -209,7 +209,10 @@ pub fn emulator_with(dir: &Path, extra: &[&str]) -> Emulator {
 }
 
 /// Runs `callbot <args>` to completion with the admin password set; returns (status, output).
-pub fn run_to_end(args: &[&str], within: Duration) -> (std::process::ExitStatus, String) {
+pub fn run_to_end(
+    args: &[impl AsRef<std::ffi::OsStr>],
+    within: Duration,
+) -> (std::process::ExitStatus, String) {
     let mut command = Command::new(binary());
     command.args(args).env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
     let mut process = Process::spawn(command);
@@ -218,7 +221,7 @@ pub fn run_to_end(args: &[&str], within: Duration) -> (std::process::ExitStatus,
 }
 
 /// `callbot <args>` in the background with the admin password set.
-pub fn start(args: &[&str]) -> Process {
+pub fn start(args: &[impl AsRef<std::ffi::OsStr>]) -> Process {
     let mut command = Command::new(binary());
     command.args(args).env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
     Process::spawn(command)
