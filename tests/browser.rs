@@ -11,6 +11,7 @@ use callbot::bench::browser::{Browser, Tab};
 use callbot::protocol::Dialect;
 use common::audio::{channel, dominant, rms};
 use common::binary::{self, Process, files};
+use common::both_dialects;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -213,15 +214,7 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_calls_the_ivr_and_is_transferred_modern() {
-    browser_calls_the_ivr_and_is_transferred(Dialect::Modern).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_calls_the_ivr_and_is_transferred_legacy() {
-    browser_calls_the_ivr_and_is_transferred(Dialect::Legacy).await;
-}
+both_dialects!(browser_calls_the_ivr_and_is_transferred);
 
 const CALLER_BOT: &str = r#"// Calls extension 503 as soon as it comes online, greets it and hangs up.
 fn on_client_state(client) {

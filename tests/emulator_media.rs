@@ -12,6 +12,7 @@ use callbot::pbx::MediaMode;
 use callbot::phone::{Phone, PhoneCall, PhoneEvent};
 use callbot::protocol::{CallId, CallState, ClientFrame, Dialect, SdpKind, SipCode};
 use common::audio::{channel, dominant, rms, slice};
+use common::both_dialects;
 use common::emulator::{TestClient, emulator, media_runtime, next_frame, phone, start_pbx};
 use tokio::time::timeout;
 
@@ -110,15 +111,7 @@ async fn audio_flows_both_ways(dialect: Dialect) {
     }
 }
 
-#[tokio::test]
-async fn audio_flows_both_ways_modern() {
-    audio_flows_both_ways(Dialect::Modern).await;
-}
-
-#[tokio::test]
-async fn audio_flows_both_ways_legacy() {
-    audio_flows_both_ways(Dialect::Legacy).await;
-}
+both_dialects!(audio_flows_both_ways);
 
 /// Digits received by a call until `count` arrived.
 async fn digits(call: &mut PhoneCall, count: usize) -> String {
@@ -153,15 +146,7 @@ async fn dtmf_is_relayed_once_each(dialect: Dialect) {
     assert_eq!(info_b.digits, "0123456789*#");
 }
 
-#[tokio::test]
-async fn dtmf_is_relayed_once_each_modern() {
-    dtmf_is_relayed_once_each(Dialect::Modern).await;
-}
-
-#[tokio::test]
-async fn dtmf_is_relayed_once_each_legacy() {
-    dtmf_is_relayed_once_each(Dialect::Legacy).await;
-}
+both_dialects!(dtmf_is_relayed_once_each);
 
 async fn hold_plays_music_to_the_other_party(dialect: Dialect) {
     let (pbx, dir, _media, a, mut b) = setup(dialect).await;
@@ -214,15 +199,7 @@ async fn hold_plays_music_to_the_other_party(dialect: Dialect) {
     );
 }
 
-#[tokio::test]
-async fn hold_plays_music_to_the_other_party_modern() {
-    hold_plays_music_to_the_other_party(Dialect::Modern).await;
-}
-
-#[tokio::test]
-async fn hold_plays_music_to_the_other_party_legacy() {
-    hold_plays_music_to_the_other_party(Dialect::Legacy).await;
-}
+both_dialects!(hold_plays_music_to_the_other_party);
 
 async fn transfer_bridges_the_caller_to_the_target(dialect: Dialect) {
     let (pbx, dir, media, a, mut b) = setup(dialect).await;
@@ -268,15 +245,7 @@ async fn transfer_bridges_the_caller_to_the_target(dialect: Dialect) {
     );
 }
 
-#[tokio::test]
-async fn transfer_bridges_the_caller_to_the_target_modern() {
-    transfer_bridges_the_caller_to_the_target(Dialect::Modern).await;
-}
-
-#[tokio::test]
-async fn transfer_bridges_the_caller_to_the_target_legacy() {
-    transfer_bridges_the_caller_to_the_target(Dialect::Legacy).await;
-}
+both_dialects!(transfer_bridges_the_caller_to_the_target);
 
 /// A real WebRTC offer for raw-frame tests.
 async fn offer(media: &callbot::media::MediaRuntime) -> (callbot::media::MediaLeg, String) {

@@ -16,29 +16,11 @@ use callbot::phone::{Phone, PhoneCall, PhoneEvent};
 use callbot::protocol::{CallState, Dialect};
 use common::audio::{channel, dominant, loud_seconds, rms, slice};
 use common::binary::{self, ADMIN_PASSWORD, Emulator, config, daemon, emulator, files, script};
+use common::both_dialects;
 use serde_json::Value;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Runs a test body once per dialect.
-macro_rules! both_dialects {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn modern() {
-                super::$name(Dialect::Modern).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn legacy() {
-                super::$name(Dialect::Legacy).await;
-            }
-        }
-    };
-}
 
 async fn phone(emulator: &Emulator, extension: &str, dir: &Path) -> Phone {
     let settings = LinkSettings {

@@ -145,6 +145,27 @@ pub async fn emulator_json<T: serde::de::DeserializeOwned>(base: &str, what: &st
         .expect("emulator sends JSON")
 }
 
+/// Runs a test body (an `async fn(Dialect)`) once per dialect, as the tests `<name>::modern` and
+/// `<name>::legacy`: every feature must work with both kinds of PBX.
+#[allow(unused_macros)] // not every test crate has dialect-specific tests
+macro_rules! both_dialects {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn modern() {
+                super::$name(callbot::protocol::Dialect::Modern).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn legacy() {
+                super::$name(callbot::protocol::Dialect::Legacy).await;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_dialects;
+
 pub mod audio;
 pub mod binary;
 pub mod emulator;
