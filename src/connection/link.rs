@@ -3,6 +3,7 @@
 //!
 //! The owner talks to it through two channels: frames to send go in, [`LinkEvent`]s come out.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use rustls::ClientConfig;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{Instrument, debug, info, warn};
 use url::Url;
@@ -26,11 +27,13 @@ use crate::protocol::{CallScope, ClientFrame, ConnectionState, Dialect, ServerFr
 const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Without a `sip-register` reply, the link counts as ready this long after the bootstrap (§6).
 const READY_FALLBACK: Duration = Duration::from_secs(3);
-/// Login requests give up after this long.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Login requests, and the opening of the socket (TCP, TLS, upgrade), give up after this long:
+/// a PBX that accepts connections and then stalls must not hang the link.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames waiting to be sent; senders wait when the socket is this far behind.
 const OUTGOING_QUEUE: usize = 1024;
-/// Events waiting for the owner; the socket is not read while the owner is this far behind.
+/// Events waiting for the owner; the socket is not read while the owner is this far behind
+/// (frames to send keep flowing meanwhile: the owner may be waiting to queue one).
 const EVENT_QUEUE: usize = 1024;
 
 /// Everything a link needs to reach and log in to the PBX.
@@ -141,7 +144,7 @@ impl Drop for Link {
 fn http_client(tls: &Arc<ClientConfig>) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .use_preconfigured_tls(ClientConfig::clone(tls))
-        .timeout(HTTP_TIMEOUT)
+        .timeout(OPEN_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("HTTP client: {e}"))
@@ -206,8 +209,25 @@ impl Runner {
                 dialect,
                 reason: Some(reason),
             };
-            if self.events.send(event).await.is_err() || !self.idle(delay).await {
+            if !self.report_down(event).await || !self.idle(delay).await {
                 return;
+            }
+        }
+    }
+
+    /// Hands the owner a link-down event. Frames queued meanwhile are dropped rather than left
+    /// to fill the queue: an owner blocked on a full frame queue would never take the event.
+    /// Returns false when the owner is gone.
+    async fn report_down(&mut self, event: LinkEvent) -> bool {
+        let send = self.events.send(event);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                sent = &mut send => return sent.is_ok(),
+                frame = self.frames.recv() => match frame {
+                    Some(frame) => debug!("link down, dropped {}", frame.encode()),
+                    None => return false,
+                },
             }
         }
     }
@@ -274,7 +294,9 @@ impl Runner {
             }
         }
         let opened = tokio::select! {
-            result = open(&s.base, &s.domain, &s.extension, &session.id, s.tls.clone()) => result,
+            result = timeout(OPEN_TIMEOUT, open(&s.base, &s.domain, &s.extension, &session.id, s.tls.clone())) => {
+                result.unwrap_or_else(|_| Err(SocketError::Failed(format!("no websocket within {OPEN_TIMEOUT:?}"))))
+            }
             _ = &mut self.stop => return Attempt { ended: Ended::Stopped, dialect },
         };
         let ended = match opened {
@@ -325,6 +347,9 @@ impl Runner {
             }
         }
         let mut granted = false;
+        // Events decoded but not yet taken by the owner. While any wait, the socket is not read
+        // but frames to send still are, so the owner and the link never wait on each other.
+        let mut pending: VecDeque<LinkEvent> = VecDeque::new();
         let mut keepalive = Instant::now() + KEEPALIVE;
         let mut refresh: Option<Instant> = None;
         let ready_fallback = Instant::now() + READY_FALLBACK;
@@ -345,7 +370,13 @@ impl Runner {
                         return Ended::Closed { reason: e.to_string(), granted };
                     }
                 }
-                message = socket.next() => {
+                permit = self.events.reserve(), if !pending.is_empty() => {
+                    let (Ok(permit), Some(event)) = (permit, pending.pop_front()) else {
+                        return Ended::Stopped;
+                    };
+                    permit.send(event);
+                }
+                message = socket.next(), if pending.is_empty() => {
                     let text = match message {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Close(close))) => {
@@ -368,15 +399,13 @@ impl Runner {
                     };
                     if let ServerFrame::SipRegister { expires, .. } = &frame {
                         refresh = Some(Instant::now() + refresh_interval(*expires));
-                        if !granted && !self.grant(dialect).await {
-                            return Ended::Stopped;
+                        if !granted {
+                            pending.push_back(granted_event(dialect));
+                            granted = true;
                         }
-                        granted = true;
                         continue;
                     }
-                    if !self.dispatch(frame).await {
-                        return Ended::Stopped;
-                    }
+                    dispatch(&mut self.presence, frame, &mut pending);
                 }
                 () = sleep_until(keepalive) => {
                     keepalive = Instant::now() + KEEPALIVE;
@@ -392,53 +421,44 @@ impl Runner {
                 }
                 () = sleep_until(ready_fallback), if !granted => {
                     info!("no sip-register reply; counting the link as ready");
-                    if !self.grant(dialect).await {
-                        return Ended::Stopped;
-                    }
+                    pending.push_back(granted_event(dialect));
                     granted = true;
                 }
             }
         }
     }
+}
 
-    async fn grant(&mut self, dialect: Dialect) -> bool {
-        info!("{}", ConnectionState::AccessGranted.as_str());
-        let event = LinkEvent::Connection {
-            state: ConnectionState::AccessGranted,
-            dialect,
-            reason: None,
-        };
-        self.events.send(event).await.is_ok()
-    }
-
-    /// Presence goes to the table (and out as changes); everything else to the owner.
-    async fn dispatch(&mut self, frame: ServerFrame) -> bool {
-        let changes: Vec<Client> = match &frame {
-            ServerFrame::DomainState(accounts) => accounts
+/// Presence goes to the table (and out as changes); everything else to the owner.
+fn dispatch(presence: &mut PresenceTable, frame: ServerFrame, pending: &mut VecDeque<LinkEvent>) {
+    match &frame {
+        ServerFrame::DomainState(accounts) => pending.extend(
+            accounts
                 .iter()
-                .filter_map(|p| self.presence.update(p))
-                .collect(),
-            ServerFrame::UserState(p) | ServerFrame::Blf(p) => {
-                self.presence.update(p).into_iter().collect()
-            }
-            ServerFrame::Unknown(_)
-            | ServerFrame::Ringtones(_)
-            | ServerFrame::Response(_)
-            | ServerFrame::Info(_) => {
-                debug!("← (not for us) {}", frame.encode());
-                return true;
-            }
-            _ => {
-                debug!("← {}", frame.encode());
-                return self.events.send(LinkEvent::Frame(frame)).await.is_ok();
-            }
-        };
-        for client in changes {
-            if self.events.send(LinkEvent::Client(client)).await.is_err() {
-                return false;
-            }
+                .filter_map(|p| presence.update(p))
+                .map(LinkEvent::Client),
+        ),
+        ServerFrame::UserState(p) | ServerFrame::Blf(p) => {
+            pending.extend(presence.update(p).map(LinkEvent::Client));
         }
-        true
+        ServerFrame::Unknown(_)
+        | ServerFrame::Ringtones(_)
+        | ServerFrame::Response(_)
+        | ServerFrame::Info(_) => debug!("← (not for us) {}", frame.encode()),
+        _ => {
+            debug!("← {}", frame.encode());
+            pending.push_back(LinkEvent::Frame(frame));
+        }
+    }
+}
+
+/// The link became ready (logged here, reported to the owner by the caller).
+fn granted_event(dialect: Dialect) -> LinkEvent {
+    info!("{}", ConnectionState::AccessGranted.as_str());
+    LinkEvent::Connection {
+        state: ConnectionState::AccessGranted,
+        dialect,
+        reason: None,
     }
 }
 
