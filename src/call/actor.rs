@@ -31,6 +31,9 @@ const RECORDING_CLOSE_WAIT: Duration = Duration::from_secs(3);
 const MEDIA_SILENCE: Duration = Duration::from_secs(30);
 /// How often the media watch looks.
 const MEDIA_WATCH: Duration = Duration::from_secs(5);
+/// Digits kept in [`CallInfo::digits`] (for CDR and sidecar); a far end pressing keys for hours
+/// must not grow the call's record without bound. Scripts still hear every digit.
+const DIGITS_KEPT: usize = 1000;
 
 /// How a call begins.
 #[derive(Clone, Debug)]
@@ -72,7 +75,7 @@ pub struct CallInfo {
     pub started: SystemTime,
     pub answered: Option<SystemTime>,
     pub ended: Option<SystemTime>,
-    /// Every digit received so far.
+    /// The digits received so far (the first thousand).
     pub digits: String,
     pub vars: BTreeMap<String, String>,
     pub end: Option<CallEnd>,
@@ -482,14 +485,8 @@ impl Actor {
         Some(result.unwrap_or_else(|e| MediaResult::Failed(e.to_string())))
     }
 
+    /// The recorder creates the folder and reports the file's end, closed or failed, once.
     fn start_recording(&mut self, options: RecordOptions) {
-        if let Some(dir) = options.path.parent()
-            && let Err(e) = std::fs::create_dir_all(dir)
-        {
-            warn!("cannot create {}: {e}", dir.display());
-            self.info.recording_error = Some(format!("{}: {e}", dir.display()));
-            return;
-        }
         self.recordings_open += 1;
         self.leg.record(options);
     }
@@ -646,9 +643,9 @@ impl Actor {
     }
 
     async fn recording(&mut self, report: RecordingReport) {
+        self.recordings_open = self.recordings_open.saturating_sub(1);
         let path = match report {
             RecordingReport::Closed { path, .. } => {
-                self.recordings_open = self.recordings_open.saturating_sub(1);
                 self.info.recordings.push(path.clone());
                 path
             }
@@ -662,7 +659,9 @@ impl Actor {
     }
 
     async fn digit(&mut self, digit: char) {
-        self.info.digits.push(digit);
+        if self.info.digits.len() < DIGITS_KEPT {
+            self.info.digits.push(digit);
+        }
         self.event(CallEvent::Dtmf(digit)).await;
         let Some(gather) = self.gather.as_mut() else {
             return;

@@ -102,6 +102,8 @@ enum Current {
         audio: Arc<EncodedAudio>,
         frame: usize,
         loops_left: u32,
+        /// Frames still to send, whatever the loops say (a tone ends mid-piece).
+        frames_left: u32,
     },
     /// A prompt whose file is still loading: silence meanwhile.
     Waiting(Item),
@@ -292,7 +294,9 @@ impl Player {
             self.audio_packet(negotiated.payload_type, payload, &mut tick);
         }
         if self.muted {
+            // Nothing reaches the far end, so the recording hears nothing from us either.
             tick.packets.clear();
+            tick.pcm = None;
         }
         self.sequencer
             .advance(negotiated.codec.frame_samples() as u32);
@@ -340,7 +344,7 @@ impl Player {
             Kind::Prompt {
                 prompt: Prompt::Ready(audio),
                 loops,
-            } => audio_item(id, Some(audio), loops, tick),
+            } => audio_item(id, Some(audio), loops, u32::MAX, tick),
             Kind::Prompt {
                 prompt: Prompt::Failed(error),
                 ..
@@ -359,8 +363,13 @@ impl Player {
                 id,
                 ticks_left: ticks,
             }),
-            Kind::Tone { hz, ms } => audio_item(id, encode(tone::sine(hz, rate, ms)), 1, tick),
-            Kind::Signal { signal, loops } => audio_item(id, signal.encoded(codec), loops, tick),
+            Kind::Tone { hz, ms } => {
+                let frames = ms.div_ceil(super::codec::FRAME_MS);
+                audio_item(id, tone::sine_piece(hz, codec), u32::MAX, frames, tick)
+            }
+            Kind::Signal { signal, loops } => {
+                audio_item(id, signal.encoded(codec), loops, u32::MAX, tick)
+            }
             Kind::Dtmf { digits } if negotiated.telephone_event.is_none() => {
                 // In-band: the keys as tones with gaps, played like a prompt.
                 let mut pcm = Vec::new();
@@ -368,7 +377,7 @@ impl Player {
                     pcm.extend(tone::dtmf_tone(digit, rate, TONE_MS));
                     pcm.extend(std::iter::repeat_n(0, (rate * GAP_MS / 1000) as usize));
                 }
-                audio_item(id, encode(pcm), 1, tick)
+                audio_item(id, encode(pcm), 1, u32::MAX, tick)
             }
             Kind::Dtmf { digits } => Some(Current::Dtmf {
                 id,
@@ -398,15 +407,19 @@ impl Player {
                 audio,
                 frame,
                 loops_left,
+                frames_left,
             } => {
                 let last = frame + 1 >= audio.frames.len();
                 tick.pcm = Some((audio.clone(), frame));
+                let frames_left = frames_left.saturating_sub(1);
                 match (last, loops_left) {
+                    _ if frames_left == 0 => done(tick, id),
                     (false, _) => Some(Current::Audio {
                         id,
                         audio,
                         frame: frame + 1,
                         loops_left,
+                        frames_left,
                     }),
                     (true, 0 | 1) => done(tick, id),
                     (true, _) => Some(Current::Audio {
@@ -414,6 +427,7 @@ impl Player {
                         audio,
                         frame: 0,
                         loops_left: loops_left - 1,
+                        frames_left,
                     }),
                 }
             }
@@ -497,14 +511,16 @@ fn audio_item(
     id: ItemId,
     audio: Option<Arc<EncodedAudio>>,
     loops: u32,
+    frames: u32,
     tick: &mut Tick,
 ) -> Option<Current> {
     match audio {
-        Some(audio) if !audio.frames.is_empty() => Some(Current::Audio {
+        Some(audio) if !audio.frames.is_empty() && frames > 0 => Some(Current::Audio {
             id,
             audio,
             frame: 0,
             loops_left: loops,
+            frames_left: frames,
         }),
         _ => {
             tick.events.push(PlayerEvent {
@@ -588,6 +604,19 @@ mod tests {
             assert_eq!(pair[1].timestamp, pair[0].timestamp.wrapping_add(160));
         }
         assert!(p.is_idle());
+    }
+
+    #[test]
+    fn a_tone_repeats_its_shared_piece_for_exactly_its_length() {
+        let mut p = ready_player();
+        let id = p.enqueue_tone(1000.0, 2_510);
+        let ticks: Vec<Tick> = (0..140).map(|_| p.tick(None)).collect();
+        let sounding = ticks.iter().filter(|t| t.pcm.is_some()).count();
+        assert_eq!(sounding, 126, "2510 ms is 126 frames of 20 ms");
+        assert_eq!(outcomes(&ticks), vec![(id, "Done".into())]);
+        let piece = |t: &Tick| t.pcm.as_ref().map(|(audio, _)| Arc::as_ptr(audio));
+        let pieces: std::collections::HashSet<_> = ticks.iter().filter_map(piece).collect();
+        assert_eq!(pieces.len(), 1, "one shared second, played three times");
     }
 
     #[test]
@@ -701,7 +730,7 @@ mod tests {
     }
 
     #[test]
-    fn echo_fills_idle_time_and_mute_sends_nothing() {
+    fn echo_fills_idle_time_and_mute_sends_and_records_nothing() {
         let mut p = ready_player();
         let echo = EchoFrame {
             payload: Bytes::from_static(&[7; 160]),
@@ -710,6 +739,9 @@ mod tests {
         assert_eq!(p.tick(Some(echo)).packets[0].payload[0], 7);
         p.set_muted(true);
         assert!(p.tick(None).packets.is_empty());
+        p.enqueue_audio(audio(3), 1);
+        let tick = p.tick(None);
+        assert!(tick.packets.is_empty() && tick.pcm.is_none(), "nor recorded");
     }
 
     #[test]

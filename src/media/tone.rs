@@ -65,17 +65,51 @@ impl Signal {
 
     /// The signal encoded for `codec`, made once per process and shared by every leg.
     pub fn encoded(self, codec: Codec) -> Option<Arc<EncodedAudio>> {
-        type Cache = Mutex<HashMap<(Signal, Codec), Arc<EncodedAudio>>>;
-        static CACHE: OnceLock<Cache> = OnceLock::new();
-        let cache = CACHE.get_or_init(Cache::default);
-        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(audio) = cache.get(&(self, codec)) {
-            return Some(audio.clone());
-        }
-        let audio = Arc::new(EncodedAudio::from_pcm(codec, self.pcm(codec.clock_rate())).ok()?);
-        cache.insert((self, codec), audio.clone());
-        Some(audio)
+        cached(Sound::Signal(self), codec, || self.pcm(codec.clock_rate()))
     }
+}
+
+/// How long the shared piece of a script's tone is; a longer tone repeats it (seamlessly for
+/// whole-hertz frequencies), so no tone is synthesised at length on the media clock.
+pub const TONE_PIECE_MS: u32 = 1000;
+
+/// [`TONE_PIECE_MS`] of a sine at `hz`, encoded for `codec`, made once per process.
+pub fn sine_piece(hz: f32, codec: Codec) -> Option<Arc<EncodedAudio>> {
+    cached(Sound::Sine(hz.to_bits()), codec, || {
+        sine(hz, codec.clock_rate(), TONE_PIECE_MS)
+    })
+}
+
+/// What the cache holds: call-progress signals and pieces of scripts' tones (by the bits of
+/// their frequency).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Sound {
+    Signal(Signal),
+    Sine(u32),
+}
+
+/// Sounds kept encoded; a script sweeping through frequencies empties the cache rather than
+/// growing it.
+const CACHE_ENTRIES: usize = 64;
+
+fn cached(
+    sound: Sound,
+    codec: Codec,
+    pcm: impl FnOnce() -> Vec<i16>,
+) -> Option<Arc<EncodedAudio>> {
+    type Cache = Mutex<HashMap<(Sound, Codec), Arc<EncodedAudio>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(audio) = cache.get(&(sound, codec)) {
+        return Some(audio.clone());
+    }
+    let audio = Arc::new(EncodedAudio::from_pcm(codec, pcm()).ok()?);
+    if cache.len() >= CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert((sound, codec), audio.clone());
+    Some(audio)
 }
 
 fn mix(frequencies: &[f32], level: f32, sample_rate: u32, ms: u32) -> Vec<i16> {

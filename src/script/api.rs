@@ -12,7 +12,12 @@ use super::prompts;
 use crate::call::{Action, ActorInput, CallCommand, CallInfo, Direction, GatherOptions};
 use crate::config::DialPolicy;
 use crate::connection::Client;
+use crate::media::dtmf::Digit;
 use crate::protocol::{CallId, SipCode};
+
+/// The most keys one `send_dtmf` sends: a whole number or code fits, and in-band keys (about
+/// 150 ms of audio each) stay a short prompt.
+const MAX_DTMF_KEYS: usize = 64;
 
 type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -301,11 +306,13 @@ impl CallApi {
     }
 
     fn send_dtmf(&mut self, digits: &str) -> ScriptResult<()> {
-        if digits.is_empty()
-            || !digits
-                .chars()
-                .all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D'))
-        {
+        if digits.len() > MAX_DTMF_KEYS {
+            return error(format!(
+                "send_dtmf: at most {MAX_DTMF_KEYS} keys at a time, got {}",
+                digits.len()
+            ));
+        }
+        if digits.is_empty() || Digit::parse_all(digits).is_none() {
             return error(format!("send_dtmf: {digits:?} is not 0-9 * # A-D"));
         }
         self.queue(Action::SendDtmf {
