@@ -17,7 +17,10 @@ impl Pacer {
     /// A pacer for `cps` calls per second (no limit when `cps` is not above zero).
     pub fn new(cps: f64) -> Self {
         let interval = if cps > 0.0 {
-            Duration::from_secs_f64(1.0 / cps)
+            // Configs keep cps at 0.01 or more; anything slower waits a day.
+            Duration::try_from_secs_f64(1.0 / cps).map_or(Duration::from_secs(86_400), |i| {
+                i.min(Duration::from_secs(86_400))
+            })
         } else {
             Duration::ZERO
         };
@@ -60,5 +63,13 @@ mod tests {
         let later = start + Duration::from_secs(5);
         assert_eq!(pacer.take(later), later);
         assert_eq!(Pacer::new(0.0).take(start), start);
+    }
+
+    #[test]
+    fn absurdly_slow_rates_wait_a_day_instead_of_overflowing() {
+        let start = Instant::now();
+        let pacer = Pacer::new(1e-20);
+        pacer.take(start);
+        assert_eq!(pacer.take(start) - start, Duration::from_secs(86_400));
     }
 }

@@ -22,6 +22,9 @@ use super::results::Row;
 use crate::call::Pacer;
 use crate::daemon::Daemon;
 
+/// How long a stopping worker waits for its calls in progress to finish and report.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// A contact to dial, as queued.
@@ -172,11 +175,16 @@ impl Queue {
 
     /// Pulls contacts and dials them through `bot` until the queue has been empty for `idle`
     /// (or forever with `None`). Returns how many contacts this worker finished.
+    ///
+    /// After `stop`, no message is pulled; calls in progress get [`STOP_GRACE`] to finish and
+    /// report, then their tasks are dropped like a crashed worker's (the claims keep the
+    /// contacts from being dialled twice).
     pub async fn work(
         self,
         daemon: Arc<Daemon>,
         bot: &str,
         settings: WorkSettings,
+        stop: impl Future<Output = ()>,
     ) -> Result<u64, Error> {
         let stream = self.js.get_stream(&self.names.contacts).await?;
         let consumer: jetstream::consumer::PullConsumer = stream
@@ -198,15 +206,21 @@ impl Queue {
         let finished = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut messages = consumer.messages().await?;
         let mut tasks = tokio::task::JoinSet::new();
+        tokio::pin!(stop);
+        let mut stopped = false;
         loop {
             while tasks.try_join_next().is_some() {}
-            let next = match settings.idle {
-                Some(idle) => match tokio::time::timeout(idle, messages.next()).await {
+            let idle = settings.idle.unwrap_or(Duration::MAX);
+            let next = tokio::select! {
+                next = tokio::time::timeout(idle, messages.next()) => match next {
                     Ok(next) => next,
                     Err(_) if tasks.is_empty() => break,
                     Err(_) => continue,
                 },
-                None => messages.next().await,
+                () = &mut stop => {
+                    stopped = true;
+                    break;
+                }
             };
             let Some(message) = next else { break };
             let message = message?;
@@ -222,7 +236,15 @@ impl Queue {
                     .await;
                 continue;
             }
-            let permit = slots.clone().acquire_owned().await?;
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit?,
+                () = &mut stop => {
+                    // Not dialled: back to the stream for another worker (or our next run).
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    stopped = true;
+                    break;
+                }
+            };
             let (queue, daemon, claims, pacer, finished) = (
                 queue.clone(),
                 daemon.clone(),
@@ -248,7 +270,13 @@ impl Queue {
                 }
             });
         }
-        while tasks.join_next().await.is_some() {}
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if stopped {
+            let _ = tokio::time::timeout(STOP_GRACE, drain).await;
+            tasks.shutdown().await;
+        } else {
+            drain.await;
+        }
         Ok(finished.load(std::sync::atomic::Ordering::Relaxed))
     }
 }

@@ -14,6 +14,10 @@ use super::pacing::Window;
 use crate::call::Pacer;
 use crate::daemon::Daemon;
 
+/// How long the loop sleeps when nothing is due (it wakes at least every second anyway, and at
+/// once when a call ends or a stop is asked for).
+const IDLE: Duration = Duration::from_secs(3600);
+
 /// How the campaign dials.
 #[derive(Clone, Debug)]
 pub struct Pace {
@@ -79,18 +83,21 @@ pub async fn run(
             break;
         }
         let now = now_ms();
+        // At the concurrency limit (or stopping) only a call's end can change anything.
+        let throttled = stopping || live.len() >= pace.concurrency;
         let due = queue
             .iter()
             .position(|e| e.next_at <= now)
-            .filter(|_| !stopping && live.len() < pace.concurrency);
+            .filter(|_| !throttled);
         let wait = match (due, pace.window) {
             (Some(_), Some(window)) => window.wait(chrono::Local::now().time()),
             (Some(_), None) => Duration::ZERO,
+            (None, _) if throttled => IDLE,
             (None, _) => queue
                 .iter()
                 .map(|e| Duration::from_millis(e.next_at.saturating_sub(now)))
                 .min()
-                .unwrap_or(Duration::from_secs(3600)),
+                .unwrap_or(IDLE),
         };
         if let (Some(index), true) = (due, wait.is_zero()) {
             tokio::select! {
@@ -131,7 +138,8 @@ pub async fn run(
             Some(joined) = live.join_next() => {
                 let Ok(finished) = joined else { continue };
                 let Finished { mut entry, attempt, outcome } = finished;
-                let again = !stopping && pace.retry.again(&outcome, entry.attempts);
+                // A retry is journalled even while stopping: the resumed run makes it.
+                let again = pace.retry.again(&outcome, entry.attempts);
                 let retry_at = again.then(|| now_ms() + pace.retry.after.as_millis() as u64);
                 journal.finish(attempt, entry.contact.line, &outcome, retry_at)?;
                 if let Some(at) = retry_at {

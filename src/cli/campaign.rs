@@ -47,8 +47,8 @@ struct Dialling {
     /// Calls at the same time.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
-    /// New calls per second at most.
-    #[arg(long, default_value_t = 2.0)]
+    /// New calls per second at most (0.01 to 1000, like a bot's max_cps).
+    #[arg(long, default_value_t = 2.0, value_parser = parse_cps)]
     cps: f64,
     /// How many times a contact is tried again after a failure in --retry-on.
     #[arg(long, default_value_t = 0)]
@@ -155,6 +155,13 @@ pub async fn run(args: CampaignArgs) -> ExitCode {
             eprintln!("callbot campaign: {e}");
             ExitCode::from(super::EXIT_CONFIG_ERRORS)
         }
+    }
+}
+
+fn parse_cps(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(cps) if callbot::config::CPS_RANGE.contains(&cps) => Ok(cps),
+        _ => Err(format!("{text:?}: {}", callbot::config::cps_range_text())),
     }
 }
 
@@ -285,8 +292,6 @@ async fn work(args: WorkArgs) -> Result<ExitCode, String> {
             .await
             .map_err(|e| e.to_string())?,
     );
-    // Give the bot a moment to register before the first dial.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let settings = WorkSettings {
         concurrency: args.dialling.concurrency.max(1),
         cps: args.dialling.cps,
@@ -295,15 +300,18 @@ async fn work(args: WorkArgs) -> Result<ExitCode, String> {
         idle: args.idle_exit.map(Duration::from_secs),
         worker: format!("{}-{}", args.bot, std::process::id()),
     };
-    let work = queue.work(daemon.clone(), &args.bot, settings);
-    let finished = tokio::select! {
-        result = work => result.map_err(|e| e.to_string())?,
-        () = super::shutdown_signal() => 0,
-    };
-    println!("worker finished {finished} contact(s)");
+    let work = queue.work(
+        daemon.clone(),
+        &args.bot,
+        settings,
+        super::shutdown_signal(),
+    );
+    let finished = work.await.map_err(|e| e.to_string());
+    // `work` has dropped every task and its handle on the daemon.
     if let Ok(daemon) = Arc::try_unwrap(daemon) {
         daemon.shutdown(Duration::from_secs(10)).await;
     }
+    println!("worker finished {} contact(s)", finished?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -25,6 +25,19 @@ pub use env::EnvError;
 pub use error::{ConfigError, ConfigErrors, Problem};
 pub use secret::Secret;
 
+/// The calls-per-second limits a bot (`max_cps`) or a campaign (`--cps`) may set: from one call
+/// every 100 s to a rate no PBX should be asked for.
+pub const CPS_RANGE: std::ops::RangeInclusive<f64> = 0.01..=1000.0;
+
+/// What [`CPS_RANGE`] demands, for error messages.
+pub fn cps_range_text() -> String {
+    format!(
+        "must be a number from {} to {}",
+        CPS_RANGE.start(),
+        CPS_RANGE.end()
+    )
+}
+
 /// A validated bots.yaml. Paths are resolved against the directory of the config file.
 #[derive(Debug)]
 pub struct Config {

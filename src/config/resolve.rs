@@ -487,8 +487,8 @@ impl Resolver<'_> {
         };
         let max_cps = match &bot.max_cps {
             None => Some(DEFAULT_MAX_CPS),
-            Some(value) if !(value.value > 0.0 && value.value <= 1000.0) => {
-                let problem = Problem::Invalid("must be above 0 and at most 1000".into());
+            Some(value) if !super::CPS_RANGE.contains(&value.value) => {
+                let problem = Problem::Invalid(super::cps_range_text());
                 self.report(value.referenced, key("max_cps"), problem);
                 None
             }

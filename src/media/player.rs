@@ -741,7 +741,10 @@ mod tests {
         assert!(p.tick(None).packets.is_empty());
         p.enqueue_audio(audio(3), 1);
         let tick = p.tick(None);
-        assert!(tick.packets.is_empty() && tick.pcm.is_none(), "nor recorded");
+        assert!(
+            tick.packets.is_empty() && tick.pcm.is_none(),
+            "nor recorded"
+        );
     }
 
     #[test]

@@ -92,11 +92,7 @@ enum Sound {
 /// growing it.
 const CACHE_ENTRIES: usize = 64;
 
-fn cached(
-    sound: Sound,
-    codec: Codec,
-    pcm: impl FnOnce() -> Vec<i16>,
-) -> Option<Arc<EncodedAudio>> {
+fn cached(sound: Sound, codec: Codec, pcm: impl FnOnce() -> Vec<i16>) -> Option<Arc<EncodedAudio>> {
     type Cache = Mutex<HashMap<(Sound, Codec), Arc<EncodedAudio>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Cache::default);
