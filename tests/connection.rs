@@ -275,6 +275,27 @@ async fn unknown_and_unregistered_numbers_give_404() {
 }
 
 #[tokio::test]
+async fn a_repeated_offer_does_not_start_a_second_call() {
+    let pbx = relay_pbx().await;
+    let (caller, _callee, callid, _invite) = ring(&pbx, "502").await;
+    caller
+        .send(ClientFrame::SdpPacket {
+            to: "502".into(),
+            callid: callid.clone(),
+            offer: OFFER.into(),
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events_of(&pbx, "duplicate-dial").await.is_empty() {
+        assert!(Instant::now() < deadline, "the repeat was never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = emulator(&pbx, "calls").await;
+    assert_eq!(calls.as_array().unwrap().len(), 1, "{calls}");
+    assert_eq!(calls[0]["state"], "ringing", "{calls}");
+}
+
+#[tokio::test]
 async fn a_caller_hanging_up_before_answer_cancels_the_callee() {
     let pbx = relay_pbx().await;
     let (mut caller, mut callee, callid, invite) = ring(&pbx, "502").await;

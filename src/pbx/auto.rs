@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::Context;
 use super::accounts::{AutoAction, AutoAnswer};
 use super::switch::{SocketId, SwitchInput};
-use super::{Context, MediaMode};
 use crate::call::{Action, CallCommand, CallEvent};
 use crate::connection::{FrameSender, LinkEvent};
 use crate::media::MediaRuntime;
@@ -27,10 +27,7 @@ pub(super) fn start(
     switch: &mpsc::UnboundedSender<SwitchInput>,
     media: &MediaRuntime,
 ) -> Vec<JoinHandle<()>> {
-    let dialect = match ctx.options.media {
-        MediaMode::Relay => Dialect::Legacy,
-        MediaMode::Anchored => ctx.options.dialect,
-    };
+    let dialect = ctx.options.dialect;
     ctx.accounts
         .extensions
         .values()

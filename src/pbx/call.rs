@@ -250,7 +250,7 @@ impl PbxCall {
     }
 
     fn modern(&self) -> bool {
-        self.anchored() && self.ctx.options.dialect == Dialect::Modern
+        self.ctx.options.dialect == Dialect::Modern
     }
 
     fn journal(&self, kind: &'static str, party: PartyIndex, detail: serde_json::Value) {
@@ -702,12 +702,7 @@ impl PbxCall {
         self.end_party(party);
         if party == CALLER && status == Status::Ringing {
             self.end_code = Some(SipCode::REQUEST_TERMINATED);
-            self.cancel_forks(None);
-            for other in 1..self.parties.len() {
-                if self.parties[other].status == Status::Connected {
-                    self.bye(other, None, "Caller Gone");
-                }
-            }
+            self.clear(CALLER + 1, "Caller Gone");
             self.send(
                 CALLER,
                 ServerFrame::CancelResponse(CallRef {
@@ -719,13 +714,19 @@ impl PbxCall {
             return;
         }
         // Everyone else still in the call hears the hang-up.
+        self.clear(CALLER, "Normal Call Clearing");
+        self.finished = true;
+    }
+
+    /// Cancels the forks still ringing and says `bye` to every connected party from `first`
+    /// on (the callees only, when the caller is told otherwise).
+    fn clear(&mut self, first: PartyIndex, reason: &str) {
         self.cancel_forks(None);
-        for other in 0..self.parties.len() {
+        for other in first..self.parties.len() {
             if self.parties[other].status == Status::Connected {
-                self.bye(other, None, "Normal Call Clearing");
+                self.bye(other, None, reason);
             }
         }
-        self.finished = true;
     }
 
     fn hold(&mut self, party: PartyIndex, command: HoldCommand) {
@@ -875,12 +876,7 @@ impl PbxCall {
             }
             Timer::Offer => {
                 self.journal("offer-unanswered", CALLER, json!(null));
-                self.cancel_forks(None);
-                for other in 1..self.parties.len() {
-                    if self.parties[other].status == Status::Connected {
-                        self.bye(other, None, "Media Negotiation Failed");
-                    }
-                }
+                self.clear(CALLER + 1, "Media Negotiation Failed");
                 self.fail_caller(SipCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
                 self.finished = true;
             }
@@ -1005,12 +1001,12 @@ impl PbxCall {
 
     async fn finish(mut self) {
         self.finished = true;
-        self.publish_view();
         for party in 0..self.parties.len() {
             if self.parties[party].status != Status::Ended {
                 self.end_party(party);
             }
         }
+        self.publish_view();
         let _ = self
             .switch
             .send(SwitchInput::Call(CallReport::Ended { call: self.key }));

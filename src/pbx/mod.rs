@@ -97,6 +97,7 @@ pub(crate) struct Context {
 }
 
 struct CallOptions {
+    /// The dialect calls speak: [`PbxOptions::effective_dialect`], decided once at start.
     dialect: Dialect,
     media: MediaMode,
     ring_timeout: Duration,

@@ -246,6 +246,16 @@ impl Switch {
                     self.presence_changed(&extension);
                 }
             }
+            ClientFrame::SdpPacket { callid, .. } if self.callids.contains_key(&callid) => {
+                // A repeated frame, a retry, or another client's id: the call it names goes
+                // on undisturbed rather than losing its routing to a second call.
+                lock(&self.ctx.journal).event(
+                    "duplicate-dial",
+                    Some(&extension),
+                    Some(callid.as_str()),
+                    json!({}),
+                );
+            }
             ClientFrame::SdpPacket { to, callid, offer } => {
                 self.dial(socket, &extension, to, callid, offer);
             }
