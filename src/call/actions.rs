@@ -92,6 +92,7 @@ impl ActionQueue {
         self.blocked.clear();
     }
 
+    #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         self.in_flight == 0 && self.blocked.is_empty()
     }

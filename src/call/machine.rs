@@ -295,12 +295,9 @@ impl Call {
         &self.id
     }
 
+    #[cfg(test)]
     pub fn direction(&self) -> Direction {
         self.direction
-    }
-
-    pub fn state(&self) -> Option<CallState> {
-        self.state
     }
 
     pub fn end(&self) -> Option<CallEnd> {

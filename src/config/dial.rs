@@ -73,10 +73,6 @@ impl DialPattern {
             });
         head_matches && (self.any_suffix || chars.next().is_none())
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
 }
 
 impl fmt::Debug for DialPattern {
@@ -97,10 +93,6 @@ impl DialPolicy {
     /// Whether any pattern allows `number`; an empty policy allows nothing.
     pub fn allows(&self, number: &str) -> bool {
         self.0.iter().any(|pattern| pattern.matches(number))
-    }
-
-    pub fn patterns(&self) -> &[DialPattern] {
-        &self.0
     }
 }
 

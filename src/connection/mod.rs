@@ -15,4 +15,4 @@ pub use link::{FrameSender, Link, LinkEvent, LinkSettings};
 pub use login::{Credentials, LoginError, Session, login};
 pub use presence::{Client, PresenceTable};
 pub use router::{CallRouter, Route};
-pub use socket::{PbxSocket, SocketError, open as open_socket, socket_url};
+pub use socket::{PbxSocket, SocketError, open as open_socket};

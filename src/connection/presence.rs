@@ -67,6 +67,7 @@ impl PresenceTable {
     }
 
     /// Every known extension, ordered by number.
+    #[cfg(test)]
     pub fn clients(&self) -> Vec<Client> {
         let mut all: Vec<Client> = self.clients.values().cloned().collect();
         all.sort_by(|a, b| a.number.cmp(&b.number));

@@ -56,6 +56,7 @@ impl<K: Clone + PartialEq> CallRouter<K> {
         self.awaiting_sdp.retain(|k| k != key);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         let mut keys: Vec<&K> = Vec::new();
         for key in self.by_id.values() {

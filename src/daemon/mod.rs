@@ -55,7 +55,6 @@ pub struct Daemon {
     bots: Vec<bot::BotHandle>,
     http: Option<(SocketAddr, JoinHandle<()>)>,
     _watcher: Option<RecommendedWatcher>,
-    metrics: Arc<Metrics>,
     cdr: Arc<CdrLog>,
 }
 
@@ -121,7 +120,6 @@ impl Daemon {
             bots,
             http,
             _watcher: watcher,
-            metrics,
             cdr,
         })
     }
@@ -131,20 +129,8 @@ impl Daemon {
         self.http.as_ref().map(|(address, _)| *address)
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     pub fn cdr_path(&self) -> PathBuf {
         self.cdr.path().to_owned()
-    }
-
-    /// Each bot's name and status.
-    pub fn statuses(&self) -> Vec<(String, BotStatus)> {
-        self.bots
-            .iter()
-            .map(|b| (b.name.clone(), b.status.borrow().clone()))
-            .collect()
     }
 
     /// Waits until `bot`'s link is registered (at once when it is); `false` if the bot is

@@ -210,10 +210,6 @@ impl Decoder {
         Ok(Self { codec, opus })
     }
 
-    pub fn codec(&self) -> Codec {
-        self.codec
-    }
-
     /// Appends the decoded samples of `payload` to `out`; a corrupt Opus packet is replaced by
     /// concealment of one frame.
     pub fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {

@@ -198,6 +198,7 @@ impl Player {
     }
 
     /// Queues audio that is already encoded for the negotiated codec.
+    #[cfg(test)]
     pub fn enqueue_audio(&mut self, audio: Arc<EncodedAudio>, loops: u32) -> ItemId {
         self.push(Kind::Prompt {
             prompt: Prompt::Ready(audio),
@@ -270,6 +271,7 @@ impl Player {
         self.muted = muted;
     }
 
+    #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         self.current.is_none() && self.queue.is_empty()
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use hound::{SampleFormat, WavReader};
@@ -50,10 +50,6 @@ impl EncodedAudio {
     pub fn from_pcm(codec: Codec, pcm: Vec<i16>) -> Result<Self, CodecError> {
         let frames = codec.encode_frames(&pcm)?;
         Ok(Self { codec, frames, pcm })
-    }
-
-    pub fn duration(&self) -> Duration {
-        Duration::from_millis(self.frames.len() as u64 * u64::from(super::codec::FRAME_MS))
     }
 }
 
@@ -298,7 +294,7 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &c));
         // A newer file is loaded again.
         write_wav(&path, spec(1, 8000, 16, SampleFormat::Int), 3200);
-        let later = SystemTime::now() + Duration::from_secs(5);
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
         std::fs::File::options()
             .write(true)
             .open(&path)

@@ -52,10 +52,6 @@ impl Timeline {
         }
     }
 
-    pub fn rate(&self) -> u32 {
-        self.rate
-    }
-
     pub fn channels(&self) -> u16 {
         if self.stereo { 2 } else { 1 }
     }

@@ -31,10 +31,6 @@ impl Sequencer {
         }
     }
 
-    pub fn ssrc(&self) -> u32 {
-        self.ssrc
-    }
-
     /// The timestamp of the media interval about to be sent.
     pub fn timestamp(&self) -> u32 {
         self.timestamp

@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 
 pub use api::{BotApi, BotCommand, CallApi, CommandSink, client_value};
 pub use engine::Limits;
-pub use prompts::resolve as resolve_prompt;
 
 use crate::call::{ActorInput, CallCommand, CallEvent, CallHandler, CallInfo};
 use crate::protocol::SipCode;
