@@ -39,27 +39,18 @@ impl Digit {
 
     /// The (row, column) tone frequencies of this key in Hz.
     pub fn frequencies(self) -> (f32, f32) {
-        const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
-        const COLS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
-        let (row, col) = match self.as_char() {
-            '1' => (0, 0),
-            '2' => (0, 1),
-            '3' => (0, 2),
-            'A' => (0, 3),
-            '4' => (1, 0),
-            '5' => (1, 1),
-            '6' => (1, 2),
-            'B' => (1, 3),
-            '7' => (2, 0),
-            '8' => (2, 1),
-            '9' => (2, 2),
-            'C' => (2, 3),
-            '*' => (3, 0),
-            '0' => (3, 1),
-            '#' => (3, 2),
-            _ => (3, 3),
-        };
-        (ROWS[row], COLS[col])
+        let key = self.as_char();
+        let (row, col) = (0..4)
+            .flat_map(|row| (0..4).map(move |col| (row, col)))
+            .find(|&(row, col)| KEYPAD[row][col] == key)
+            .unwrap_or((3, 3));
+        (KEYPAD_ROWS[row], KEYPAD_COLUMNS[col])
+    }
+
+    /// The key at a (row, column) of the keypad, as in-band detection finds it.
+    pub fn at(row: usize, col: usize) -> Option<Digit> {
+        let key = *KEYPAD.get(row)?.get(col)?;
+        Digit::from_char(key)
     }
 
     /// Parses a string of digits such as `"12#"`; `None` if any character is not a DTMF key.
@@ -73,6 +64,18 @@ impl fmt::Display for Digit {
         write!(f, "{}", self.as_char())
     }
 }
+
+/// The telephone keypad: each key sounds its row's and its column's frequency (ITU-T Q.23).
+const KEYPAD: [[char; 4]; 4] = [
+    ['1', '2', '3', 'A'],
+    ['4', '5', '6', 'B'],
+    ['7', '8', '9', 'C'],
+    ['*', '0', '#', 'D'],
+];
+/// Row frequencies in Hz, low group.
+pub const KEYPAD_ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
+/// Column frequencies in Hz, high group.
+pub const KEYPAD_COLUMNS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
 
 /// The payload of one telephone-event RTP packet (RFC 4733 §2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,13 +1,11 @@
 //! In-band DTMF detection with the Goertzel algorithm: the fallback when the far end sends keys as
 //! audio tones instead of RFC 4733 events (no telephone-event negotiated).
 
-use super::dtmf::Digit;
+use super::dtmf::{Digit, KEYPAD_COLUMNS as COLS, KEYPAD_ROWS as ROWS};
 
 const SAMPLE_RATE: f32 = 8000.0;
 /// 205 samples at 8 kHz (25.6 ms): the classic block length whose bins fit the DTMF grid.
 const BLOCK: usize = 205;
-const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
-const COLS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
 /// Quieter blocks (mean square of samples in [-1, 1]) are silence: about -40 dBFS.
 const MIN_ENERGY: f32 = 1e-4;
 /// Share of the block's energy the two tones must hold (speech and noise spread wider).
@@ -108,13 +106,7 @@ fn classify(block: &[f32]) -> Option<Digit> {
     if tone_share < MIN_TONE_SHARE {
         return None;
     }
-    const KEYS: [[char; 4]; 4] = [
-        ['1', '2', '3', 'A'],
-        ['4', '5', '6', 'B'],
-        ['7', '8', '9', 'C'],
-        ['*', '0', '#', 'D'],
-    ];
-    Digit::from_char(KEYS[row][col])
+    Digit::at(row, col)
 }
 
 #[cfg(test)]

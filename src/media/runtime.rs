@@ -73,8 +73,8 @@ const SLOTS: usize = 20;
 
 /// One clock for all legs, on a thread of its own so that a busy async runtime cannot delay it.
 ///
-/// Every leg sends exactly every 20 ms, but legs are spread over ten 2 ms slots, so each wake-up
-/// handles a tenth of them: a leg's packets leave at a steady offset whatever the others do, and
+/// Every leg sends exactly every 20 ms, but legs are spread over [`SLOTS`] 1 ms slots, so each
+/// wake-up handles a twentieth of them: a leg's packets leave at a steady offset whatever the others do, and
 /// the network work that follows each send is spread evenly instead of arriving in one burst.
 fn run_clock(new_legs: std_mpsc::Receiver<ClockEntry>, recordings: RecordingWriter) {
     raise_priority();
