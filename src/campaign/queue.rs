@@ -132,7 +132,7 @@ impl Queue {
 
     async fn publish_result(&self, row: &Row) -> Result<(), Error> {
         let id = format!("result-{}-{}", row.line, row.attempts);
-        let payload = serde_json::to_vec(&ResultMessage::from(row))?;
+        let payload = serde_json::to_vec(row)?;
         self.publish(&self.names.results_subject, id, payload).await
     }
 
@@ -159,10 +159,9 @@ impl Queue {
                 break;
             };
             seen += 1;
-            let Ok(result) = serde_json::from_slice::<ResultMessage>(&message?.payload) else {
+            let Ok(row) = serde_json::from_slice::<Row>(&message?.payload) else {
                 continue;
             };
-            let row: Row = result.into();
             let newer = latest
                 .get(&row.line)
                 .is_none_or(|r: &Row| r.attempts <= row.attempts);
@@ -376,35 +375,4 @@ async fn handle(
     queue.publish_result(&row).await?;
     message.ack().await?;
     Ok(true)
-}
-
-/// A result as published.
-#[derive(Serialize, Deserialize)]
-struct ResultMessage {
-    line: u64,
-    number: String,
-    attempts: u32,
-    outcome: Outcome,
-}
-
-impl From<&Row> for ResultMessage {
-    fn from(row: &Row) -> Self {
-        Self {
-            line: row.line,
-            number: row.number.clone(),
-            attempts: row.attempts,
-            outcome: row.outcome.clone(),
-        }
-    }
-}
-
-impl From<ResultMessage> for Row {
-    fn from(message: ResultMessage) -> Self {
-        Self {
-            line: message.line,
-            number: message.number,
-            attempts: message.attempts,
-            outcome: message.outcome,
-        }
-    }
 }

@@ -21,8 +21,8 @@ const HEADER: [&str; 11] = [
     "call_id",
 ];
 
-/// One row of the results.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One row of the results (also the message a queue worker publishes).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     pub line: u64,
     pub number: String,
