@@ -105,8 +105,13 @@ pub fn each_output_line(child: &mut Child, on_line: impl Fn(String) + Clone + Se
     }
 }
 
-/// Spawns `command`, waiting until a line of its output contains `ready`.
-fn spawn_until(mut command: Command, ready: &str, within: Duration) -> Result<Child, String> {
+/// Spawns `command`, waiting until a line of its output contains `ready`; returns the child and
+/// that line. A child that stays silent longer than `within` is killed.
+pub fn spawn_until(
+    mut command: Command,
+    ready: &str,
+    within: Duration,
+) -> Result<(Child, String), String> {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().map_err(|e| format!("{command:?}: {e}"))?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -120,7 +125,7 @@ fn spawn_until(mut command: Command, ready: &str, within: Duration) -> Result<Ch
             Ok(line) if line.contains(ready) => {
                 // Keep draining so the child never blocks on a full pipe.
                 std::thread::spawn(move || while rx.recv().is_ok() {});
-                return Ok(child);
+                return Ok((child, line));
             }
             Ok(line) => {
                 last.push(line);
@@ -171,7 +176,7 @@ impl Target {
                     .arg(&path)
                     .env("PBX_ADMIN_PASSWORD", &env.admin_password)
                     .env("RUST_LOG", "warn,callbot::connection=info");
-                let child = spawn_until(command, "ACCESS_GRANTED", Duration::from_secs(30))?;
+                let (child, _) = spawn_until(command, "ACCESS_GRANTED", Duration::from_secs(30))?;
                 Ok(Self {
                     peer,
                     child: Some(child),
@@ -203,7 +208,7 @@ impl Target {
                     .arg(&recordings)
                     .args(["--media-address", "127.0.0.1"])
                     .env("PBX_ADMIN_PASSWORD", &env.admin_password);
-                let child =
+                let (child, _) =
                     spawn_until(command, &format!("READY {first}"), Duration::from_secs(60))?;
                 Ok(Self {
                     peer,

@@ -1,16 +1,15 @@
 //! `callbot bench`: load, latency and cost of a bot process, measured side by side with peers.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode};
 use std::sync::Arc;
 use std::time::Duration;
 
 use callbot::bench::load::{self, Load};
 use callbot::bench::report::{self, Measurement};
-use callbot::bench::target::{Environment, Peer, Target};
+use callbot::bench::target::{Environment, Peer, Target, spawn_until};
 use callbot::config::{DialectSetting, Secret, TlsSetting};
 use callbot::connection::{Credentials, LinkSettings, tls};
 use callbot::media::MediaRuntime;
@@ -93,7 +92,8 @@ fn start_emulator(
     let accounts_path = work.join("accounts.yaml");
     std::fs::write(&accounts_path, accounts).map_err(|e| e.to_string())?;
     let cert = work.join("pbx.pem");
-    let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+    let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    command
         .args([
             "pbx",
             "--listen",
@@ -107,24 +107,15 @@ fn start_emulator(
         .arg(&accounts_path)
         .arg("--cert-out")
         .arg(&cert)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("emulator: {e}"))?;
-    let stdout = child.stdout.take().ok_or("emulator output")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(url) = line.split("listening on ").nth(1) {
-                    break url.trim().to_owned();
-                }
-            }
-            _ => return Err("the emulator did not start".into()),
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        .env("RUST_LOG", "error");
+    const READY: &str = "listening on ";
+    let (child, line) = spawn_until(command, READY, Duration::from_secs(30))?;
+    let url = line
+        .split(READY)
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     Ok((Emulator { child, url }, cert))
 }
 
