@@ -85,19 +85,10 @@ fn target(args: &DialArgs) -> Result<Target, String> {
     let useragent = format!("callbot-dial/{}", env!("CARGO_PKG_VERSION"));
     if let Some(path) = &args.config {
         let config = Config::load(path).map_err(|e| e.to_string())?;
-        let credentials = match (
-            &config.pbx.admin,
-            config.bots.iter().find(|b| b.extension == args.from),
-        ) {
-            (Some(admin), _) => Credentials::ThirdParty {
-                user: admin.user.clone(),
-                password: admin.password.clone(),
-            },
-            (None, Some(bot)) if bot.password.is_some() => {
-                Credentials::Password(bot.password.clone().unwrap_or_else(|| Secret::new("")))
-            }
-            _ => return Err(format!("the config has no way to log in as {}", args.from)),
-        };
+        let bot = config.bots.iter().find(|b| b.extension == args.from);
+        let credentials =
+            Credentials::from_config(&config.pbx, bot.and_then(|b| b.password.as_ref()))
+                .ok_or_else(|| format!("the config has no way to log in as {}", args.from))?;
         let mut network = config.media.network_settings();
         if !args.media_addresses.is_empty() {
             network.addresses = args.media_addresses.clone();

@@ -1,14 +1,14 @@
 //! Getting a session cookie before the socket opens (PROTOCOL.md §1): third-party login with
 //! admin credentials (preferred), or the legacy password login.
 
-use md5::{Digest, Md5};
+use crate::protocol::password_digest;
 use reqwest::header::{HeaderMap, SERVER, SET_COOKIE};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use thiserror::Error;
 use url::Url;
 
-use crate::config::Secret;
+use crate::config::{PbxConfig, Secret};
 
 /// How a bot proves who it is.
 #[derive(Clone, Debug)]
@@ -17,6 +17,21 @@ pub enum Credentials {
     ThirdParty { user: String, password: Secret },
     /// The extension's own password (legacy PBXs).
     Password(Secret),
+}
+
+impl Credentials {
+    /// How an extension logs in under `pbx`: admin credentials when the config has them (any
+    /// extension, token login), else the extension's own `password`; `None` when neither.
+    pub fn from_config(pbx: &PbxConfig, password: Option<&Secret>) -> Option<Self> {
+        match (&pbx.admin, password) {
+            (Some(admin), _) => Some(Credentials::ThirdParty {
+                user: admin.user.clone(),
+                password: admin.password.clone(),
+            }),
+            (None, Some(password)) => Some(Credentials::Password(password.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 /// A logged-in session: the cookie value for the socket, and the PBX's `Server` header.
@@ -111,7 +126,7 @@ async fn password_login(
     extension: &str,
     password: &Secret,
 ) -> Result<Session, LoginError> {
-    let digest = hex::encode(Md5::digest(password.expose().as_bytes()));
+    let digest = password_digest(password.expose());
     let request = http
         .request(Method::PUT, url.clone())
         .json(&json!({ "name": "auth", "value": format!("{extension} {digest}") }));

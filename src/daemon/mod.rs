@@ -68,14 +68,8 @@ fn link_settings(config: &Config) -> Result<Vec<LinkSettings>, DaemonError> {
         .bots
         .iter()
         .map(|bot| {
-            let credentials = match (&config.pbx.admin, &bot.password) {
-                (Some(admin), _) => Credentials::ThirdParty {
-                    user: admin.user.clone(),
-                    password: admin.password.clone(),
-                },
-                (None, Some(password)) => Credentials::Password(password.clone()),
-                (None, None) => return Err(DaemonError::NoCredentials(bot.name.clone())),
-            };
+            let credentials = Credentials::from_config(&config.pbx, bot.password.as_ref())
+                .ok_or_else(|| DaemonError::NoCredentials(bot.name.clone()))?;
             Ok(LinkSettings {
                 bot: bot.name.clone(),
                 base: config.pbx.url.clone(),

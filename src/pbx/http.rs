@@ -17,7 +17,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
-use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -30,7 +29,7 @@ use super::chaos::{Chaos, ChaosSettings, Fate};
 use super::sessions::Sessions;
 use super::switch::SwitchInput;
 use super::{Context, lock};
-use crate::protocol::ClientFrame;
+use crate::protocol::{ClientFrame, password_digest};
 
 /// Frames larger than this close the socket with 1009 (message too big).
 const MAX_FRAME_BYTES: usize = 1 << 20;
@@ -246,9 +245,11 @@ async fn session_put(
     if !sessions.may_try(peer.ip(), now) {
         return StatusCode::TOO_MANY_REQUESTS.into_response();
     }
-    let valid = shared.ctx.accounts.extension(extension).is_some_and(|e| {
-        hex::encode(Md5::digest(e.password.expose().as_bytes())).eq_ignore_ascii_case(digest)
-    });
+    let valid = shared
+        .ctx
+        .accounts
+        .extension(extension)
+        .is_some_and(|e| password_digest(e.password.expose()).eq_ignore_ascii_case(digest));
     if !valid {
         sessions.failed(peer.ip(), now);
         drop(sessions);

@@ -22,3 +22,10 @@ pub use server::{
     Bye, CallInfo, CallRef, Invite, PbxCallState, Presence, RESERVED_KEYS, SdpFrame, ServerFrame,
 };
 pub use values::{CallId, Cseq, Sdp, SdpKind, SipCode};
+
+/// What a legacy password login sends for a password (§1): the hex MD5 of it. Both the client
+/// and the emulator's check use this one definition.
+pub fn password_digest(password: &str) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(password.as_bytes()))
+}
