@@ -182,6 +182,7 @@ async fn session_post(
             let (user, password) = basic_auth(&headers).unwrap_or_default();
             if !shared.ctx.accounts.is_admin(&user, &password) {
                 sessions.failed(peer.ip(), now);
+                drop(sessions);
                 lock(&shared.ctx.journal).event(
                     "login-denied",
                     None,
@@ -198,18 +199,15 @@ async fn session_post(
             Json(json!(sessions.mint_token(&extension, now))).into_response()
         }
         "session" => {
-            let id = lock(&shared.sessions).activate(&text("value"), now);
-            match id {
-                Some(id) => {
-                    let owner = lock(&shared.sessions).owner(&id).cloned();
-                    if let Some(owner) = owner {
-                        lock(&shared.ctx.journal).event(
-                            "login",
-                            Some(&owner.extension),
-                            None,
-                            json!({ "method": "3rd" }),
-                        );
-                    }
+            let activated = lock(&shared.sessions).activate(&text("value"), now);
+            match activated {
+                Some((id, extension)) => {
+                    lock(&shared.ctx.journal).event(
+                        "login",
+                        Some(&extension),
+                        None,
+                        json!({ "method": "3rd" }),
+                    );
                     (
                         [(header::SET_COOKIE, session_cookie(&id))],
                         Json(json!({ "session": id })),

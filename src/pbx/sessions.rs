@@ -39,10 +39,10 @@ impl Sessions {
         token
     }
 
-    /// Trades a token for a new session id; a token works once.
-    pub fn activate(&mut self, token: &str, now: Instant) -> Option<String> {
+    /// Trades a token for a new session id and the extension it is for; a token works once.
+    pub fn activate(&mut self, token: &str, now: Instant) -> Option<(String, String)> {
         let (extension, minted) = self.tokens.remove(token)?;
-        (now.duration_since(minted) < TOKEN_LIFETIME).then(|| self.open(&extension))
+        (now.duration_since(minted) < TOKEN_LIFETIME).then(|| (self.open(&extension), extension))
     }
 
     /// A new session for `extension` (password login).
@@ -83,8 +83,9 @@ mod tests {
         let mut sessions = Sessions::default();
         let now = Instant::now();
         let token = sessions.mint_token("500", now);
-        let id = sessions.activate(&token, now).expect("fresh token");
+        let (id, extension) = sessions.activate(&token, now).expect("fresh token");
         assert_eq!(sessions.owner(&id).unwrap().extension, "500");
+        assert_eq!(extension, "500");
         assert_eq!(sessions.activate(&token, now), None, "used twice");
         let late = sessions.mint_token("500", now);
         assert_eq!(
