@@ -178,45 +178,55 @@ pub fn load(path: &Path, codec: Codec) -> Result<EncodedAudio, PromptError> {
 }
 
 /// Prompts by (file, modification time, codec): a thousand calls playing the same prompt share
-/// one copy, and an edited file is loaded again.
+/// one copy, decoded once even when they all start together, and an edited file is loaded again.
 #[derive(Debug, Default)]
 pub struct PromptCache {
-    entries: Mutex<CacheMap>,
+    slots: Mutex<HashMap<(PathBuf, Codec), Arc<Slot>>>,
 }
 
-/// (file, codec) → (the file's modification time when loaded, the prompt).
-type CacheMap = HashMap<(PathBuf, Codec), (SystemTime, Arc<EncodedAudio>)>;
+/// One (file, codec): the file's modification time when loaded, and the prompt. Its lock is
+/// held while loading, so callers that want the same prompt meanwhile wait for that load.
+type Slot = Mutex<Option<(SystemTime, Arc<EncodedAudio>)>>;
 
 impl PromptCache {
-    /// The prompt, loaded on first use. Blocking (file I/O, resampling): call it off the
-    /// async runtime's worker threads.
+    /// The prompt, loaded on first use. Blocking (file I/O, resampling, or waiting for another
+    /// thread's load of the same prompt): call it off the async runtime's worker threads.
     pub fn get(&self, path: &Path, codec: Codec) -> Result<Arc<EncodedAudio>, PromptError> {
         let modified = modified(path)?;
-        if let Some(audio) = self.cached(path, codec, modified) {
-            return Ok(audio);
+        let slot = self.slot(path, codec);
+        let mut slot = lock(&slot);
+        if let Some((stamp, audio)) = &*slot
+            && *stamp == modified
+        {
+            return Ok(audio.clone());
         }
         let audio = Arc::new(load(path, codec)?);
-        self.lock()
-            .insert((path.to_path_buf(), codec), (modified, audio.clone()));
+        *slot = Some((modified, audio.clone()));
         Ok(audio)
     }
 
     /// The prompt if it is cached and the file has not changed since: one `stat`, no decoding,
-    /// cheap enough for the calling thread.
+    /// no waiting on a load in progress; cheap enough for the calling thread.
     pub fn get_if_cached(&self, path: &Path, codec: Codec) -> Option<Arc<EncodedAudio>> {
-        self.cached(path, codec, modified(path).ok()?)
-    }
-
-    fn cached(&self, path: &Path, codec: Codec, modified: SystemTime) -> Option<Arc<EncodedAudio>> {
-        let entries = self.lock();
-        let (stamp, audio) = entries.get(&(path.to_path_buf(), codec))?;
+        let modified = modified(path).ok()?;
+        let slot = self.slot(path, codec);
+        let slot = slot.try_lock().ok()?;
+        let (stamp, audio) = slot.as_ref()?;
         (*stamp == modified).then(|| audio.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheMap> {
-        // A panic while holding this lock cannot leave the map inconsistent: keep using it.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn slot(&self, path: &Path, codec: Codec) -> Arc<Slot> {
+        lock(&self.slots)
+            .entry((path.to_path_buf(), codec))
+            .or_default()
+            .clone()
     }
+}
+
+/// A panic while holding one of the cache's locks cannot leave it inconsistent (each holds
+/// whole values): keep using it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -278,6 +288,21 @@ mod tests {
             assert_eq!(resample(&input, 44100, to).unwrap().len(), to as usize);
         }
         assert!(resample(&[], 44100, 8000).unwrap().is_empty());
+    }
+
+    #[test]
+    fn calls_starting_together_share_one_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.wav");
+        write_wav(&path, spec(1, 44100, 16, SampleFormat::Int), 44100 * 3);
+        let cache = PromptCache::default();
+        let loaded: Vec<Arc<EncodedAudio>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| cache.get(&path, Codec::Opus).unwrap()))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(loaded.iter().all(|a| Arc::ptr_eq(a, &loaded[0])), "one decode");
     }
 
     #[test]
