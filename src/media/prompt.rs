@@ -302,7 +302,10 @@ mod tests {
                 .collect();
             threads.into_iter().map(|t| t.join().unwrap()).collect()
         });
-        assert!(loaded.iter().all(|a| Arc::ptr_eq(a, &loaded[0])), "one decode");
+        assert!(
+            loaded.iter().all(|a| Arc::ptr_eq(a, &loaded[0])),
+            "one decode"
+        );
     }
 
     #[test]

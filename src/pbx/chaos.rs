@@ -7,19 +7,54 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+/// A frame on its way through a socket, from the client or to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Way {
+    In(String),
+    Out(String),
+}
+
+impl Way {
+    fn map(self, f: impl FnOnce(String) -> String) -> Way {
+        match self {
+            Way::In(text) => Way::In(f(text)),
+            Way::Out(text) => Way::Out(f(text)),
+        }
+    }
+}
+
 /// What to do with one frame.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Fate {
-    Deliver(String),
+    Deliver(Way),
     /// Deliver a damaged copy.
-    Corrupt(String),
+    Corrupt(Way),
     /// Deliver twice.
-    Duplicate(String),
+    Duplicate(Way),
     /// Deliver later (frames behind it overtake it).
-    Delay(String, Duration),
-    Drop,
+    Delay(Way, Duration),
+    Drop(Way),
     /// Close the socket instead.
-    Close,
+    Close(Way),
+}
+
+impl Fate {
+    /// The log line for anything but a plain delivery.
+    pub(super) fn mischief(&self) -> Option<String> {
+        let (what, way) = match self {
+            Fate::Deliver(_) => return None,
+            Fate::Corrupt(way) => ("corrupted", way),
+            Fate::Duplicate(way) => ("duplicated", way),
+            Fate::Delay(way, _) => ("delayed", way),
+            Fate::Drop(way) => ("dropped", way),
+            Fate::Close(way) => ("closing the socket after", way),
+        };
+        let direction = match way {
+            Way::In(_) => "from",
+            Way::Out(_) => "to",
+        };
+        Some(format!("chaos: {what} a frame {direction} the client"))
+    }
 }
 
 /// How often each mischief happens, per frame.
@@ -68,18 +103,18 @@ impl Chaos {
         }
     }
 
-    pub(super) fn fate(&mut self, text: String) -> Fate {
+    pub(super) fn fate(&mut self, way: Way) -> Fate {
         let roll: f64 = self.rng.random();
         let rate = self.settings.rate;
         if roll < self.settings.close_rate {
-            return Fate::Close;
+            return Fate::Close(way);
         }
         match ((roll - self.settings.close_rate) / rate.max(f64::MIN_POSITIVE)) as u32 {
-            0 => Fate::Drop,
-            1 => Fate::Duplicate(text),
-            2 => Fate::Delay(text, Duration::from_millis(self.rng.random_range(20..600))),
-            3 => Fate::Corrupt(self.corrupt(text)),
-            _ => Fate::Deliver(text),
+            0 => Fate::Drop(way),
+            1 => Fate::Duplicate(way),
+            2 => Fate::Delay(way, Duration::from_millis(self.rng.random_range(20..600))),
+            3 => Fate::Corrupt(way.map(|text| self.corrupt(text))),
+            _ => Fate::Deliver(way),
         }
     }
 
@@ -111,7 +146,7 @@ mod tests {
         let fates = |socket| {
             let mut chaos = Chaos::new(settings, socket);
             (0..2000)
-                .map(|i| format!("{:?}", chaos.fate(format!("{{\"n\":{i}}}"))))
+                .map(|i| format!("{:?}", chaos.fate(Way::In(format!("{{\"n\":{i}}}")))))
                 .collect::<Vec<_>>()
         };
         assert_eq!(fates(1), fates(1));

@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use super::chaos::{Chaos, ChaosSettings, Fate};
+use super::chaos::{Chaos, ChaosSettings, Fate, Way};
 use super::sessions::Sessions;
 use super::switch::SwitchInput;
 use super::{Context, lock};
@@ -331,12 +331,6 @@ async fn websocket(
         .on_upgrade(move |socket| serve_socket(shared, socket, owner.extension))
 }
 
-/// A frame on its way, in or out (held back by `--chaos`).
-enum Way {
-    In(String),
-    Out(String),
-}
-
 /// Reads frames for the switch and writes the frames it sends, until either side closes.
 /// Under `--chaos` every frame, either way, meets its fate first.
 async fn serve_socket(shared: Arc<Shared>, socket: WebSocket, extension: String) {
@@ -385,51 +379,29 @@ async fn serve_socket(shared: Arc<Shared>, socket: WebSocket, extension: String)
                 continue;
             }
         };
-        let copies = match chaos.as_mut() {
-            None => vec![way],
-            Some(chaos) => {
-                let (text, inbound) = match way {
-                    Way::In(text) => (text, true),
-                    Way::Out(text) => (text, false),
-                };
-                let wrap = |text| {
-                    if inbound {
-                        Way::In(text)
-                    } else {
-                        Way::Out(text)
-                    }
-                };
-                let fate = chaos.fate(text);
-                if !matches!(fate, Fate::Deliver(_)) {
-                    let way = if inbound { "from" } else { "to" };
-                    let what = match &fate {
-                        Fate::Corrupt(_) => "corrupted",
-                        Fate::Duplicate(_) => "duplicated",
-                        Fate::Delay(..) => "delayed",
-                        Fate::Drop => "dropped",
-                        _ => "closing the socket after",
-                    };
-                    info!(ext = %extension, socket = id, "chaos: {what} a frame {way} the client");
-                }
-                match fate {
-                    Fate::Deliver(text) | Fate::Corrupt(text) => vec![wrap(text)],
-                    Fate::Duplicate(text) => vec![wrap(text.clone()), wrap(text)],
-                    Fate::Delay(text, delay) => {
-                        let later_tx = later_tx.clone();
-                        let held = wrap(text);
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let _ = later_tx.send(held);
-                        });
-                        vec![]
-                    }
-                    Fate::Drop => vec![],
-                    Fate::Close => break,
-                }
+        let fate = match chaos.as_mut() {
+            None => Fate::Deliver(way),
+            Some(chaos) => chaos.fate(way),
+        };
+        if let Some(mischief) = fate.mischief() {
+            info!(ext = %extension, socket = id, "{mischief}");
+        }
+        let copies = match fate {
+            Fate::Deliver(way) | Fate::Corrupt(way) => [Some(way), None],
+            Fate::Duplicate(way) => [Some(way.clone()), Some(way)],
+            Fate::Delay(way, delay) => {
+                let later_tx = later_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = later_tx.send(way);
+                });
+                [None, None]
             }
+            Fate::Drop(_) => [None, None],
+            Fate::Close(_) => break,
         };
         let mut open = true;
-        for way in copies {
+        for way in copies.into_iter().flatten() {
             open &= pass(&shared, id, &extension, &mut sink, way).await;
         }
         if !open {
