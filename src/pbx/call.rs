@@ -64,7 +64,7 @@ pub(super) enum CallInput {
 pub(super) struct PartyState {
     pub extension: String,
     pub callid: CallId,
-    pub state: &'static str,
+    pub state: PbxCallState,
     pub from_number: String,
     pub from_name: String,
     pub to_number: String,
@@ -73,17 +73,15 @@ pub(super) struct PartyState {
 }
 
 impl PartyState {
+    /// The last state a party is listed in (the emulator's word; PROTOCOL.md names none).
+    pub(super) fn disconnected() -> PbxCallState {
+        PbxCallState::Other("disconnected".into())
+    }
+
     pub(super) fn info(&self) -> CallInfo {
         CallInfo {
             id: self.callid.to_string(),
-            state: match self.state {
-                "alerting" => PbxCallState::Alerting,
-                "ringback" => PbxCallState::Ringback,
-                "connected" => PbxCallState::Connected,
-                "onhold" => PbxCallState::OnHold,
-                "holding" => PbxCallState::Holding,
-                other => PbxCallState::Other(other.to_owned()),
-            },
+            state: self.state.clone(),
             from_number: Some(self.from_number.clone()),
             from_name: Some(self.from_name.clone()),
             to_number: Some(self.to_number.clone()),
@@ -902,12 +900,12 @@ impl PbxCall {
                     .partner(index)
                     .is_some_and(|partner| self.parties[partner].holding);
                 let state = match p.status {
-                    Status::Ended => "disconnected",
-                    Status::Ringing if index == CALLER => "ringback",
-                    Status::Ringing => "alerting",
-                    Status::Connected if p.holding => "holding",
-                    Status::Connected if held_by_partner => "onhold",
-                    Status::Connected => "connected",
+                    Status::Ended => PartyState::disconnected(),
+                    Status::Ringing if index == CALLER => PbxCallState::Ringback,
+                    Status::Ringing => PbxCallState::Alerting,
+                    Status::Connected if p.holding => PbxCallState::Holding,
+                    Status::Connected if held_by_partner => PbxCallState::OnHold,
+                    Status::Connected => PbxCallState::Connected,
                 };
                 PartyState {
                     extension: p.endpoint.extension.clone(),

@@ -411,7 +411,7 @@ impl Switch {
                         .parties
                         .into_iter()
                         .map(|mut p| {
-                            p.state = "disconnected";
+                            p.state = PartyState::disconnected();
                             p
                         })
                         .collect();
@@ -425,13 +425,17 @@ impl Switch {
     /// (`own-calls`) or all (`domain-calls`). Lists after a subscription are complete; later
     /// ones carry only what changed (choice: full lists on every change cost O(calls²)).
     fn push_call_state(&self, parties: &[PartyState]) {
+        let infos: Vec<(&str, CallInfo)> = parties
+            .iter()
+            .map(|p| (p.extension.as_str(), p.info()))
+            .collect();
         for entry in self.sockets.values() {
-            let calls: Vec<CallInfo> = parties
+            let calls: Vec<CallInfo> = infos
                 .iter()
-                .filter(|p| {
-                    entry.domain_calls || (entry.own_calls && p.extension == entry.extension)
+                .filter(|(extension, _)| {
+                    entry.domain_calls || (entry.own_calls && *extension == entry.extension)
                 })
-                .map(PartyState::info)
+                .map(|(_, info)| info.clone())
                 .collect();
             if !calls.is_empty() {
                 let _ = entry.tx.send(Some(ServerFrame::CallState(calls)));
