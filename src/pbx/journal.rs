@@ -114,15 +114,16 @@ impl Journal {
         self.events.push_back(event);
     }
 
-    /// Adds or replaces the view of call `view.id`.
+    /// Adds or replaces the view of call `view.id`. Views are kept in id order (the order calls
+    /// began), so a live call's view is found by bisection however many are kept.
     pub fn call(&mut self, view: CallView) {
-        match self.calls.iter_mut().rev().find(|c| c.id == view.id) {
-            Some(slot) => *slot = view,
-            None => {
-                if self.calls.len() >= MAX_CALLS {
+        match self.calls.binary_search_by_key(&view.id, |c| c.id) {
+            Ok(index) => self.calls[index] = view,
+            Err(index) => {
+                self.calls.insert(index, view);
+                if self.calls.len() > MAX_CALLS {
                     self.calls.pop_front();
                 }
-                self.calls.push_back(view);
             }
         }
     }
@@ -133,5 +134,42 @@ impl Journal {
 
     pub fn calls(&self) -> Vec<CallView> {
         self.calls.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u64, state: &'static str) -> CallView {
+        CallView {
+            id,
+            from: "501".into(),
+            to: "502".into(),
+            state,
+            media: "relay",
+            started_ms: 0,
+            answered_ms: None,
+            ended_ms: None,
+            end_code: None,
+            legs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn views_are_replaced_by_id_kept_in_order_and_capped() {
+        let mut journal = Journal::default();
+        journal.call(view(2, "ringing"));
+        journal.call(view(1, "ringing"));
+        journal.call(view(2, "connected"));
+        let calls = journal.calls();
+        let seen: Vec<(u64, &str)> = calls.iter().map(|c| (c.id, c.state)).collect();
+        assert_eq!(seen, [(1, "ringing"), (2, "connected")]);
+        for id in 3..=MAX_CALLS as u64 + 5 {
+            journal.call(view(id, "ended"));
+        }
+        let calls = journal.calls();
+        assert_eq!(calls.len(), MAX_CALLS);
+        assert_eq!(calls[0].id, 6, "the oldest views go first");
     }
 }
