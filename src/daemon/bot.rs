@@ -13,7 +13,7 @@ use super::metrics::BotMetrics;
 use super::records::{CdrLog, call_record, recording_path, write_sidecars};
 use crate::call::{self, Action, ActorInput, CallCommand, CallInfo, CallReport, CallSetup, Origin};
 use crate::config::{BotConfig, RecordMode};
-use crate::connection::{CallRouter, Client, Link, LinkEvent, LinkSettings, Route};
+use crate::connection::{CallRouter, Link, LinkEvent, LinkSettings, Route};
 use crate::media::{MediaRuntime, RecordOptions};
 use crate::protocol::{
     CallId, CallState, ClientFrame, ConnectionState, Dialect, Invite, ServerFrame, SipCode,
@@ -73,7 +73,6 @@ pub struct BotTask {
     control: mpsc::Receiver<BotControl>,
     status: watch::Sender<BotStatus>,
     timers: HashMap<String, Instant>,
-    clients: BTreeMap<String, Client>,
     metrics: BotMetrics,
     cdr: Arc<CdrLog>,
     /// Set by a shutdown: when to hang up whatever is left.
@@ -154,7 +153,6 @@ impl BotTask {
             control,
             status: status_tx,
             timers: HashMap::new(),
-            clients: BTreeMap::new(),
             metrics,
             cdr,
             closing: None,
@@ -296,10 +294,7 @@ impl BotTask {
                     .bot_event("on_connection_state", (state.as_str().to_owned(),));
             }
             LinkEvent::Client(client) => {
-                self.clients.insert(client.number.clone(), client.clone());
-                self.script
-                    .bot()
-                    .set_clients(self.clients.values().cloned().collect());
+                self.script.bot().update_client(client.clone());
                 self.script
                     .bot_event("on_client_state", (client_value(&client),));
             }

@@ -58,7 +58,8 @@ pub struct BotShared {
     pub prompts: PathBuf,
     pub allow_dial: DialPolicy,
     state: Mutex<Map>,
-    clients: Mutex<Vec<Client>>,
+    /// Other extensions by number, as `bot.clients()` lists them.
+    clients: Mutex<BTreeMap<String, Client>>,
     commands: mpsc::UnboundedSender<BotCommand>,
 }
 
@@ -91,9 +92,9 @@ impl BotApi {
         &self.0
     }
 
-    /// The bot task keeps `bot.clients()` current.
-    pub fn set_clients(&self, clients: Vec<Client>) {
-        *lock(&self.0.clients) = clients;
+    /// The bot task reports each presence change here, keeping `bot.clients()` current.
+    pub fn update_client(&self, client: Client) {
+        lock(&self.0.clients).insert(client.number.clone(), client);
     }
 
     fn check_dial(&self, number: &str, what: &str) -> ScriptResult<()> {
@@ -380,7 +381,7 @@ pub fn register(engine: &mut Engine) {
         .register_get("vars", |b: &mut BotApi| b.0.vars.clone())
         .register_fn("clients", |b: &mut BotApi| -> rhai::Array {
             lock(&b.0.clients)
-                .iter()
+                .values()
                 .map(|c| client_map(c).into())
                 .collect()
         })
