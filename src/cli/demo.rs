@@ -171,11 +171,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         media: args.media,
         accounts: Accounts::defaults(Secret::new(admin_password.clone())),
         certificate: CertificateSource::SelfSigned {
-            names: vec![
-                "localhost".into(),
-                "127.0.0.1".into(),
-                args.listen.ip().to_string(),
-            ],
+            names: super::pbx::certificate_names(args.listen),
             out: Some(cert.clone()),
         },
         network: NetworkSettings {

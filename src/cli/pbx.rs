@@ -90,17 +90,10 @@ impl PbxArgs {
                 cert: cert.clone(),
                 key: key.clone(),
             },
-            _ => {
-                let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-                let ip = self.listen.ip();
-                if !ip.is_unspecified() && !ip.is_loopback() {
-                    names.push(ip.to_string());
-                }
-                CertificateSource::SelfSigned {
-                    names,
-                    out: self.cert_out.clone(),
-                }
-            }
+            _ => CertificateSource::SelfSigned {
+                names: certificate_names(self.listen),
+                out: self.cert_out.clone(),
+            },
         };
         Ok(PbxOptions {
             listen: self.listen,
@@ -118,6 +111,17 @@ impl PbxArgs {
             chaos: self.chaos,
         })
     }
+}
+
+/// The names a self-signed certificate for an emulator on `listen` is valid for: loopback by
+/// name and address, plus the listening address when it is a specific outside one.
+pub fn certificate_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let ip = listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    names
 }
 
 /// Prints how to reach the emulator.
