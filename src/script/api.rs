@@ -80,7 +80,7 @@ impl BotApi {
             name: name.to_owned(),
             extension: extension.to_owned(),
             vars,
-            prompts,
+            prompts: prompts::root(&prompts),
             allow_dial,
             state: Mutex::default(),
             clients: Mutex::default(),

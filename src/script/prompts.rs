@@ -3,8 +3,14 @@
 
 use std::path::{Component, Path, PathBuf};
 
-/// Resolves `name` inside `folder`. A file that does not exist is not an error here (playing
-/// it reports the error through `on_play_done`); leaving the folder is.
+/// The form of a prompt folder that [`resolve`] compares against (symlinks resolved), made once
+/// per bot; a folder that does not exist yet stays as given.
+pub fn root(folder: &Path) -> PathBuf {
+    folder.canonicalize().unwrap_or_else(|_| folder.to_owned())
+}
+
+/// Resolves `name` inside `folder` (a [`root`]). A file that does not exist is not an error
+/// here (playing it reports the error through `on_play_done`); leaving the folder is.
 pub fn resolve(folder: &Path, name: &str) -> Result<PathBuf, String> {
     let relative = Path::new(name);
     if name.is_empty() {
@@ -19,8 +25,8 @@ pub fn resolve(folder: &Path, name: &str) -> Result<PathBuf, String> {
         ));
     }
     let path = folder.join(relative);
-    if let (Ok(real), Ok(root)) = (path.canonicalize(), folder.canonicalize())
-        && !real.starts_with(&root)
+    if let Ok(real) = path.canonicalize()
+        && !real.starts_with(folder)
     {
         return Err(format!("prompt {name:?} leads out of the prompt folder"));
     }
@@ -35,12 +41,12 @@ mod tests {
     fn plain_names_and_subfolders_resolve() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
-            resolve(dir.path(), "hello.wav").unwrap(),
-            dir.path().join("hello.wav")
+            resolve(&root(dir.path()), "hello.wav").unwrap(),
+            root(dir.path()).join("hello.wav")
         );
-        assert!(resolve(dir.path(), "en/menu.wav").is_ok());
+        assert!(resolve(&root(dir.path()), "en/menu.wav").is_ok());
         assert!(
-            resolve(dir.path(), "missing.wav").is_ok(),
+            resolve(&root(dir.path()), "missing.wav").is_ok(),
             "reported when played"
         );
     }
@@ -49,7 +55,7 @@ mod tests {
     fn escapes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         for name in ["../secret.wav", "/etc/passwd", "a/../../b.wav", ""] {
-            assert!(resolve(dir.path(), name).is_err(), "{name}");
+            assert!(resolve(&root(dir.path()), name).is_err(), "{name}");
         }
     }
 
@@ -60,6 +66,6 @@ mod tests {
         std::fs::write(&secret, b"x").unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(&secret, dir.path().join("link.wav")).unwrap();
-        assert!(resolve(dir.path(), "link.wav").is_err());
+        assert!(resolve(&root(dir.path()), "link.wav").is_err());
     }
 }
