@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use callbot::call::{
     Action, ActionQueue, Call, CallCommand, CallEvent, CallHandler, CallInfo, Command, Direction,
-    Gather, Input, MediaResult, Output, Timer, fix_answer_setup,
+    Gather, Input, MediaResult, Output, Timer,
 };
 use callbot::config::{DialPattern, DialPolicy};
-use callbot::media::sdp::{first_mid, without_wideband_telephone_events};
+use callbot::media::sdp::{answer_with_setup_fixed, first_mid, without_wideband_telephone_events};
 use callbot::protocol::{
     CallId, CandidateAddress, Dialect, Invite, RemoteCandidate, Sdp, ServerFrame,
 };
@@ -87,7 +87,7 @@ fn sdp_and_candidates(iterations: u64, seed: u64) -> usize {
             // It only drops lines (and writes CRLF line ends).
             assert!(stripped.lines().count() <= text.lines().count() + 1);
             let _ = first_mid(&stripped);
-            let _ = fix_answer_setup(&text);
+            let _ = answer_with_setup_fixed(&text);
             let candidate = RemoteCandidate {
                 callid: None,
                 candidate: text.clone(),

@@ -605,9 +605,7 @@ impl Call {
                 if self.remote_sdp.is_none() && !sdp.sdp.text.is_empty() {
                     self.remote_sdp = Some(sdp.sdp.text.clone());
                     self.pending = Pending::ApplyAnswer;
-                    out.push(Output::Media(MediaCommand::ApplyAnswer(fix_answer_setup(
-                        &sdp.sdp.text,
-                    ))));
+                    out.push(Output::Media(MediaCommand::ApplyAnswer(sdp.sdp.text)));
                 }
                 if final_code {
                     self.ack_and_connect(out);
@@ -648,12 +646,6 @@ impl Call {
             MediaCommand::AcceptOffer(offer)
         }));
     }
-}
-
-/// Legacy PBXs sometimes answer with `a=setup:actpass`, which is not a valid answer role; the
-/// PBX then acts as the DTLS server, so we take the client role (§6).
-pub fn fix_answer_setup(sdp: &str) -> String {
-    sdp.replace("a=setup:actpass", "a=setup:passive")
 }
 
 #[cfg(test)]

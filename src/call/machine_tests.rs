@@ -291,12 +291,12 @@ fn outbound_sends_sdp_packet_with_our_offer() {
 }
 
 #[test]
-fn legacy_answer_is_applied_once_with_setup_fixed_then_acked() {
+fn legacy_answer_is_applied_once_then_acked() {
     let mut call = outbound(Dialect::Legacy);
     let out = call.handle(sdp(id(2), 183, Sdp::answer("a=setup:actpass")));
     assert!(out.contains(&Output::State(CallState::Ringing)));
     assert!(out.contains(&Output::Media(MediaCommand::ApplyAnswer(
-        "a=setup:passive".into()
+        "a=setup:actpass".into()
     ))));
     let out = call.handle(sdp(id(2), 200, Sdp::answer("a=setup:actpass")));
     assert!(

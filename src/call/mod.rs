@@ -16,5 +16,4 @@ pub use pacer::Pacer;
 
 pub use machine::{
     Call, CallEnd, Command, Direction, EndReason, Input, MediaCommand, MediaResult, Output, Timer,
-    fix_answer_setup,
 };

@@ -59,6 +59,12 @@ pub fn first_mid(sdp: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Legacy PBXs sometimes answer with `a=setup:actpass`, which is not a valid answer role; the
+/// PBX then acts as the DTLS server, so we take the client role (PROTOCOL.md §6).
+pub fn answer_with_setup_fixed(sdp: &str) -> String {
+    sdp.replace("a=setup:actpass", "a=setup:passive")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +93,12 @@ mod tests {
         let plain = "v=0\r\nm=audio 9 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
         assert_eq!(without_wideband_telephone_events(plain), plain);
         assert_eq!(first_mid(plain), None);
+    }
+
+    #[test]
+    fn an_actpass_answer_makes_us_the_dtls_client() {
+        let fixed = answer_with_setup_fixed("v=0\r\na=setup:actpass\r\n");
+        assert_eq!(fixed, "v=0\r\na=setup:passive\r\n");
+        assert_eq!(answer_with_setup_fixed("a=setup:active"), "a=setup:active");
     }
 }

@@ -278,7 +278,8 @@ impl Transport for WebRtcTransport {
     }
 
     async fn apply_answer(&self, answer: &str) -> Result<(), TransportError> {
-        let description = RTCSessionDescription::answer(answer.to_owned()).map_err(stack_error)?;
+        let answer = sdp::answer_with_setup_fixed(answer);
+        let description = RTCSessionDescription::answer(answer).map_err(stack_error)?;
         self.pc
             .set_remote_description(description)
             .await
