@@ -244,7 +244,8 @@ struct Switchboard {
     requests: mpsc::UnboundedReceiver<Request>,
     incoming: mpsc::UnboundedSender<PhoneCall>,
     router: CallRouter<u64>,
-    calls: HashMap<u64, mpsc::UnboundedSender<ActorInput>>,
+    /// Each live call's inbox, and where its owner hears that it ended.
+    calls: HashMap<u64, (mpsc::UnboundedSender<ActorInput>, mpsc::UnboundedSender<PhoneEvent>)>,
     reports: (
         mpsc::UnboundedSender<CallReport>,
         mpsc::UnboundedReceiver<CallReport>,
@@ -265,7 +266,7 @@ impl Switchboard {
                     Some(LinkEvent::Connection { state, dialect, .. }) => {
                         self.dialect = dialect;
                         if state != ConnectionState::AccessGranted {
-                            for inbox in self.calls.values() {
+                            for (inbox, _) in self.calls.values() {
                                 let _ = inbox.send(ActorInput::LinkLost);
                             }
                         }
@@ -277,9 +278,11 @@ impl Switchboard {
                     Some(Request::Dial { to, call }) => self.dial(to, call),
                     None => break,
                 },
-                Some(CallReport { key, .. }) = self.reports.1.recv() => {
+                Some(CallReport { key, info }) = self.reports.1.recv() => {
                     self.router.remove(&key);
-                    self.calls.remove(&key);
+                    if let Some((_, events)) = self.calls.remove(&key) {
+                        let _ = events.send(PhoneEvent::Ended(info));
+                    }
                 }
             }
         }
@@ -311,20 +314,10 @@ impl Switchboard {
             Origin::Outbound { id, .. } => self.router.outbound(id.clone(), key),
         }
         let (inbox, inbox_rx) = parts.inbox;
-        self.calls.insert(key, inbox);
-        let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
-        let events = parts.events;
-        let handler = Box::new(ChannelHandler(events.clone()));
-        let to_switchboard = self.reports.0.clone();
-        // The call's final report goes both to its owner and to the switchboard.
-        tokio::spawn(async move {
-            while let Some(CallReport { key, info }) = reports_rx.recv().await {
-                let _ = events.send(PhoneEvent::Ended(info.clone()));
-                let _ = to_switchboard.send(CallReport { key, info });
-            }
-        });
+        let handler = Box::new(ChannelHandler(parts.events.clone()));
+        self.calls.insert(key, (inbox, parts.events));
         let setup = self.setup(origin, parts.recording);
-        call::spawn(key, setup, handler, inbox_rx, reports_tx);
+        call::spawn(key, setup, handler, inbox_rx, self.reports.0.clone());
     }
 
     fn dial(&mut self, to: String, call: PhoneCallParts) {
@@ -335,7 +328,7 @@ impl Switchboard {
     fn frame(&mut self, frame: ServerFrame) {
         match self.router.route(&frame) {
             Route::Call(key) | Route::Adopted { key, .. } => {
-                if let Some(inbox) = self.calls.get(&key) {
+                if let Some((inbox, _)) = self.calls.get(&key) {
                     let _ = inbox.send(ActorInput::Frame(frame));
                 }
             }
