@@ -244,8 +244,7 @@ struct Switchboard {
     requests: mpsc::UnboundedReceiver<Request>,
     incoming: mpsc::UnboundedSender<PhoneCall>,
     router: CallRouter<u64>,
-    /// Each live call's inbox, and where its owner hears that it ended.
-    calls: HashMap<u64, (mpsc::UnboundedSender<ActorInput>, mpsc::UnboundedSender<PhoneEvent>)>,
+    calls: HashMap<u64, LiveCall>,
     reports: (
         mpsc::UnboundedSender<CallReport>,
         mpsc::UnboundedReceiver<CallReport>,
@@ -257,6 +256,12 @@ struct Switchboard {
     recordings: PathBuf,
 }
 
+/// A call in progress: its actor's inbox, and where its owner hears that it ended.
+struct LiveCall {
+    inbox: mpsc::UnboundedSender<ActorInput>,
+    events: mpsc::UnboundedSender<PhoneEvent>,
+}
+
 impl Switchboard {
     async fn run(mut self) {
         loop {
@@ -266,8 +271,8 @@ impl Switchboard {
                     Some(LinkEvent::Connection { state, dialect, .. }) => {
                         self.dialect = dialect;
                         if state != ConnectionState::AccessGranted {
-                            for (inbox, _) in self.calls.values() {
-                                let _ = inbox.send(ActorInput::LinkLost);
+                            for call in self.calls.values() {
+                                let _ = call.inbox.send(ActorInput::LinkLost);
                             }
                         }
                     }
@@ -280,8 +285,8 @@ impl Switchboard {
                 },
                 Some(CallReport { key, info }) = self.reports.1.recv() => {
                     self.router.remove(&key);
-                    if let Some((_, events)) = self.calls.remove(&key) {
-                        let _ = events.send(PhoneEvent::Ended(info));
+                    if let Some(call) = self.calls.remove(&key) {
+                        let _ = call.events.send(PhoneEvent::Ended(info));
                     }
                 }
             }
@@ -315,7 +320,8 @@ impl Switchboard {
         }
         let (inbox, inbox_rx) = parts.inbox;
         let handler = Box::new(ChannelHandler(parts.events.clone()));
-        self.calls.insert(key, (inbox, parts.events));
+        let events = parts.events;
+        self.calls.insert(key, LiveCall { inbox, events });
         let setup = self.setup(origin, parts.recording);
         call::spawn(key, setup, handler, inbox_rx, self.reports.0.clone());
     }
@@ -328,8 +334,8 @@ impl Switchboard {
     fn frame(&mut self, frame: ServerFrame) {
         match self.router.route(&frame) {
             Route::Call(key) | Route::Adopted { key, .. } => {
-                if let Some((inbox, _)) = self.calls.get(&key) {
-                    let _ = inbox.send(ActorInput::Frame(frame));
+                if let Some(call) = self.calls.get(&key) {
+                    let _ = call.inbox.send(ActorInput::Frame(frame));
                 }
             }
             Route::Incoming => {

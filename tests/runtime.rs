@@ -49,11 +49,20 @@ async fn answered(call: &mut PhoneCall) {
         .unwrap_or_else(|info| panic!("call ended unanswered: {:?}", info.end));
 }
 
-fn sidecars(dir: &Path, bot: &str) -> Vec<Value> {
-    files(&dir.join("recordings").join(bot), "json")
-        .iter()
-        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
-        .collect()
+/// The bot's sidecars, once there is at least one: a bot writes them after its side of the call
+/// has closed its recording, which may be a moment after the far end saw the call end.
+async fn sidecars(dir: &Path, bot: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = files(&dir.join("recordings").join(bot), "json");
+        if !found.is_empty() || tokio::time::Instant::now() > deadline {
+            return found
+                .iter()
+                .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 const IVR: &str = r#"  - name: ivr
@@ -133,7 +142,7 @@ async fn dial_2_at_the_ivr_hears_welcome_and_goodbye(dialect: Dialect) {
         "the welcome prompt is audible"
     );
 
-    let sidecars = sidecars(dir.path(), "ivr");
+    let sidecars = sidecars(dir.path(), "ivr").await;
     assert_eq!(sidecars.len(), 1, "{sidecars:?}");
     assert_eq!(sidecars[0]["digits"], "2");
     assert_eq!(sidecars[0]["reason"], "local_hangup");
@@ -187,7 +196,7 @@ async fn menu_1_transfers_to_the_test_line_which_echoes(dialect: Dialect) {
         (found - 1000.0).abs() <= 10.0,
         "heard {found} Hz back, expected the 1 kHz echo"
     );
-    let ivr = sidecars(dir.path(), "ivr");
+    let ivr = sidecars(dir.path(), "ivr").await;
     assert_eq!(ivr[0]["digits"], "1");
     assert_eq!(ivr[0]["reason"], "transferred");
 }

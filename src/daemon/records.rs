@@ -56,12 +56,17 @@ pub fn recording_path(folder: &Path, call_id: &str) -> PathBuf {
     folder.join(day).join(format!("{call_id}.wav"))
 }
 
-/// Writes `record` as `<recording>.json` beside each recording.
+/// Writes `record` as `<recording>.json` beside each recording: to a temporary name first, then
+/// renamed, so a crash or a full disk never leaves half a sidecar.
 pub fn write_sidecars(info: &CallInfo, record: &Value) {
+    let text = serde_json::to_string_pretty(record).unwrap_or_default();
     for wav in &info.recordings {
         let path = wav.with_extension("json");
-        let text = serde_json::to_string_pretty(record).unwrap_or_default();
-        if let Err(e) = std::fs::write(&path, text) {
+        let partial = wav.with_extension("json.partial");
+        let written =
+            std::fs::write(&partial, &text).and_then(|()| std::fs::rename(&partial, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&partial);
             tracing::error!("sidecar {}: {e}", path.display());
         }
     }
