@@ -113,13 +113,7 @@ async fn ring(pbx: &Pbx, to: &str) -> (TestClient, TestClient, CallId, callbot::
     let caller = TestClient::ready(pbx, "501").await;
     let mut callee = TestClient::ready(pbx, to).await;
     let callid = CallId::random();
-    caller
-        .send(ClientFrame::SdpPacket {
-            to: to.into(),
-            callid: callid.clone(),
-            offer: OFFER.into(),
-        })
-        .await;
+    caller.dial(to, &callid, OFFER).await;
     let invite = next_frame!(callee, InviteSdp);
     assert_eq!(
         invite.sdp.text, OFFER,
@@ -198,12 +192,7 @@ async fn a_call_is_offered_rung_answered_and_hung_up() {
     assert_eq!(calls[0]["state"], "connected");
     assert_eq!(calls[0]["legs"][1]["state"], "connected");
 
-    caller
-        .send(ClientFrame::SipBye {
-            callid: callid.clone(),
-            caller: true,
-        })
-        .await;
+    caller.hang_up(&callid).await;
     let bye = next_frame!(callee, Bye);
     assert_eq!(bye.callid, invite.callid);
     callee
@@ -260,13 +249,7 @@ async fn unknown_and_unregistered_numbers_give_404() {
     let mut caller = TestClient::ready(&pbx, "501").await;
     for number in ["999", "505"] {
         let callid = CallId::random();
-        caller
-            .send(ClientFrame::SdpPacket {
-                to: number.into(),
-                callid: callid.clone(),
-                offer: OFFER.into(),
-            })
-            .await;
+        caller.dial(number, &callid, OFFER).await;
         let bye = next_frame!(caller, Bye);
         assert_eq!(bye.callid, callid, "{number}");
         assert_eq!(bye.code, Some(SipCode::NOT_FOUND), "{number}");
@@ -278,13 +261,7 @@ async fn unknown_and_unregistered_numbers_give_404() {
 async fn a_repeated_offer_does_not_start_a_second_call() {
     let pbx = relay_pbx().await;
     let (caller, _callee, callid, _invite) = ring(&pbx, "502").await;
-    caller
-        .send(ClientFrame::SdpPacket {
-            to: "502".into(),
-            callid: callid.clone(),
-            offer: OFFER.into(),
-        })
-        .await;
+    caller.dial("502", &callid, OFFER).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while events_of(&pbx, "duplicate-dial").await.is_empty() {
         assert!(Instant::now() < deadline, "the repeat was never noticed");
@@ -299,12 +276,7 @@ async fn a_repeated_offer_does_not_start_a_second_call() {
 async fn a_caller_hanging_up_before_answer_cancels_the_callee() {
     let pbx = relay_pbx().await;
     let (mut caller, mut callee, callid, invite) = ring(&pbx, "502").await;
-    caller
-        .send(ClientFrame::SipBye {
-            callid: callid.clone(),
-            caller: true,
-        })
-        .await;
+    caller.hang_up(&callid).await;
     let cancel = next_frame!(callee, Cancel);
     assert_eq!(cancel.callid, invite.callid);
     callee

@@ -262,13 +262,7 @@ async fn legacy_answers_the_callers_offer_and_offers_to_the_callee() {
     let mut caller = TestClient::ready(&pbx, "502").await;
     let mut callee = TestClient::ready(&pbx, "503").await;
     let callid = CallId::random();
-    caller
-        .send(ClientFrame::SdpPacket {
-            to: "503".into(),
-            callid: callid.clone(),
-            offer: sdp.clone(),
-        })
-        .await;
+    caller.dial("503", &callid, &sdp).await;
     let early = next_frame!(caller, Sdp);
     assert_eq!(early.callid, callid, "legacy keeps the caller's call id");
     assert_eq!(early.code, Some(SipCode::SESSION_PROGRESS));
@@ -291,13 +285,7 @@ async fn modern_offers_to_the_caller_under_its_own_call_id_and_kills_it_with_415
     let mut caller = TestClient::ready(&pbx, "502").await;
     let mut callee = TestClient::ready(&pbx, "503").await;
     let callid = CallId::random();
-    caller
-        .send(ClientFrame::SdpPacket {
-            to: "503".into(),
-            callid: callid.clone(),
-            offer: sdp,
-        })
-        .await;
+    caller.dial("503", &callid, &sdp).await;
     let pbx_offer = next_frame!(caller, Sdp);
     assert_ne!(
         pbx_offer.callid, callid,

@@ -8,7 +8,7 @@ use callbot::config::{DialectSetting, Secret, TlsSetting};
 use callbot::connection::{Credentials, FrameSender, Link, LinkEvent, LinkSettings, tls};
 use callbot::media::transport::NetworkSettings;
 use callbot::pbx::{Accounts, CertificateSource, MediaMode, Pbx, PbxOptions};
-use callbot::protocol::{CallInfo, ClientFrame, ConnectionState, Dialect, ServerFrame};
+use callbot::protocol::{CallId, CallInfo, ClientFrame, ConnectionState, Dialect, ServerFrame};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -147,6 +147,25 @@ impl TestClient {
             _ => None,
         })
         .await
+    }
+
+    /// Calls `to` (`sdp-packet`) under `callid` with `offer`.
+    pub async fn dial(&self, to: &str, callid: &CallId, offer: &str) {
+        self.send(ClientFrame::SdpPacket {
+            to: to.into(),
+            callid: callid.clone(),
+            offer: offer.into(),
+        })
+        .await;
+    }
+
+    /// Hangs up call `callid` as its caller (`sip-bye`).
+    pub async fn hang_up(&self, callid: &CallId) {
+        self.send(ClientFrame::SipBye {
+            callid: callid.clone(),
+            caller: true,
+        })
+        .await;
     }
 
     pub async fn send(&self, frame: ClientFrame) {
