@@ -247,22 +247,46 @@ async fn transfer_bridges_the_caller_to_the_target(dialect: Dialect) {
 
 both_dialects!(transfer_bridges_the_caller_to_the_target);
 
-/// A real WebRTC offer for raw-frame tests.
-async fn offer(media: &callbot::media::MediaRuntime) -> (callbot::media::MediaLeg, String) {
+/// Raw protocol clients: 502 has just called 503, with a real WebRTC offer, through an anchored
+/// emulator (the leg that made the offer lives as long as this).
+struct RawCall {
+    pbx: callbot::pbx::Pbx,
+    _media: (callbot::media::MediaRuntime, callbot::media::MediaLeg),
+    sdp: String,
+    caller: TestClient,
+    callee: TestClient,
+    callid: CallId,
+}
+
+async fn raw_call(dialect: Dialect) -> RawCall {
+    let pbx = start_pbx(MediaMode::Anchored, dialect).await;
+    let media = media_runtime();
     let (leg, _events) = media.new_leg().await.unwrap();
-    let offer = leg.create_offer().await.unwrap();
-    (leg, offer)
+    let sdp = leg.create_offer().await.unwrap();
+    let caller = TestClient::ready(&pbx, "502").await;
+    let callee = TestClient::ready(&pbx, "503").await;
+    let callid = CallId::random();
+    caller.dial("503", &callid, &sdp).await;
+    RawCall {
+        pbx,
+        _media: (media, leg),
+        sdp,
+        caller,
+        callee,
+        callid,
+    }
 }
 
 #[tokio::test]
 async fn legacy_answers_the_callers_offer_and_offers_to_the_callee() {
-    let pbx = start_pbx(MediaMode::Anchored, Dialect::Legacy).await;
-    let media = media_runtime();
-    let (_leg, sdp) = offer(&media).await;
-    let mut caller = TestClient::ready(&pbx, "502").await;
-    let mut callee = TestClient::ready(&pbx, "503").await;
-    let callid = CallId::random();
-    caller.dial("503", &callid, &sdp).await;
+    let RawCall {
+        pbx: _pbx,
+        _media,
+        sdp,
+        mut caller,
+        mut callee,
+        callid,
+    } = raw_call(Dialect::Legacy).await;
     let early = next_frame!(caller, Sdp);
     assert_eq!(early.callid, callid, "legacy keeps the caller's call id");
     assert_eq!(early.code, Some(SipCode::SESSION_PROGRESS));
@@ -277,15 +301,16 @@ async fn legacy_answers_the_callers_offer_and_offers_to_the_callee() {
 
 #[tokio::test]
 async fn modern_offers_to_the_caller_under_its_own_call_id_and_kills_it_with_415_when_ignored() {
-    let pbx = start_pbx(MediaMode::Anchored, Dialect::Modern).await;
-    let media = media_runtime();
-    let (_leg, sdp) = offer(&media).await;
     // A client written for the legacy dialect: it treats the PBX's offer as an answer and
     // never answers it, so the call must fail visibly.
-    let mut caller = TestClient::ready(&pbx, "502").await;
-    let mut callee = TestClient::ready(&pbx, "503").await;
-    let callid = CallId::random();
-    caller.dial("503", &callid, &sdp).await;
+    let RawCall {
+        pbx,
+        _media,
+        sdp: _,
+        mut caller,
+        mut callee,
+        callid,
+    } = raw_call(Dialect::Modern).await;
     let pbx_offer = next_frame!(caller, Sdp);
     assert_ne!(
         pbx_offer.callid, callid,
