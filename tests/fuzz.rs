@@ -114,7 +114,7 @@ fn fuzz(iterations: u64, seed: u64) -> usize {
         let (corpus, words) = if config_round {
             (&configs, CONFIG_WORDS)
         } else {
-            (&frames, FRAME_WORDS)
+            (&frames, FRAME_WORDS.as_slice())
         };
         let input = &corpus[mutator.rng.random_range(0..corpus.len())];
         let mutated = mutator.mutate(input, corpus, words);

@@ -10,7 +10,7 @@ use common::{FRAME_WORDS, exercise_config, exercise_frame, fixture_dir};
 
 fn word() -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => prop::sample::select(FRAME_WORDS).prop_map(str::to_owned),
+        3 => prop::sample::select(FRAME_WORDS.clone()).prop_map(str::to_owned),
         1 => "[a-z0-9 =:./-]{0,10}",
     ]
 }

@@ -44,18 +44,17 @@ pub fn fixture_dir() -> &'static Path {
     ))
 }
 
-/// Keys and values that steer random JSON towards the frames the decoders know.
-pub const FRAME_WORDS: &[&str] = &[
-    "sdp",
-    "invitesdp",
-    "candidate",
-    "bye",
-    "ringtones",
-    "response",
-    "cancel",
-    "cancelresponse",
-    "info",
-    "change",
+/// Keys and values that steer random JSON towards the frames the decoders know: the reserved
+/// keys of flat frames, then the rest.
+pub static FRAME_WORDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    callbot::protocol::RESERVED_KEYS
+        .iter()
+        .chain(OTHER_FRAME_WORDS)
+        .copied()
+        .collect()
+});
+
+const OTHER_FRAME_WORDS: &[&str] = &[
     "action",
     "callid",
     "cseq",
