@@ -262,6 +262,12 @@ impl LegState {
             receive.decoder = Decoder::new(negotiated.codec)
                 .inspect_err(|e| tracing::warn!(leg = self.id, "no decoder: {e}"))
                 .ok();
+            if negotiated.telephone_event.is_none() {
+                tracing::info!(
+                    leg = self.id,
+                    "the far end has no telephone-event: keys go both ways as in-band tones"
+                );
+            }
             receive.inband = negotiated
                 .telephone_event
                 .is_none()
