@@ -144,6 +144,17 @@ pub fn spawn_until(
 }
 
 impl Target {
+    /// A peer that is one process answering every call on extension `number`.
+    fn process(peer: Peer, child: Child, number: String, recordings: PathBuf) -> Self {
+        Self {
+            peer,
+            child: Some(child),
+            browser: None,
+            numbers: vec![number],
+            recordings: Some(recordings),
+        }
+    }
+
     /// Starts `peer`, able to take `calls` calls at once.
     pub async fn start(peer: Peer, env: &Environment, calls: usize) -> Result<Self, String> {
         let first = env.first_extension.to_string();
@@ -177,13 +188,7 @@ impl Target {
                     .env("PBX_ADMIN_PASSWORD", &env.admin_password)
                     .env("RUST_LOG", "warn,callbot::connection=info");
                 let (child, _) = spawn_until(command, "ACCESS_GRANTED", Duration::from_secs(30))?;
-                Ok(Self {
-                    peer,
-                    child: Some(child),
-                    browser: None,
-                    numbers: vec![first],
-                    recordings: Some(recordings),
-                })
+                Ok(Self::process(peer, child, first, recordings))
             }
             Peer::Aiortc => {
                 let python = aiortc_python(&env.repo)?;
@@ -210,13 +215,7 @@ impl Target {
                     .env("PBX_ADMIN_PASSWORD", &env.admin_password);
                 let (child, _) =
                     spawn_until(command, &format!("READY {first}"), Duration::from_secs(60))?;
-                Ok(Self {
-                    peer,
-                    child: Some(child),
-                    browser: None,
-                    numbers: vec![first],
-                    recordings: Some(recordings),
-                })
+                Ok(Self::process(peer, child, first, recordings))
             }
             Peer::Chromium => {
                 let mut browser = Browser::launch(&env.prompt).await?;
