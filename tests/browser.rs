@@ -130,7 +130,7 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
         .await
         .unwrap();
     call_state(&mut browser, &tab, "IN_CALL").await;
-    let before = hears_audio(&mut browser, &tab).await;
+    hears_audio(&mut browser, &tab).await;
     browser
         .screenshot(
             &tab,
@@ -182,8 +182,13 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
         received(&after) > received(&at_transfer) + 100,
         "audio after the transfer: {at_transfer} → {after}"
     );
-    assert!(after["audioEnergy"].as_f64().unwrap() > before["audioEnergy"].as_f64().unwrap());
-    assert_eq!(call_state(&mut browser, &tab, "IN_CALL").await, "IN_CALL");
+    // audioEnergy is a running total: it grows only while something audible arrives.
+    let energy = |v: &Value| v["audioEnergy"].as_f64().unwrap_or(0.0);
+    assert!(
+        energy(&after) > energy(&at_transfer),
+        "the test line is audible after the transfer: {at_transfer} → {after}"
+    );
+    call_state(&mut browser, &tab, "IN_CALL").await;
     browser
         .eval(&tab, "window.softphone.hangup()")
         .await

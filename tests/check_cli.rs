@@ -1,14 +1,14 @@
 //! `callbot check` through the real binary: exit codes and messages a user sees.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")
-}
+use common::fixture_dir as fixtures;
 
 fn check(config: &Path, envs: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_callbot"));
+    let mut command = Command::new(common::binary::binary());
     command
         .args(["check", "-c"])
         .arg(config)
@@ -156,7 +156,7 @@ fn unreadable_and_non_yaml_files_are_errors_not_crashes() {
 
 #[test]
 fn help_is_the_manual() {
-    let output = Command::new(env!("CARGO_BIN_EXE_callbot"))
+    let output = Command::new(common::binary::binary())
         .args(["check", "--help"])
         .output()
         .unwrap();

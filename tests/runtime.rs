@@ -5,42 +5,18 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use callbot::call::{Action, CallCommand, CallEvent};
-use callbot::config::{DialectSetting, Secret, TlsSetting};
-use callbot::connection::{Credentials, LinkSettings, tls};
-use callbot::media::MediaRuntime;
 use callbot::phone::{Phone, PhoneCall, PhoneEvent};
 use callbot::protocol::{CallState, Dialect};
 use common::audio::{channel, dominant, loud_seconds, rms, slice};
-use common::binary::{self, ADMIN_PASSWORD, Emulator, config, daemon, emulator, files, script};
+use common::binary::{self, config, daemon, emulator, files, phone, script};
 use common::both_dialects;
 use serde_json::Value;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn phone(emulator: &Emulator, extension: &str, dir: &Path) -> Phone {
-    let settings = LinkSettings {
-        bot: format!("phone-{extension}"),
-        base: emulator.url.parse().unwrap(),
-        domain: "localhost".into(),
-        extension: extension.into(),
-        credentials: Credentials::ThirdParty {
-            user: "admin".into(),
-            password: Secret::new(ADMIN_PASSWORD),
-        },
-        tls: Arc::new(tls::client_config(&TlsSetting::CaFile(emulator.cert.clone())).unwrap()),
-        dialect: DialectSetting::Auto,
-        useragent: "test-phone".into(),
-    };
-    let media = MediaRuntime::start(common::emulator::loopback()).unwrap();
-    Phone::connect(settings, media, dir.to_owned())
-        .await
-        .expect("phone connects")
-}
 
 async fn answered(call: &mut PhoneCall) {
     timeout(WAIT, call.reach(CallState::InCall))
@@ -93,35 +69,29 @@ async fn dial_2_at_the_ivr_hears_welcome_and_goodbye(dialect: Dialect) {
     let config = config(dir.path(), &pbx, &bots(dir.path(), &[IVR]));
     let _daemon = daemon(&config, 1);
     let recording = dir.path().join("r.wav");
-    let output = tokio::task::spawn_blocking({
-        let (url, cert, recording) = (pbx.url.clone(), pbx.cert.clone(), recording.clone());
-        move || {
-            std::process::Command::new(binary::binary())
-                .args(["dial", "--pbx", &url, "--domain", "localhost", "--ca-file"])
-                .arg(&cert)
-                .args([
-                    "--to",
-                    "500",
-                    "--dtmf",
-                    "2",
-                    "--media-address",
-                    "127.0.0.1",
-                    "--record",
-                ])
-                .arg(&recording)
-                .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD)
-                .output()
-                .unwrap()
-        }
+    let (status, stdout) = tokio::task::spawn_blocking({
+        let args = [
+            "dial".into(),
+            "--pbx".into(),
+            pbx.url.clone(),
+            "--domain".into(),
+            "localhost".into(),
+            "--ca-file".into(),
+            pbx.cert.display().to_string(),
+            "--to".into(),
+            "500".into(),
+            "--dtmf".into(),
+            "2".into(),
+            "--media-address".into(),
+            "127.0.0.1".into(),
+            "--record".into(),
+            recording.display().to_string(),
+        ];
+        move || binary::run_to_end(&args, WAIT)
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "dial failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(status.success(), "dial failed:\n{stdout}");
     assert!(stdout.contains("state IN_CALL"), "{stdout}");
     assert!(
         stdout.contains("ended: remote_hangup"),
@@ -146,7 +116,17 @@ async fn dial_2_at_the_ivr_hears_welcome_and_goodbye(dialect: Dialect) {
     assert_eq!(sidecars.len(), 1, "{sidecars:?}");
     assert_eq!(sidecars[0]["digits"], "2");
     assert_eq!(sidecars[0]["reason"], "local_hangup");
-    let cdr = std::fs::read_to_string(dir.path().join("recordings/cdr.jsonl")).unwrap();
+    // The CDR line follows the sidecar.
+    let cdr_path = dir.path().join("recordings/cdr.jsonl");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let cdr = loop {
+        let text = std::fs::read_to_string(&cdr_path).unwrap_or_default();
+        if !text.is_empty() || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!cdr.is_empty(), "a CDR line");
     assert!(
         cdr.lines()
             .all(|l| serde_json::from_str::<Value>(l).is_ok()),
@@ -224,8 +204,9 @@ async fn greeters_see_each_other_call_and_record_each_other(dialect: Dialect) {
     let log = daemon.wait_for("is ONLINE", 2, WAIT);
     assert!(log.contains("Greeter B (601) is ONLINE"), "{log}");
     assert!(log.contains("Greeter A (600) is ONLINE"), "{log}");
-    daemon.wait_for("ended: local_hangup", 1, WAIT);
-    daemon.wait_for("ended: remote_hangup", 1, WAIT);
+    // The bots' own end-of-call lines come after the recordings are closed.
+    daemon.wait_for("→ 601) ended: local_hangup", 1, WAIT);
+    daemon.wait_for("→ 601) ended: remote_hangup", 1, WAIT);
     for (bot, greeting) in [
         ("greeter-a", "greeting_b.wav"),
         ("greeter-b", "greeting_a.wav"),
@@ -342,9 +323,14 @@ async fn script_errors_are_reported_and_the_daemon_goes_on(dialect: Dialect) {
     assert_eq!((state, code), (CallState::Rejected, Some(500)));
     let log = daemon.wait_for("dialer.rhai:3:", 1, WAIT);
     assert!(log.contains("not in allow_dial"), "{log}");
+    let events: Vec<Value> = common::emulator_json(&pbx.url, "events").await;
     assert!(
-        !pbx.process.output().contains("0900123456"),
-        "nothing was dialled"
+        events.iter().any(|e| e["kind"] == "dial"),
+        "the emulator journals dials: {events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["detail"]["to"] == "0900123456"),
+        "nothing was dialled: {events:?}"
     );
 
     // The daemon is still serving: the bots are all still up and answer.
@@ -419,12 +405,13 @@ async fn sigterm_lets_the_call_finish_closes_the_recording_and_exits_0(dialect: 
         ms: 4000,
     }));
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.ask_to_stop();
+    daemon.wait_for("shutting down: no new calls", 1, WAIT);
     let stopping = std::thread::spawn(move || {
-        let status = daemon.terminate(Duration::from_secs(20));
+        let status = daemon.wait(Duration::from_secs(20));
         (status, daemon.output())
     });
     // New calls are refused while the daemon winds down; the live call goes on.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut refused = caller.dial("501");
     let info = timeout(WAIT, refused.ended()).await.unwrap().unwrap();
     assert_eq!(info.state, Some(CallState::Busy), "{:?}", info.end);

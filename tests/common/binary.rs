@@ -7,6 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use callbot::bench::target::each_output_line;
+use callbot::config::{DialectSetting, Secret, TlsSetting};
+use callbot::connection::{Credentials, LinkSettings, tls};
+use callbot::media::MediaRuntime;
+use callbot::phone::Phone;
 use callbot::protocol::Dialect;
 
 pub const ADMIN_PASSWORD: &str = "binary-admin-secret-991";
@@ -74,11 +78,16 @@ impl Process {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.ask_to_stop();
+        self.wait(within)
+    }
+
+    /// SIGTERM, without waiting for the exit.
+    pub fn ask_to_stop(&self) {
         // SAFETY: kill only reads its arguments; the pid is our own child's.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
-        self.wait(within)
     }
 
     pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
@@ -233,4 +242,25 @@ impl Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A phone (our media stack) logged in to `emulator` as `extension`, recording into `dir`.
+pub async fn phone(emulator: &Emulator, extension: &str, dir: &Path) -> Phone {
+    let settings = LinkSettings {
+        bot: format!("phone-{extension}"),
+        base: emulator.url.parse().unwrap(),
+        domain: "localhost".into(),
+        extension: extension.into(),
+        credentials: Credentials::ThirdParty {
+            user: "admin".into(),
+            password: Secret::new(ADMIN_PASSWORD),
+        },
+        tls: Arc::new(tls::client_config(&TlsSetting::CaFile(emulator.cert.clone())).unwrap()),
+        dialect: DialectSetting::Auto,
+        useragent: "test-phone".into(),
+    };
+    let media = MediaRuntime::start(super::emulator::loopback()).unwrap();
+    Phone::connect(settings, media, dir.to_owned())
+        .await
+        .expect("phone connects")
 }
