@@ -11,11 +11,12 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use callbot::bench::report::percentile;
 use callbot::call::{Action, CallCommand};
 use callbot::phone::PhoneCall;
 use callbot::procstat::usage;
 use callbot::protocol::CallState;
-use support::{Args, emulator, loopback_media, percentile, phone, write_tone};
+use support::{Args, emulator, loopback_media, phone, write_tone};
 
 /// Calls set up at once.
 const BATCH: usize = 10;

@@ -10,10 +10,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use callbot::bench::report::percentile;
 use callbot::call::{Action, CallCommand};
 use callbot::protocol::CallState;
 use serde_json::Value;
-use support::{ADMIN_PASSWORD, Args, emulator, loopback_media, percentile, phone, spawn};
+use support::{ADMIN_PASSWORD, Args, emulator, loopback_media, phone, spawn};
 
 const SCRIPT: &str =
     "fn on_incoming_call(call) {\n    call.answer();\n    call.play(\"welcome.wav\");\n}\n";

@@ -269,7 +269,7 @@ fn media_section_gives_addresses_and_ice_servers() {
     let config = d.parse(&yaml).unwrap();
     let network = config.media.network_settings();
     assert_eq!(network.addresses.len(), 2);
-    assert_eq!(network.ice_servers[1].credential, "ext-secret-42");
+    assert_eq!(network.ice_servers[1].credential.expose(), "ext-secret-42");
     assert!(!format!("{:?}", config.media).contains("ext-secret-42"));
     let default = d.parse(&with_bots(ONE_BOT)).unwrap();
     assert!(default.media.network_settings().addresses.is_empty());

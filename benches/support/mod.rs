@@ -127,16 +127,6 @@ pub async fn phone(url: &str, extension: &str, media: &MediaRuntime) -> Phone {
         .expect("phone connects")
 }
 
-/// The `p`-th percentile (0–100) of `values`, which it sorts.
-pub fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
-    values[rank.min(values.len() - 1)]
-}
-
 /// Arguments after `--bench`: sizes (numbers) and `--name value` options.
 pub struct Args {
     pub sizes: Vec<usize>,

@@ -31,6 +31,8 @@ pub struct Load {
 /// What happened while the load was held.
 #[derive(Debug)]
 pub struct Window {
+    /// Calls placed; a call whose task failed has no result but still counts as placed.
+    pub placed: usize,
     pub results: Vec<CallResult>,
     /// The measurement window (all calls up).
     pub seconds: f64,
@@ -48,8 +50,19 @@ pub struct Window {
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// Places the load against `target` and holds it; `progress` gets a line now and then.
-pub async fn run(phone: &Phone, target: &Target, load: Load, progress: impl Fn(String)) -> Window {
-    let before_calls = target.usage();
+/// Fails when the peer's process goes away during the run.
+pub async fn run(
+    phone: &Phone,
+    target: &Target,
+    load: Load,
+    progress: impl Fn(String),
+) -> Result<Window, String> {
+    let usage = || {
+        target
+            .usage()
+            .ok_or_else(|| format!("{} exited during the measurement", target.peer.name()))
+    };
+    let before_calls = usage()?;
     let pacer = Pacer::new(load.cps);
     // Every call waits at the barrier once up (or failed); the window starts when all are.
     let barrier = Arc::new(Barrier::new(load.calls + 1));
@@ -58,11 +71,11 @@ pub async fn run(phone: &Phone, target: &Target, load: Load, progress: impl Fn(S
     let placing = Instant::now();
     for index in 0..load.calls {
         pacer.wait().await;
+        let started = Instant::now();
         let mut call = phone.dial(target.number_for(index));
         let barrier = barrier.clone();
         let mut release = release.clone();
         tasks.push(tokio::spawn(async move {
-            let started = Instant::now();
             let answered =
                 tokio::time::timeout(Duration::from_secs(30), call.reach(CallState::InCall))
                     .await
@@ -84,22 +97,24 @@ pub async fn run(phone: &Phone, target: &Target, load: Load, progress: impl Fn(S
             progress(format!("placed {}/{} calls", index + 1, load.calls));
         }
     }
-    let placed_cps = load.calls as f64 / placing.elapsed().as_secs_f64().max(0.001);
+    // The first call goes out at once: `calls` calls span `calls - 1` intervals.
+    let intervals = load.calls.saturating_sub(1).max(1);
+    let placed_cps = intervals as f64 / placing.elapsed().as_secs_f64().max(0.001);
     barrier.wait().await;
     progress(format!(
         "{} calls up, holding {} s",
         load.calls,
         load.hold.as_secs()
     ));
-    let start = target.usage();
+    let start = usage()?;
     let started = Instant::now();
     let mut samples = vec![(0.0, start)];
     while started.elapsed() + SAMPLE_EVERY <= load.hold {
         tokio::time::sleep(SAMPLE_EVERY).await;
-        samples.push((started.elapsed().as_secs_f64(), target.usage()));
+        samples.push((started.elapsed().as_secs_f64(), usage()?));
     }
     tokio::time::sleep(load.hold.saturating_sub(started.elapsed())).await;
-    let end = target.usage();
+    let end = usage()?;
     samples.push((started.elapsed().as_secs_f64(), end));
     let seconds = started.elapsed().as_secs_f64();
     let _ = release_tx.send(true);
@@ -109,7 +124,8 @@ pub async fn run(phone: &Phone, target: &Target, load: Load, progress: impl Fn(S
             results.push(result);
         }
     }
-    Window {
+    Ok(Window {
+        placed: load.calls,
         results,
         seconds,
         before_calls,
@@ -117,5 +133,5 @@ pub async fn run(phone: &Phone, target: &Target, load: Load, progress: impl Fn(S
         end,
         placed_cps,
         samples,
-    }
+    })
 }

@@ -104,7 +104,8 @@ fn jitter(arrival: &GapHistogram, quantile: f64) -> f64 {
     arrival.quantile(quantile).as_secs_f64() * 1000.0
 }
 
-fn percentile(values: &mut [f64], p: f64) -> f64 {
+/// The `p`-th percentile (0–100) of `values`, which it sorts (nearest rank).
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
@@ -134,7 +135,7 @@ pub fn valid_recordings(folder: &Path) -> usize {
 
 impl Measurement {
     pub fn new(peer: Peer, window: &Window, recordings: Option<&Path>) -> Self {
-        let calls = window.results.len();
+        let calls = window.placed;
         let answered = window.results.iter().filter(|r| r.setup.is_some()).count();
         let cpu = window
             .end

@@ -113,7 +113,13 @@ pub fn spawn_until(
     within: Duration,
 ) -> Result<(Child, String), String> {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(|e| format!("{command:?}: {e}"))?;
+    // Not `{command:?}`: that shows the environment, where the admin password is.
+    let shown = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = command.spawn().map_err(|e| format!("{shown}: {e}"))?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     each_output_line(&mut child, move |line| {
         let _ = tx.send(line);
@@ -138,7 +144,7 @@ pub fn spawn_until(
     }
     let _ = child.kill();
     Err(format!(
-        "{command:?} never said {ready:?}; last output:\n{}",
+        "{shown} never said {ready:?}; last output:\n{}",
         last.join("\n")
     ))
 }
@@ -254,21 +260,26 @@ impl Target {
     }
 
     /// CPU and memory of the peer, all its processes together.
-    pub fn usage(&self) -> Usage {
+    /// What the peer costs now; `None` once its process is gone (a measurement of a dead peer
+    /// would read as free).
+    pub fn usage(&self) -> Option<Usage> {
         let group = match (&self.child, &self.browser) {
-            (Some(child), _) => return usage(Some(child.id())).unwrap_or_default(),
+            (Some(child), _) => return usage(Some(child.id())),
             (None, Some(browser)) => browser.process_group(),
-            (None, None) => return Usage::default(),
+            (None, None) => return None,
         };
-        group_members(group)
-            .into_iter()
-            .filter_map(|pid| usage(Some(pid)))
-            .fold(Usage::default(), |total, u| Usage {
-                cpu: total.cpu + u.cpu,
-                rss_kib: total.rss_kib + u.rss_kib,
-                threads: total.threads + u.threads,
-                open_files: total.open_files + u.open_files,
-            })
+        let members = group_members(group);
+        (!members.is_empty()).then(|| {
+            members.into_iter().filter_map(|pid| usage(Some(pid))).fold(
+                Usage::default(),
+                |total, u| Usage {
+                    cpu: total.cpu + u.cpu,
+                    rss_kib: total.rss_kib + u.rss_kib,
+                    threads: total.threads + u.threads,
+                    open_files: total.open_files + u.open_files,
+                },
+            )
+        })
     }
 
     /// Stops the peer (SIGTERM first, so recordings are closed).

@@ -258,7 +258,7 @@ async fn measure(
     let window = load::run(phone, &target, load, |line| {
         eprintln!("  {}: {line}", peer.name())
     })
-    .await;
+    .await?;
     target.stop();
     let recordings = target.recordings.clone();
     let measurement = Measurement::new(peer, &window, recordings.as_deref());

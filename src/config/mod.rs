@@ -111,7 +111,7 @@ pub struct IceServerConfig {
 }
 
 impl MediaConfig {
-    /// The settings media legs are built with (the one place TURN credentials are exposed).
+    /// The settings media legs are built with.
     pub fn network_settings(&self) -> NetworkSettings {
         NetworkSettings {
             addresses: self.addresses.clone(),
@@ -121,11 +121,7 @@ impl MediaConfig {
                 .map(|server| IceServer {
                     urls: server.urls.clone(),
                     username: server.username.clone().unwrap_or_default(),
-                    credential: server
-                        .credential
-                        .as_ref()
-                        .map(|c| c.expose().to_owned())
-                        .unwrap_or_default(),
+                    credential: server.credential.clone().unwrap_or_default(),
                 })
                 .collect(),
         }

@@ -3,7 +3,7 @@ use std::fmt;
 /// A password or token from the config. Its `Debug` and `Display` print `***`, so a secret can
 /// be logged or put in an error by accident without leaking; [`Secret::expose`] is the one
 /// deliberate way to read it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {

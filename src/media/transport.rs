@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use super::player::Negotiated;
 use super::rtp::RtpPacket;
+use crate::config::Secret;
 use crate::protocol::IceCandidate;
 
 #[derive(Debug, Error)]
@@ -33,7 +34,8 @@ pub enum TransportState {
 pub struct IceServer {
     pub urls: Vec<String>,
     pub username: String,
-    pub credential: String,
+    /// Exposed only where the WebRTC configuration is built.
+    pub credential: Secret,
 }
 
 /// Where a leg's host candidates come from, and which servers it may use.

@@ -168,7 +168,8 @@ impl WebRtcTransport {
             .map(|server| RTCIceServer {
                 urls: server.urls.clone(),
                 username: server.username.clone(),
-                credential: server.credential.clone(),
+                // The one place a TURN credential leaves its `Secret`.
+                credential: server.credential.expose().to_owned(),
             })
             .collect();
         let configuration = RTCConfigurationBuilder::new()

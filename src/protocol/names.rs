@@ -67,14 +67,6 @@ impl CallState {
             CallState::NotFound => "NOT_FOUND",
         }
     }
-
-    /// Whether the call is over.
-    pub fn is_final(self) -> bool {
-        !matches!(
-            self,
-            CallState::Ringing | CallState::InCall | CallState::Hold
-        )
-    }
 }
 
 /// Why a call that never connected ended, from the SIP code of a final response or `bye` (§6).
@@ -154,7 +146,5 @@ mod tests {
         assert_eq!(ClientStatus::Offline.as_str(), "OFFLINE");
         assert_eq!(CallState::InCall.as_str(), "IN_CALL");
         assert_eq!(CallState::NotFound.as_str(), "NOT_FOUND");
-        assert!(CallState::Busy.is_final());
-        assert!(!CallState::Hold.is_final());
     }
 }

@@ -81,19 +81,9 @@ impl SipCode {
     pub const BUSY_EVERYWHERE: SipCode = SipCode(600);
     pub const DECLINE: SipCode = SipCode(603);
 
-    /// 1xx: the call is still being set up.
-    pub fn is_provisional(self) -> bool {
-        (100..200).contains(&self.0)
-    }
-
     /// 2xx: the call was answered.
     pub fn is_success(self) -> bool {
         (200..300).contains(&self.0)
-    }
-
-    /// ≥ 400: the call failed or was refused.
-    pub fn is_failure(self) -> bool {
-        self.0 >= 400
     }
 }
 
@@ -220,9 +210,8 @@ mod tests {
 
     #[test]
     fn sip_code_classes() {
-        assert!(SipCode::SESSION_PROGRESS.is_provisional());
         assert!(SipCode::OK.is_success());
-        assert!(SipCode::BUSY_HERE.is_failure());
-        assert!(!SipCode::OK.is_failure());
+        assert!(!SipCode::SESSION_PROGRESS.is_success());
+        assert!(!SipCode::BUSY_HERE.is_success());
     }
 }
