@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::binary::{self, ADMIN_PASSWORD, Emulator, emulator_with, repo, run_to_end, start};
+use common::binary::{
+    self, ADMIN_PASSWORD, Emulator, Process, emulator_with, repo, run_to_end, start,
+};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(240);
@@ -261,17 +263,11 @@ async fn bad_rows_are_reported_with_their_line_and_not_dialled() {
 }
 
 /// A JetStream server on a free loopback port, stopped when dropped.
+/// A JetStream server on a port of its own choosing (killed on drop).
 struct Nats {
-    child: std::process::Child,
+    _server: Process,
     url: String,
     _store: tempfile::TempDir,
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn nats() -> Nats {
@@ -279,28 +275,25 @@ fn nats() -> Nats {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("nats-server is missing: `make test` installs Debian's nats-server package");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let store = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new(server)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut command = std::process::Command::new(server);
+    // `-p -1`: the server picks a free port and says which.
+    command
+        .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+        .arg(store.path());
+    let server = Process::spawn_command(command);
+    const READY: &str = "Listening for client connections on ";
+    let log = server.wait_for(READY, 1, Duration::from_secs(15));
+    let address = log
+        .split(READY)
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("nats-server says where it listens")
+        .trim()
+        .to_owned();
     Nats {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
+        _server: server,
+        url: format!("nats://{address}"),
         _store: store,
     }
 }
