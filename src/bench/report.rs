@@ -239,33 +239,31 @@ fn cells(m: &Measurement) -> [String; 13] {
     ]
 }
 
+/// Each plain-text column's width (the first is left-aligned, the rest right-aligned).
+const WIDTHS: [usize; 13] = [9, 6, 8, 6, 10, 10, 12, 17, 17, 7, 20, 10, 6];
+
+/// One line of the plain-text table.
+fn line<S: AsRef<str>>(cells: &[S]) -> String {
+    cells
+        .iter()
+        .zip(WIDTHS)
+        .enumerate()
+        .map(|(i, (cell, width))| match i {
+            0 => format!("{:<width$}", cell.as_ref()),
+            _ => format!("{:>width$}", cell.as_ref()),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A plain-text table header.
 pub fn header() -> String {
-    format!(
-        "{:<9} {:>6} {:>8} {:>6} {:>10} {:>10} {:>12} {:>17} {:>17} {:>7} {:>20} {:>10} {:>6}",
-        COLUMNS[0],
-        COLUMNS[1],
-        COLUMNS[2],
-        COLUMNS[3],
-        COLUMNS[4],
-        COLUMNS[5],
-        COLUMNS[6],
-        COLUMNS[7],
-        COLUMNS[8],
-        COLUMNS[9],
-        COLUMNS[10],
-        COLUMNS[11],
-        COLUMNS[12]
-    )
+    line(&COLUMNS)
 }
 
 /// A plain-text table row.
 pub fn row(m: &Measurement) -> String {
-    let c = cells(m);
-    format!(
-        "{:<9} {:>6} {:>8} {:>6} {:>10} {:>10} {:>12} {:>17} {:>17} {:>7} {:>20} {:>10} {:>6}",
-        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]
-    )
+    line(&cells(m))
 }
 
 /// The same as a Markdown table.

@@ -320,20 +320,7 @@ fn group_members(group: u32) -> Vec<u32> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let after = stat
-                        .rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .nth(2)?
-                        .to_owned();
-                    after.parse::<u32>().ok()
-                })
-                == Some(group)
-        })
+        .filter(|&pid| crate::procstat::process_group(pid) == Some(group))
         .collect()
 }
 
