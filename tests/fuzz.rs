@@ -13,14 +13,12 @@
 
 mod common;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use common::mutate::{Mutator, env_number};
+use common::mutate::{Mutator, Tally, env_number, guarded};
 use common::{FRAME_WORDS, exercise_config, exercise_frame, fixture_dir};
 
 const FRAME_SEEDS: &[&str] = &[
@@ -104,10 +102,7 @@ fn fuzz(iterations: u64, seed: u64) -> usize {
     let frames: Vec<Vec<u8>> = FRAME_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
     let configs: Vec<Vec<u8>> = config_seeds().into_iter().map(String::into_bytes).collect();
     let mut mutator = Mutator::new(StdRng::seed_from_u64(seed));
-    let crash_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
-    let started = Instant::now();
-    let mut crashes = 0;
-    let mut accepted = 0u64;
+    let mut tally = Tally::new("frames+config");
     std::panic::set_hook(Box::new(|_| {}));
     for i in 0..iterations {
         let config_round = i % 4 == 3;
@@ -119,39 +114,17 @@ fn fuzz(iterations: u64, seed: u64) -> usize {
         let input = &corpus[mutator.rng.random_range(0..corpus.len())];
         let mutated = mutator.mutate(input, corpus, words);
         let text = String::from_utf8_lossy(&mutated);
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let target = if config_round { "config" } else { "frame" };
+        tally.add(guarded(target, seed, i, &mutated, || {
             if config_round {
                 exercise_config(&text, fixture_dir())
             } else {
                 exercise_frame(&text)
             }
         }));
-        match outcome {
-            Ok(true) => accepted += 1,
-            Ok(false) => {}
-            Err(_) => {
-                crashes += 1;
-                std::fs::create_dir_all(&crash_dir).expect("crash folder");
-                let file = crash_dir.join(format!("seed{seed}-iter{i}.txt"));
-                std::fs::write(&file, &mutated).expect("save crash");
-                eprintln!("input {i} panicked; saved to {}", file.display());
-            }
-        }
-        if (i + 1) % 1_000_000 == 0 {
-            eprintln!(
-                "{} inputs, {crashes} panics, {:.0} inputs/s",
-                i + 1,
-                (i + 1) as f64 / started.elapsed().as_secs_f64()
-            );
-        }
     }
     let _ = std::panic::take_hook();
-    eprintln!(
-        "fuzz: {iterations} inputs (seed {seed}) in {:.1} s, {accepted} accepted by a parser, \
-         {crashes} panics",
-        started.elapsed().as_secs_f64()
-    );
-    crashes
+    tally.finish()
 }
 
 #[test]
