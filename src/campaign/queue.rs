@@ -209,12 +209,18 @@ impl Queue {
         let mut stopped = false;
         loop {
             while tasks.try_join_next().is_some() {}
-            let idle = settings.idle.unwrap_or(Duration::MAX);
+            // `None`: the queue stayed empty for the idle time.
+            let pulled = async {
+                match settings.idle {
+                    Some(idle) => tokio::time::timeout(idle, messages.next()).await.ok(),
+                    None => Some(messages.next().await),
+                }
+            };
             let next = tokio::select! {
-                next = tokio::time::timeout(idle, messages.next()) => match next {
-                    Ok(next) => next,
-                    Err(_) if tasks.is_empty() => break,
-                    Err(_) => continue,
+                pulled = pulled => match pulled {
+                    Some(next) => next,
+                    None if tasks.is_empty() => break,
+                    None => continue,
                 },
                 () = &mut stop => {
                     stopped = true;
