@@ -12,7 +12,7 @@ use callbot::phone::{Phone, PhoneCall, PhoneEvent};
 use callbot::protocol::{CallState, Dialect};
 use common::audio::{channel, dominant, loud_seconds, rms, slice};
 use common::binary::{self, config, daemon, emulator, files, phone, script};
-use common::both_dialects;
+use common::{both_dialects, wait};
 use serde_json::Value;
 use tokio::time::timeout;
 
@@ -153,13 +153,18 @@ async fn menu_1_transfers_to_the_test_line_which_echoes(dialect: Dialect) {
     });
     call.command(CallCommand::Queue(Action::Pause { ms: 800 }));
     call.command(CallCommand::Queue(Action::SendDtmf { digits: "1".into() }));
-    // The test line announces itself (about 3 s), then echoes: send a tone long enough.
-    call.command(CallCommand::Queue(Action::Pause { ms: 500 }));
+    wait::emulator_leg(&pbx.url, "the transfer to the test line", WAIT, |leg| {
+        leg["role"] == "transfer-target" && leg["extension"] == "501" && leg["state"] == "connected"
+    })
+    .await;
+    // From now on the test line announces itself, then echoes: a tone that outlasts the
+    // announcement (and the silence before it) by the seconds we listen to, then hang up.
+    let announcement = wait::wav_seconds(&binary::repo("prompts/test_line.wav"));
+    let (margin, listen, tail) = (0.6, 2.0, 0.3);
     call.command(CallCommand::Queue(Action::Tone {
         hz: 1000.0,
-        ms: 8000,
+        ms: ((announcement + margin + listen + tail) * 1000.0) as u32,
     }));
-    tokio::time::sleep(Duration::from_millis(9500)).await;
     call.command(CallCommand::Queue(Action::Hangup));
     let info = timeout(WAIT, call.ended()).await.unwrap().unwrap();
     assert_eq!(
@@ -169,9 +174,9 @@ async fn menu_1_transfers_to_the_test_line_which_echoes(dialect: Dialect) {
     );
     let (far, rate) = channel(&recording, 0);
     let seconds = far.len() as f32 / rate as f32;
-    let tail = slice(&far, rate, seconds - 2.5, seconds - 0.5);
-    assert!(rms(tail) > 0.02, "the echo is audible");
-    let found = dominant(tail, rate, 300, 1500);
+    let echoed = slice(&far, rate, seconds - tail - listen, seconds - tail);
+    assert!(rms(echoed) > 0.02, "the echo is audible");
+    let found = dominant(echoed, rate, 300, 1500);
     assert!(
         (found - 1000.0).abs() <= 10.0,
         "heard {found} Hz back, expected the 1 kHz echo"
@@ -244,14 +249,18 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
+/// Calls `number`; once answered, the caller stays for `talk` (on its own media clock) and
+/// hangs up. Returns how the call ended.
 async fn final_state(caller: &Phone, number: &str, talk: Duration) -> (CallState, Option<u16>) {
     let mut call = caller.dial(number);
-    let started = tokio::time::Instant::now();
     loop {
         let event = timeout(WAIT, call.next()).await.expect("call progresses");
         match event {
             Some(PhoneEvent::Call(_, CallEvent::State(CallState::InCall))) => {
-                tokio::time::sleep(talk.saturating_sub(started.elapsed())).await;
+                if !talk.is_zero() {
+                    let ms = u32::try_from(talk.as_millis()).expect("a short talk");
+                    call.command(CallCommand::Queue(Action::Pause { ms }));
+                }
                 call.command(CallCommand::Queue(Action::Hangup));
             }
             Some(PhoneEvent::Ended(info)) => {
@@ -400,25 +409,34 @@ async fn sigterm_lets_the_call_finish_closes_the_recording_and_exits_0(dialect: 
     let caller = phone(&pbx, "502", dir.path()).await;
     let mut call = caller.dial("501");
     answered(&mut call).await;
+    // The caller sends a 4 s tone, then hangs up; the daemon is stopped while it records.
     call.command(CallCommand::Queue(Action::Tone {
         hz: 500.0,
         ms: 4000,
     }));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    call.command(CallCommand::Queue(Action::Hangup));
+    let recordings = dir.path().join("recordings/test-line");
+    let recording = wait::until("the bot's recording", WAIT, || async {
+        files(&recordings, "wav").pop()
+    })
+    .await;
+    wait::wav_reaches(&recording, 1.0, WAIT).await;
     daemon.ask_to_stop();
     daemon.wait_for("shutting down: no new calls", 1, WAIT);
     let stopping = std::thread::spawn(move || {
         let status = daemon.wait(Duration::from_secs(20));
         (status, daemon.output())
     });
-    // New calls are refused while the daemon winds down; the live call goes on.
+    // New calls are refused while the daemon winds down; the live call goes on to its end.
     let mut refused = caller.dial("501");
     let info = timeout(WAIT, refused.ended()).await.unwrap().unwrap();
     assert_eq!(info.state, Some(CallState::Busy), "{:?}", info.end);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    call.command(CallCommand::Stop);
-    call.command(CallCommand::Queue(Action::Hangup));
-    timeout(WAIT, call.ended()).await.unwrap().unwrap();
+    let info = timeout(WAIT, call.ended()).await.unwrap().unwrap();
+    assert_eq!(
+        info.end.unwrap().reason.as_str(),
+        "local_hangup",
+        "the caller, not the stopping daemon, ended the call"
+    );
     let (status, output) = stopping.join().unwrap();
     assert!(status.success(), "exit status {status}:\n{output}");
     let recordings = files(&dir.path().join("recordings/test-line"), "wav");

@@ -169,3 +169,4 @@ pub mod audio;
 pub mod binary;
 pub mod emulator;
 pub mod mutate;
+pub mod wait;
