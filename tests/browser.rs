@@ -11,7 +11,7 @@ use callbot::bench::browser::{Browser, Tab};
 use callbot::protocol::Dialect;
 use common::audio::{channel, dominant, rms};
 use common::binary::{self, Process, files};
-use common::both_dialects;
+use common::{both_dialects, wait};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -138,7 +138,14 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The IVR records the browser's microphone: let a second of it reach the bot first.
+    wait::emulator_leg(
+        &url,
+        "a second of the microphone sent to the IVR",
+        WAIT,
+        |leg| leg["extension"] == "500" && leg["packets_sent"].as_u64().is_some_and(|n| n >= 50),
+    )
+    .await;
     assert_eq!(
         browser
             .eval(&tab, "window.softphone.dtmf('1')")
@@ -148,46 +155,23 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
     );
 
     // The IVR transfers the browser to the test line, which keeps sending audio.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let calls = common::emulator_json::<Value>(&url, "calls").await;
-        let transferred = calls.as_array().unwrap().iter().any(|c| {
-            c["from"] == "502"
-                && c["legs"].as_array().unwrap().iter().any(|l| {
-                    l["role"] == "transfer-target"
-                        && l["extension"] == "501"
-                        && l["state"] == "connected"
-                })
-        });
-        if transferred {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no transfer to 501: {calls}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait::emulator_leg(&url, "the transfer to 501", WAIT, |leg| {
+        leg["role"] == "transfer-target" && leg["extension"] == "501" && leg["state"] == "connected"
+    })
+    .await;
     let at_transfer = browser
         .eval(&tab, "window.softphone.audioStats()")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = browser
-        .eval(&tab, "window.softphone.audioStats()")
-        .await
-        .unwrap();
     let received = |v: &Value| v["packetsReceived"].as_u64().unwrap_or(0);
-    assert!(
-        received(&after) > received(&at_transfer) + 100,
-        "audio after the transfer: {at_transfer} → {after}"
-    );
     // audioEnergy is a running total: it grows only while something audible arrives.
     let energy = |v: &Value| v["audioEnergy"].as_f64().unwrap_or(0.0);
-    assert!(
-        energy(&after) > energy(&at_transfer),
-        "the test line is audible after the transfer: {at_transfer} → {after}"
-    );
+    browser
+        .wait_for(&tab, "window.softphone.audioStats()", WAIT, |after| {
+            received(after) > received(&at_transfer) + 100 && energy(after) > energy(&at_transfer)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the test line is audible after the transfer: {e}"));
     call_state(&mut browser, &tab, "IN_CALL").await;
     browser
         .eval(&tab, "window.softphone.hangup()")
@@ -201,7 +185,7 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while files(&ivr, "json").is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "no IVR sidecar");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(wait::POLL).await;
     }
     let sidecar: Value =
         serde_json::from_str(&std::fs::read_to_string(&files(&ivr, "json")[0]).unwrap()).unwrap();
@@ -278,6 +262,7 @@ async fn two_browsers_see_each_other_and_talk() {
             .await
             .unwrap();
     }
+    // The two-browser scenario this follows: one side calls after a random 0–200 ms delay.
     tokio::time::sleep(Duration::from_millis(rand::random_range(0..=200))).await;
     browser
         .eval(&a, "window.softphone.dial('504')")

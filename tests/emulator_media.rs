@@ -12,8 +12,8 @@ use callbot::pbx::MediaMode;
 use callbot::phone::{Phone, PhoneCall, PhoneEvent};
 use callbot::protocol::{CallId, CallState, ClientFrame, Dialect, SdpKind, SipCode};
 use common::audio::{channel, dominant, rms, slice};
-use common::both_dialects;
 use common::emulator::{TestClient, emulator, media_runtime, next_frame, phone, start_pbx};
+use common::{both_dialects, wait};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -84,16 +84,21 @@ async fn audio_flows_both_ways(dialect: Dialect) {
     call_b.command(record(&rec_b));
     call_a.command(tone(440.0, 2500));
     call_b.command(tone(1000.0, 2500));
-    tokio::time::sleep(Duration::from_millis(3200)).await;
-    let calls = emulator(&pbx, "calls").await;
-    let legs = calls[0]["legs"].as_array().unwrap();
-    assert!(
+    let calls = wait::until("50 packets received on every leg", WAIT, || async {
+        let calls = emulator(&pbx, "calls").await;
+        let legs = calls[0]["legs"].as_array()?;
         legs.iter()
-            .all(|l| l["packets_received"].as_u64().unwrap() > 50),
-        "{calls}"
-    );
+            .all(|l| l["packets_received"].as_u64().is_some_and(|n| n > 50))
+            .then_some(calls)
+    })
+    .await;
+    let legs = calls[0]["legs"].as_array().unwrap();
     assert_eq!(legs[0]["bridged_to"], legs[1]["callid"]);
-    hang_up(&mut call_a, &mut call_b).await;
+    // A hangs up once its tone is over.
+    call_a.command(CallCommand::Queue(Action::Hangup));
+    for call in [&mut call_a, &mut call_b] {
+        timeout(WAIT, call.ended()).await.expect("call ends");
+    }
     for (recording, expected) in [(&rec_a, 1000.0), (&rec_b, 440.0)] {
         let (far, rate) = channel(recording, 0);
         let middle = slice(&far, rate, 0.8, 2.2);
@@ -159,6 +164,7 @@ async fn hold_plays_music_to_the_other_party(dialect: Dialect) {
     let (pbx, dir, _media, a, mut b) = setup(dialect).await;
     let (mut call_a, mut call_b) = connect(&a, &mut b).await;
     let rec_b = dir.path().join("b.wav");
+    let recording_started = tokio::time::Instant::now();
     call_b.command(record(&rec_b));
     // One second of silence from A, then A holds for three seconds, then resumes.
     call_a.command(CallCommand::Queue(Action::Pause { ms: 1000 }));
@@ -169,10 +175,12 @@ async fn hold_plays_music_to_the_other_party(dialect: Dialect) {
         .await
         .unwrap()
         .unwrap();
+    let held_at = wait::seconds_since(recording_started);
     timeout(WAIT, call_a.reach(CallState::InCall))
         .await
         .unwrap()
         .unwrap();
+    let resumed_at = wait::seconds_since(recording_started);
     let calls = emulator(&pbx, "calls").await;
     let events = emulator(&pbx, "events").await;
     assert!(
@@ -184,9 +192,11 @@ async fn hold_plays_music_to_the_other_party(dialect: Dialect) {
         "{events}"
     );
     hang_up(&mut call_a, &mut call_b).await;
+    // B's recording follows the media clock: an instant's place in it is the time since it
+    // started. Music starts once the emulator has seen the hold, a moment after A sent it.
     let (far, rate) = channel(&rec_b, 0);
-    let before = slice(&far, rate, 0.2, 0.9);
-    let held = slice(&far, rate, 1.4, 3.8);
+    let before = slice(&far, rate, 0.2, held_at - 0.2);
+    let held = slice(&far, rate, held_at + 0.4, resumed_at - 0.2);
     assert!(
         rms(before) < 0.01,
         "silence before the hold: {}",
@@ -194,7 +204,7 @@ async fn hold_plays_music_to_the_other_party(dialect: Dialect) {
     );
     assert!(
         rms(held) > 0.03,
-        "hold music while held: {} ({calls})",
+        "hold music while held ({held_at:.2}–{resumed_at:.2} s): {} ({calls})",
         rms(held)
     );
     let note = dominant(held, rate, 400, 900);
@@ -223,17 +233,27 @@ async fn transfer_bridges_the_caller_to_the_target(dialect: Dialect) {
         .await
         .unwrap()
         .unwrap();
-    call_c.command(tone(700.0, 2000));
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    let calls = emulator(&pbx, "calls").await;
+    let calls = wait::until("the transfer target's leg connected", WAIT, || async {
+        let calls = emulator(&pbx, "calls").await;
+        let connected = calls[0]["legs"]
+            .as_array()?
+            .iter()
+            .any(|l| l["role"] == "transfer-target" && l["state"] == "connected");
+        connected.then_some(calls)
+    })
+    .await;
     let legs = calls[0]["legs"].as_array().unwrap();
     let target = legs
         .iter()
         .find(|l| l["role"] == "transfer-target")
         .expect("a target leg");
-    assert_eq!(target["state"], "connected", "{calls}");
     assert_eq!(legs[0]["bridged_to"], target["callid"], "{calls}");
-    hang_up(&mut call_c, &mut call_a).await;
+    // C speaks, then hangs up: the end of A's recording holds C's tone.
+    call_c.command(tone(700.0, 2000));
+    call_c.command(CallCommand::Queue(Action::Hangup));
+    for call in [&mut call_c, &mut call_a] {
+        timeout(WAIT, call.ended()).await.expect("call ends");
+    }
     let (far, rate) = channel(&rec_a, 0);
     let found = dominant(
         slice(

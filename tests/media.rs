@@ -23,6 +23,7 @@ use callbot::media::{LegEvent, MediaLeg, MediaRuntime, RecordOptions};
 use callbot::protocol::RemoteCandidate;
 use common::audio::channel;
 use common::emulator::media_runtime;
+use common::wait;
 use hound::{SampleFormat, WavSpec, WavWriter};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -73,6 +74,21 @@ impl Peer {
             _ => None,
         })
         .await
+    }
+
+    /// Waits until this leg has received what `sender` sent up to now, and a little more: the
+    /// packets after it show that nothing sent so far is still on its way. The first packets
+    /// after connect may be lost (DESIGN.md), so a few are allowed for.
+    async fn received_all_sent_by(&self, sender: &MediaLeg) {
+        const LOST_AT_CONNECT: u64 = 3;
+        const PAST: u64 = 5;
+        let target = sender.stats().packets_sent + PAST - LOST_AT_CONNECT;
+        let leg = self.leg.clone();
+        wait::until("the sender's packets to arrive", WAIT, || {
+            let received = leg.stats().packets_received;
+            async move { (received >= target).then_some(()) }
+        })
+        .await;
     }
 
     /// Digits received until `count` arrived.
@@ -233,7 +249,7 @@ async fn prompt_reaches_the_recording(edit: impl Fn(&str) -> String, expected: C
     });
     let id = a.leg.play(prompt, 1);
     assert!(matches!(a.played(id).await, Outcome::Done));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.received_all_sent_by(&a.leg).await;
     b.leg.stop_recording();
     let (path, _) = b.recording_closed().await;
     let (left, rate) = channel(&path, 0);
@@ -278,7 +294,7 @@ async fn rfc4733_digits_arrive_once_each_in_order() {
     assert_eq!(b.digits(12, false).await, "0123456789*#");
     assert!(matches!(a.played(id).await, Outcome::Done));
     // Nothing more arrives: no duplicates from the repeated end packets.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.received_all_sent_by(&a.leg).await;
     while let Ok(event) = b.events.try_recv() {
         assert!(!matches!(event, LegEvent::Digit { .. }), "extra {event:?}");
     }
@@ -323,7 +339,7 @@ async fn rollback_then_answer_the_other_offer() {
     b.connected().await;
     let id = a.leg.tone(440.0, 400);
     assert!(matches!(a.played(id).await, Outcome::Done));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.received_all_sent_by(&a.leg).await;
     assert!(b.leg.stats().packets_received >= 20, "{:?}", b.leg.stats());
     assert!(a.leg.stats().packets_received >= 10, "{:?}", a.leg.stats());
 }
@@ -445,7 +461,8 @@ async fn recording_child() {
     });
     a.leg.tone(440.0, 60_000);
     println!("{CHILD_READY}");
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Records until the parent kills this process.
+    std::future::pending::<()>().await;
 }
 
 #[test]
@@ -467,8 +484,12 @@ fn recording_survives_sigkill() {
         .map_while(Result::ok)
         .any(|line| line.contains(CHILD_READY));
     assert!(ready, "child never started recording");
-    let recorded_for = Duration::from_millis(3000);
-    std::thread::sleep(recorded_for);
+    let started = std::time::Instant::now();
+    // Killed once its header says it holds two seconds (rewritten about once a second).
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(wait::wav_reaches(&path, 2.0, Duration::from_secs(30)));
+    let recorded_for = started.elapsed();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -499,7 +520,9 @@ async fn echo_mode_sends_back_what_arrives() {
     });
     let id = a.leg.play(prompt, 1);
     assert!(matches!(a.played(id).await, Outcome::Done));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The echo of the prompt's end comes back through B.
+    b.received_all_sent_by(&a.leg).await;
+    a.received_all_sent_by(&b.leg).await;
     a.leg.stop_recording();
     let (path, _) = a.recording_closed().await;
     let (left, rate) = channel(&path, 0);

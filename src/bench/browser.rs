@@ -208,7 +208,7 @@ impl Browser {
                     "waited {within:?} for {expression}; last value: {value}"
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

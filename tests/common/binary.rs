@@ -106,10 +106,26 @@ impl Process {
     }
 }
 
+/// Lines of a child's output shown when a test fails.
+const OUTPUT_SHOWN_ON_FAILURE: usize = 150;
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what its children said last: the emulator's or the daemon's
+        // view of what went wrong.
+        if std::thread::panicking() {
+            let output = self.output();
+            let lines: Vec<&str> = output.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(OUTPUT_SHOWN_ON_FAILURE)..];
+            eprintln!(
+                "--- last {} lines of {} ---\n{}",
+                tail.len(),
+                binary(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

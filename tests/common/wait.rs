@@ -55,14 +55,21 @@ pub async fn wav_reaches(path: &Path, seconds: f32, within: Duration) -> f32 {
     until(
         &format!("{} to hold {seconds} s", path.display()),
         within,
-        || async {
-            let reader = hound::WavReader::open(path).ok()?;
-            let spec = reader.spec();
-            let held = reader.duration() as f32 / spec.sample_rate as f32;
-            (held >= seconds).then_some(held)
-        },
+        || async { wav_header_seconds(path).filter(|held| *held >= seconds) },
     )
     .await
+}
+
+/// A WAV file's length in seconds as its header says; `None` while it is not a WAV yet.
+pub fn wav_header_seconds(path: &Path) -> Option<f32> {
+    let reader = hound::WavReader::open(path).ok()?;
+    Some(reader.duration() as f32 / reader.spec().sample_rate as f32)
+}
+
+/// Seconds from `start` until now: where this moment falls in a recording started at `start`
+/// (the recorder's timeline follows the media clock, so its positions are wall-clock time).
+pub fn seconds_since(start: Instant) -> f32 {
+    start.elapsed().as_secs_f32()
 }
 
 /// Seconds of a WAV file (a prompt's length).
