@@ -12,3 +12,4 @@ pub mod phone;
 pub mod procstat;
 pub mod protocol;
 pub mod script;
+pub mod untrusted;

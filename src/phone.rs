@@ -111,7 +111,7 @@ impl PhoneCallParts {
             id: id.clone(),
             inbox: (inbox.clone(), inbox_rx),
             events: events_tx,
-            recording: recordings.join(format!("{id}.wav")),
+            recording: recordings.join(crate::untrusted::unique_file_name(id.as_str(), "wav")),
         };
         (PhoneCall { id, inbox, events }, parts)
     }

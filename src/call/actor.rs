@@ -227,10 +227,18 @@ struct Actor {
     timers: HashMap<TimerId, Instant>,
     record: Option<RecordOptions>,
     recording_path: PathBuf,
+    /// Recordings started to `recording_path` so far.
+    default_recordings: u32,
     recordings_open: usize,
     created: Instant,
     /// Packets received at the media watch's last look, and when that count last grew.
     media_seen: (u64, Instant),
+}
+
+/// `call.wav` → `call-<n>.wav`.
+fn numbered(path: &std::path::Path, n: u32) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!("{stem}-{n}.wav"))
 }
 
 /// Starts a call on a task of its own (it creates its leg first). `inbox` is where the bot
@@ -246,7 +254,7 @@ pub fn spawn(
         Origin::Inbound(invite) => invite.callid.clone(),
         Origin::Outbound { id, .. } => id.clone(),
     };
-    let span = tracing::info_span!("call", call = %id);
+    let span = tracing::info_span!("call", call = %crate::untrusted::escaped(id.as_str()));
     tokio::spawn(run(key, setup, handler, inbox, reports).instrument(span));
 }
 
@@ -336,6 +344,7 @@ async fn run(
         timers: HashMap::new(),
         record: setup.record,
         recording_path: setup.recording_path,
+        default_recordings: 0,
         recordings_open: 0,
         created,
         media_seen: (0, created),
@@ -486,7 +495,15 @@ impl Actor {
     }
 
     /// The recorder creates the folder and reports the file's end, closed or failed, once.
-    fn start_recording(&mut self, options: RecordOptions) {
+    /// Files are created new, so a call's second recording to its default path gets a name
+    /// of its own (`<name>-2.wav`) rather than failing on (or replacing) the first.
+    fn start_recording(&mut self, mut options: RecordOptions) {
+        if options.path == self.recording_path {
+            self.default_recordings += 1;
+            if self.default_recordings > 1 {
+                options.path = numbered(&self.recording_path, self.default_recordings);
+            }
+        }
         self.recordings_open += 1;
         self.leg.record(options);
     }

@@ -451,7 +451,7 @@ impl Call {
                 }));
             }
             (command, phase) => {
-                tracing::debug!(call = %self.id, "{command:?} ignored in {phase:?}");
+                tracing::debug!(call = %crate::untrusted::escaped(self.id.as_str()), "{command:?} ignored in {phase:?}");
             }
         }
     }
@@ -488,7 +488,7 @@ impl Call {
             }
             (MediaResult::AnswerApplied, Pending::ApplyAnswer) => {}
             (MediaResult::Failed(why), _) => {
-                tracing::info!(call = %self.id, "media negotiation failed: {why}");
+                tracing::info!(call = %crate::untrusted::escaped(self.id.as_str()), "media negotiation failed: {why}");
                 match self.phase {
                     Phase::Answering | Phase::Ringing => {
                         out.push(self.busy_frame(SipCode::NOT_ACCEPTABLE_HERE));
@@ -506,7 +506,7 @@ impl Call {
                 }
             }
             (result, pending) => {
-                tracing::debug!(call = %self.id, "media result {result:?} while {pending:?}");
+                tracing::debug!(call = %crate::untrusted::escaped(self.id.as_str()), "media result {result:?} while {pending:?}");
             }
         }
     }
@@ -571,7 +571,7 @@ impl Call {
                 self.finish(EndReason::Cancelled, Some(SipCode::REQUEST_TERMINATED), out);
             }
             ServerFrame::CancelResponse(_) => {}
-            other => tracing::debug!(call = %self.id, "frame ignored: {}", other.encode()),
+            other => tracing::debug!(call = %crate::untrusted::escaped(self.id.as_str()), "frame ignored: {}", other.encode()),
         }
     }
 

@@ -60,7 +60,8 @@ pub struct DialArgs {
     /// Milliseconds to wait before sending the DTMF.
     #[arg(long, default_value_t = 2000)]
     dtmf_delay: u32,
-    /// Record the call to this WAV file (stereo: left the far end, right us).
+    /// Record the call to this WAV file (stereo: left the far end, right us); a new file, an
+    /// existing one is never replaced.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
     /// Hang up after this many seconds of talk.
@@ -198,6 +199,12 @@ fn plan(args: &DialArgs) -> Vec<CallCommand> {
 
 /// Returns whether the call was answered.
 async fn dial(args: DialArgs) -> Result<bool, String> {
+    if let Some(path) = args.record.as_ref().filter(|p| p.symlink_metadata().is_ok()) {
+        return Err(format!(
+            "--record {}: the file exists; remove it or name another",
+            path.display()
+        ));
+    }
     let target = target(&args)?;
     let media = MediaRuntime::start(target.network).map_err(|e| format!("media: {e}"))?;
     let recordings = std::env::temp_dir();

@@ -96,10 +96,13 @@ pub fn init_logging(verbose: u8) {
         }
     }
     use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    // Values from the wire are escaped where they are logged; the writer makes sure no record
+    // ever spans two lines, whatever slipped through.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_writer(move || callbot::untrusted::OneLineWriter::new(std::io::stderr(), ansi))
         .try_init();
 }
 

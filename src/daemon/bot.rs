@@ -19,6 +19,7 @@ use crate::protocol::{
     CallId, CallState, ClientFrame, ConnectionState, Dialect, Invite, ServerFrame, SipCode,
 };
 use crate::script::{BotApi, BotCommand, Limits, ScriptHost, client_value};
+use crate::untrusted::escaped;
 
 /// How long an unanswered call rings, either way.
 const RING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -323,8 +324,8 @@ impl BotTask {
         if self.closing.is_some() || inbound >= self.config.max_calls as usize {
             info!(
                 "call {} from {} refused: {}",
-                invite.callid,
-                invite.from,
+                escaped(invite.callid.as_str()),
+                escaped(&invite.from),
                 if self.closing.is_some() {
                     "shutting down"
                 } else {
@@ -342,7 +343,11 @@ impl BotTask {
             self.metrics.call_ended(CallState::Busy);
             return;
         }
-        info!("incoming call {} from {}", invite.callid, invite.from);
+        info!(
+            "incoming call {} from {}",
+            escaped(invite.callid.as_str()),
+            escaped(&invite.from)
+        );
         let key = self.next_key();
         self.router.incoming(invite.callid.clone(), key);
         let id = invite.callid.to_string();
@@ -365,7 +370,7 @@ impl BotTask {
         inbox: Option<Inbox>,
     ) {
         let (tx, rx) = inbox.unwrap_or_else(mpsc::unbounded_channel);
-        let recording = recording_path(&self.config.recordings.join(&self.config.name), id);
+        let recording = recording_path(&self.config.recordings, &self.config.name, id);
         let record = match self.config.record {
             RecordMode::Off => None,
             mode => Some(RecordOptions {
@@ -454,10 +459,10 @@ impl BotTask {
         }
         info!(
             "call {} ({} {} → {}) ended: {}",
-            info.id,
+            escaped(info.id.as_str()),
             info.direction.as_str(),
-            info.from,
-            info.to,
+            escaped(&info.from),
+            escaped(&info.to),
             info.end.map_or("?", |e| e.reason.as_str())
         );
     }

@@ -50,26 +50,57 @@ pub fn call_record(bot: &str, info: &CallInfo) -> Value {
     })
 }
 
-/// Where a call's recording goes: `<folder>/<YYYY-MM-DD>/<call-id>.wav`.
-pub fn recording_path(folder: &Path, call_id: &str) -> PathBuf {
+/// Where a call's recording goes: `<root>/<bot>/<YYYY-MM-DD>/<id>-<suffix>.wav`. The call id
+/// comes from the PBX, so only a safe stem of it names the file, and a random suffix of ours
+/// keeps two calls with one id apart (the recorder creates the file new, never over another).
+/// The day folder is created here and must resolve inside `root`: one that leads out (a
+/// symlink) is refused, and the recording goes to `root` itself.
+pub fn recording_path(root: &Path, bot: &str, call_id: &str) -> PathBuf {
+    let name = crate::untrusted::unique_file_name(call_id, "wav");
     let day = Local::now().format("%Y-%m-%d").to_string();
-    folder.join(day).join(format!("{call_id}.wav"))
+    let folder = root.join(crate::untrusted::file_stem(bot)).join(day);
+    if std::fs::create_dir_all(&folder).is_err() {
+        // The recorder reports the error if the call is recorded.
+        return folder.join(name);
+    }
+    match (folder.canonicalize(), root.canonicalize()) {
+        (Ok(real), Ok(root)) if !real.starts_with(&root) => {
+            tracing::error!(
+                "recording folder {} leads out of {}; recording into {} instead",
+                folder.display(),
+                root.display(),
+                root.display()
+            );
+            root.join(name)
+        }
+        _ => folder.join(name),
+    }
 }
 
-/// Writes `record` as `<recording>.json` beside each recording: to a temporary name first, then
-/// renamed, so a crash or a full disk never leaves half a sidecar.
+/// Writes `record` as `<recording>.json` beside each recording: to a temporary name first (made
+/// new), then linked into place, so a crash or a full disk never leaves half a sidecar and an
+/// existing file is never replaced.
 pub fn write_sidecars(info: &CallInfo, record: &Value) {
     let text = serde_json::to_string_pretty(record).unwrap_or_default();
     for wav in &info.recordings {
         let path = wav.with_extension("json");
-        let partial = wav.with_extension("json.partial");
-        let written =
-            std::fs::write(&partial, &text).and_then(|()| std::fs::rename(&partial, &path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&partial);
+        if let Err(e) = write_new(&path, text.as_bytes()) {
             tracing::error!("sidecar {}: {e}", path.display());
         }
     }
+}
+
+/// Writes a file that must not exist yet: whole or not at all.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let partial = path.with_extension("json.partial");
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|()| std::fs::hard_link(&partial, path));
+    let _ = std::fs::remove_file(&partial);
+    written
 }
 
 /// `cdr.jsonl`: one line per call, written with a single `write` so a crash never leaves half
@@ -115,10 +146,62 @@ impl CdrLog {
             && let Err(e) = open.write_all(line.as_bytes())
         {
             tracing::error!(
-                "CDR log {}: {e}; the record was: {line}",
-                self.path.display()
+                "CDR log {}: {e}; the record was: {}",
+                self.path.display(),
+                line.trim_end()
             );
             *file = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Component;
+
+    #[test]
+    fn recordings_stay_in_their_day_folder_whatever_the_call_id() {
+        let root = tempfile::tempdir().unwrap();
+        let day = Local::now().format("%Y-%m-%d").to_string();
+        let folder = root.path().join("ivr").join(&day);
+        for id in ["../../../../tmp/x", "/etc/passwd", "a\nb", "..", ""] {
+            let path = recording_path(root.path(), "ivr", id);
+            assert_eq!(path.parent(), Some(folder.as_path()), "{id:?} → {path:?}");
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert!(name.ends_with(".wav") && !name.starts_with('.'), "{name}");
+            assert!(
+                path.strip_prefix(root.path())
+                    .unwrap()
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_)))
+            );
+        }
+        assert_ne!(
+            recording_path(root.path(), "ivr", "same"),
+            recording_path(root.path(), "ivr", "same"),
+            "one id, two calls: two files"
+        );
+    }
+
+    #[test]
+    fn a_day_folder_that_leads_out_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let day = Local::now().format("%Y-%m-%d").to_string();
+        std::fs::create_dir(root.path().join("ivr")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("ivr").join(day)).unwrap();
+        let path = recording_path(root.path(), "ivr", "abc");
+        assert_eq!(path.parent(), Some(root.path().canonicalize().unwrap().as_path()));
+    }
+
+    #[test]
+    fn sidecars_never_replace_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        write_new(&path, b"first").unwrap();
+        assert!(write_new(&path, b"second").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert!(!dir.path().join("x.json.partial").exists());
     }
 }

@@ -315,7 +315,13 @@ fn create(path: &Path, spec: WavSpec) -> Result<WavWriter<BufWriter<File>>, Stri
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    WavWriter::create(path, spec).map_err(|e| e.to_string())
+    // Created new: a recording never replaces a file (or follows a link) that is there.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    WavWriter::new(BufWriter::new(file), spec).map_err(|e| e.to_string())
 }
 
 fn write_loop(commands: mpsc::Receiver<Command>) {

@@ -323,7 +323,11 @@ impl CallApi {
     }
 
     fn log(&mut self, message: &str) {
-        tracing::info!(bot = %self.bot.0.name, call = %self.info.id, "{message}");
+        tracing::info!(
+            bot = %self.bot.0.name,
+            call = %crate::untrusted::escaped(self.info.id.as_str()),
+            "{message}"
+        );
     }
 }
 

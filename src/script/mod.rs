@@ -261,7 +261,7 @@ impl CallHandler for ScriptCallHandler {
                     "{} (bot {}, call {})",
                     self.compiled.describe(&self.label, name, &e),
                     self.bot.shared().name,
-                    info.id
+                    crate::untrusted::escaped(info.id.as_str())
                 ))
             }
         }
