@@ -6,6 +6,7 @@ pub mod campaign;
 pub mod config;
 pub mod connection;
 pub mod daemon;
+pub mod input_file;
 pub mod media;
 pub mod pbx;
 pub mod phone;

@@ -170,7 +170,8 @@ impl Config {
                 problem,
             }])
         };
-        let bytes = std::fs::read(path).map_err(|e| whole_file(Problem::Unreadable(e)))?;
+        let bytes =
+            crate::input_file::read(path).map_err(|e| whole_file(Problem::Unreadable(e)))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| whole_file(Problem::Yaml("the file is not UTF-8 text".into())))?;
         Self::parse(&text, path, &|name| std::env::var(name).ok())

@@ -53,11 +53,16 @@ pub fn client_config(setting: &TlsSetting) -> Result<ClientConfig, TlsError> {
 
 fn ca_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let shown = path.display().to_string();
-    let certificates = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::CaFile {
+    let certificates = crate::input_file::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| {
+            CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|problem| TlsError::CaFile {
             path: shown.clone(),
-            problem: e.to_string(),
+            problem,
         })?;
     if certificates.is_empty() {
         return Err(TlsError::NoCertificate(shown));

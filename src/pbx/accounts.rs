@@ -167,7 +167,7 @@ impl Accounts {
             file: file.clone(),
             problem,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let text = crate::input_file::read_to_string(path).map_err(|e| error(e.to_string()))?;
         let raw: RawAccounts = serde_saphyr::from_str(&text).map_err(|e| error(e.to_string()))?;
         let mut extensions = BTreeMap::new();
         for ext in raw.extensions {

@@ -60,7 +60,8 @@ pub fn identity(source: &CertificateSource) -> Result<Identity, CertificateError
             (vec![certified.cert.der().clone()], key, pem)
         }
         CertificateSource::Files { cert, key } => {
-            let pem = std::fs::read_to_string(cert).map_err(|e| file_error(cert)(e.to_string()))?;
+            let pem = crate::input_file::read_to_string(cert)
+                .map_err(|e| file_error(cert)(e.to_string()))?;
             let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| file_error(cert)(e.to_string()))?;
@@ -68,7 +69,10 @@ pub fn identity(source: &CertificateSource) -> Result<Identity, CertificateError
                 return Err(file_error(cert)("no certificate in the file".into()));
             }
             let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key)(e.to_string()))?;
+                crate::input_file::read(key)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string()))
+                .map_err(file_error(key))?;
             (chain, key, pem)
         }
     };

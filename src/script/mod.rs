@@ -57,7 +57,7 @@ pub struct ScriptHost {
 }
 
 fn read(path: &Path) -> Result<String, ScriptError> {
-    std::fs::read_to_string(path).map_err(|e| ScriptError::Unreadable {
+    crate::input_file::read_to_string(path).map_err(|e| ScriptError::Unreadable {
         path: path.display().to_string(),
         problem: e.to_string(),
     })
