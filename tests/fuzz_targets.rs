@@ -384,6 +384,7 @@ fn script_api(iterations: u64, seed: u64) -> usize {
         &BTreeMap::from([("q".to_owned(), "700".to_owned())]),
         dir.path().to_owned(),
         DialPolicy::new(vec![DialPattern::parse("5??").unwrap()]),
+        callbot::script::DEFAULT_MEMORY_BYTES,
         commands,
     );
     let limits = Limits {

@@ -153,6 +153,8 @@ pub struct BotConfig {
     /// Outbound calls per second at most (scripts and campaigns alike), so a runaway script
     /// cannot flood the PBX.
     pub max_cps: f64,
+    /// Bytes the script may keep between handler runs (`bot.set`, `call.set`, timers).
+    pub script_memory: usize,
     pub record: RecordMode,
     pub allow_dial: DialPolicy,
     /// Visible to the script as `bot.vars`.

@@ -90,6 +90,7 @@ pub(super) struct RawBot {
     pub recordings: Option<Text>,
     pub max_calls: Option<Spanned<u32>>,
     pub max_cps: Option<Spanned<f64>>,
+    pub script_memory_mb: Option<Spanned<u32>>,
     pub record: Option<Spanned<RawRecord>>,
     #[serde(default)]
     pub allow_dial: Vec<Text>,

@@ -19,6 +19,8 @@ use super::{
 use crate::protocol::Dialect;
 
 const DEFAULT_MAX_CALLS: u32 = 10;
+/// The most a bot's `script_memory_mb` may be.
+const MAX_SCRIPT_MEMORY_MB: u32 = 4096;
 /// Outbound calls per second a bot may place unless its config says otherwise.
 const DEFAULT_MAX_CPS: f64 = 10.0;
 
@@ -494,6 +496,17 @@ impl Resolver<'_> {
             }
             Some(value) => Some(value.value),
         };
+        let script_memory = match &bot.script_memory_mb {
+            None => Some(crate::script::DEFAULT_MEMORY_BYTES),
+            Some(value) if !(1..=MAX_SCRIPT_MEMORY_MB).contains(&value.value) => {
+                let problem = Problem::Invalid(format!(
+                    "must be a whole number of MiB from 1 to {MAX_SCRIPT_MEMORY_MB}"
+                ));
+                self.report(value.referenced, key("script_memory_mb"), problem);
+                None
+            }
+            Some(value) => Some((value.value as usize) << 20),
+        };
         let record = match &bot.record {
             Some(value) => self.record(value, &key("record")),
             None => Some(defaults.record),
@@ -518,6 +531,7 @@ impl Resolver<'_> {
             recordings: recordings?,
             max_calls: max_calls?,
             max_cps: max_cps?,
+            script_memory: script_memory?,
             record: record?,
             allow_dial: allow_dial?,
             vars: vars?,

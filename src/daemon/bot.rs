@@ -119,6 +119,7 @@ impl BotTask {
             &config.vars,
             config.prompts.clone(),
             config.allow_dial.clone(),
+            config.script_memory,
             commands_tx,
         );
         let script = ScriptHost::load(&config.script, api, limits, metrics.script_errors.clone())?;
@@ -266,6 +267,7 @@ impl BotTask {
             && at <= now
         {
             self.timers.remove(&name);
+            self.script.bot().timer_fired(&name);
             self.script.bot_event("on_timer", (name,));
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map};
 use tokio::sync::mpsc;
 
+use super::memory::{MemoryBudget, Store};
 use super::prompts;
 use crate::call::{Action, ActorInput, CallCommand, CallInfo, Direction, GatherOptions};
 use crate::config::DialPolicy;
@@ -57,21 +58,26 @@ pub struct BotShared {
     pub vars: Map,
     pub prompts: PathBuf,
     pub allow_dial: DialPolicy,
-    state: Mutex<Map>,
+    /// `bot.set` values and bot timers, counted against `memory` with every call's store.
+    state: Store,
+    memory: Arc<MemoryBudget>,
     /// Other extensions by number, as `bot.clients()` lists them.
     clients: Mutex<BTreeMap<String, Client>>,
     commands: mpsc::UnboundedSender<BotCommand>,
 }
 
 impl BotApi {
+    /// The bot's script may keep `memory_bytes` between handler runs (`script_memory_mb`).
     pub fn new(
         name: &str,
         extension: &str,
         vars: &BTreeMap<String, String>,
         prompts: PathBuf,
         allow_dial: DialPolicy,
+        memory_bytes: usize,
         commands: mpsc::UnboundedSender<BotCommand>,
     ) -> Self {
+        let memory = MemoryBudget::new(memory_bytes);
         let vars = vars
             .iter()
             .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
@@ -82,7 +88,8 @@ impl BotApi {
             vars,
             prompts: prompts::root(&prompts),
             allow_dial,
-            state: Mutex::default(),
+            state: Store::new(memory.clone()),
+            memory,
             clients: Mutex::default(),
             commands,
         }))
@@ -90,6 +97,21 @@ impl BotApi {
 
     pub fn shared(&self) -> &BotShared {
         &self.0
+    }
+
+    /// What the script keeps now, over `bot.set`, every live call's `call.set` and timers.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.0.memory
+    }
+
+    /// A store for one call's `call.set` values and timers, on the bot's budget.
+    pub fn call_store(&self) -> Arc<Store> {
+        Arc::new(Store::new(self.0.memory.clone()))
+    }
+
+    /// Bot timer `name` fired: it no longer counts against the budget.
+    pub fn timer_fired(&self, name: &str) {
+        self.0.state.timer_done(name);
     }
 
     /// The bot task reports each presence change here, keeping `bot.clients()` current.
@@ -136,7 +158,7 @@ impl BotApi {
             Arc::new(info),
             Arc::new(CommandSink::direct(tx)),
             self.clone(),
-            Arc::default(),
+            self.call_store(),
         ))
     }
 }
@@ -184,8 +206,8 @@ pub struct CallApi {
     info: Arc<CallInfo>,
     sink: Arc<CommandSink>,
     bot: BotApi,
-    /// `call.set` / `call.get`, kept for the call's lifetime.
-    store: Arc<Mutex<Map>>,
+    /// `call.set` / `call.get` and call timers, kept for the call's lifetime.
+    store: Arc<Store>,
 }
 
 impl CallApi {
@@ -193,7 +215,7 @@ impl CallApi {
         info: Arc<CallInfo>,
         sink: Arc<CommandSink>,
         bot: BotApi,
-        store: Arc<Mutex<Map>>,
+        store: Arc<Store>,
     ) -> Self {
         Self {
             info,
@@ -395,21 +417,28 @@ pub fn register(engine: &mut Engine) {
         .register_fn("dial", |b: &mut BotApi, number: &str, vars: Map| {
             b.dial(number, vars)
         })
-        .register_fn("set_timer", |b: &mut BotApi, name: &str, ms: i64| {
-            let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-            let _ =
-                b.0.commands
-                    .send(BotCommand::SetTimer(name.to_owned(), after));
-        })
+        .register_fn(
+            "set_timer",
+            |b: &mut BotApi, name: &str, ms: i64| -> ScriptResult<()> {
+                b.0.state.timer_set(name).or_else(error)?;
+                let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                let _ =
+                    b.0.commands
+                        .send(BotCommand::SetTimer(name.to_owned(), after));
+                Ok(())
+            },
+        )
         .register_fn("cancel_timer", |b: &mut BotApi, name: &str| {
+            b.0.state.timer_done(name);
             let _ = b.0.commands.send(BotCommand::CancelTimer(name.to_owned()));
         })
-        .register_fn("set", |b: &mut BotApi, key: &str, value: Dynamic| {
-            lock(&b.0.state).insert(key.into(), value);
-        })
-        .register_fn("get", |b: &mut BotApi, key: &str| {
-            lock(&b.0.state).get(key).cloned().unwrap_or(Dynamic::UNIT)
-        })
+        .register_fn(
+            "set",
+            |b: &mut BotApi, key: &str, value: Dynamic| -> ScriptResult<()> {
+                b.0.state.set(key, value).or_else(error)
+            },
+        )
+        .register_fn("get", |b: &mut BotApi, key: &str| b.0.state.get(key))
         .register_fn("log", |b: &mut BotApi, message: &str| {
             tracing::info!(bot = %b.0.name, "{message}");
         });
@@ -471,19 +500,26 @@ pub fn register(engine: &mut Engine) {
         .register_fn("echo", |c: &mut CallApi, on: bool| {
             c.push(CallCommand::Echo(on))
         })
-        .register_fn("set_timer", |c: &mut CallApi, name: &str, ms: i64| {
-            let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-            c.push(CallCommand::SetTimer(name.to_owned(), after));
-        })
+        .register_fn(
+            "set_timer",
+            |c: &mut CallApi, name: &str, ms: i64| -> ScriptResult<()> {
+                c.store.timer_set(name).or_else(error)?;
+                let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                c.push(CallCommand::SetTimer(name.to_owned(), after));
+                Ok(())
+            },
+        )
         .register_fn("cancel_timer", |c: &mut CallApi, name: &str| {
+            c.store.timer_done(name);
             c.push(CallCommand::CancelTimer(name.to_owned()));
         })
-        .register_fn("set", |c: &mut CallApi, key: &str, value: Dynamic| {
-            lock(&c.store).insert(key.into(), value);
-        })
-        .register_fn("get", |c: &mut CallApi, key: &str| {
-            lock(&c.store).get(key).cloned().unwrap_or(Dynamic::UNIT)
-        })
+        .register_fn(
+            "set",
+            |c: &mut CallApi, key: &str, value: Dynamic| -> ScriptResult<()> {
+                c.store.set(key, value).or_else(error)
+            },
+        )
+        .register_fn("get", |c: &mut CallApi, key: &str| c.store.get(key))
         .register_fn("set_result", |c: &mut CallApi, result: &str| {
             c.push(CallCommand::SetResult(result.to_owned()));
         })

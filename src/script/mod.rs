@@ -4,11 +4,12 @@
 
 mod api;
 mod engine;
+mod memory;
 mod prompts;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
 use rhai::{AST, CallFnOptions, Dynamic, Engine, FuncArgs, Scope};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 
 pub use api::{BotApi, BotCommand, CallApi, CommandSink, client_value};
 pub use engine::Limits;
+pub use memory::{DEFAULT_BYTES as DEFAULT_MEMORY_BYTES, MemoryBudget, Store};
 
 use crate::call::{ActorInput, CallCommand, CallEvent, CallHandler, CallInfo};
 use crate::protocol::SipCode;
@@ -192,7 +194,7 @@ impl ScriptHost {
             limits: self.limits,
             bot: self.bot.clone(),
             inbox,
-            store: Arc::default(),
+            store: self.bot.call_store(),
             errors: self.errors.clone(),
         }
     }
@@ -219,7 +221,7 @@ pub struct ScriptCallHandler {
     limits: Limits,
     bot: BotApi,
     inbox: mpsc::UnboundedSender<ActorInput>,
-    store: Arc<Mutex<rhai::Map>>,
+    store: Arc<Store>,
     errors: Counter,
 }
 
@@ -231,7 +233,10 @@ impl CallHandler for ScriptCallHandler {
             CallEvent::Dtmf(digit) => ("on_dtmf", Some(digit.to_string().into())),
             CallEvent::Digits(digits) => ("on_digits", Some(digits.clone().into())),
             CallEvent::PlayDone(prompt) => ("on_play_done", Some(prompt.clone().into())),
-            CallEvent::Timer(timer) => ("on_call_timer", Some(timer.clone().into())),
+            CallEvent::Timer(timer) => {
+                self.store.timer_done(timer);
+                ("on_call_timer", Some(timer.clone().into()))
+            }
             CallEvent::Recording(path) => ("on_recording", Some(path.display().to_string().into())),
         };
         let arity = 1 + usize::from(extra.is_some());
