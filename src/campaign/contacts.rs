@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use super::row_cap::{MAX_ROW_BYTES, RowCap};
 use crate::config::DialPolicy;
 
 /// One contact to call.
@@ -36,39 +37,71 @@ fn valid_number(number: &str) -> bool {
     !digits.is_empty() && digits.len() <= 32 && digits.chars().all(|c| c.is_ascii_digit())
 }
 
-/// Reads `path`; rows with a malformed line, a bad number, a number already listed or one the
-/// bot may not dial are skipped with their line.
+/// A CSV error without the reader's position (the row's own line is reported with it).
+fn describe(error: &csv::Error) -> String {
+    match error.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} field(s), the header has {expected_len}"),
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8 text".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
+/// Reads `path` (a regular file); rows with a malformed line, a bad number, a number already
+/// listed or one the bot may not dial, and rows over 64 KiB, are skipped with their line.
 pub fn load(path: &Path, allow: &DialPolicy) -> Result<ContactList, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file =
+        crate::input_file::open_regular(path).map_err(|e| format!("{}: {e}", path.display()))?;
     parse(file, allow).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// [`load`] on any reader.
 pub fn parse(reader: impl std::io::Read, allow: &DialPolicy) -> Result<ContactList, String> {
+    parse_capped(reader, allow, MAX_ROW_BYTES)
+}
+
+fn parse_capped(
+    reader: impl std::io::Read,
+    allow: &DialPolicy,
+    max_row: usize,
+) -> Result<ContactList, String> {
     let mut csv = csv::ReaderBuilder::new()
         .flexible(false)
         .trim(csv::Trim::All)
-        .from_reader(reader);
+        .from_reader(RowCap::new(reader, max_row));
     let headers = csv.headers().map_err(|e| format!("header: {e}"))?.clone();
+    let header_line = csv.get_mut().next_line().unwrap_or(u64::MAX);
+    if csv
+        .get_ref()
+        .skipped()
+        .first()
+        .is_some_and(|&line| line < header_line)
+    {
+        return Err(format!("the header is larger than {max_row} bytes"));
+    }
     if headers.get(0) != Some("number") {
         return Err("the first column must be `number`".into());
     }
     let mut list = ContactList::default();
     let mut seen: HashMap<String, u64> = HashMap::new();
-    for record in csv.records() {
-        let record = match record {
-            Ok(record) => record,
+    let mut record = csv::StringRecord::new();
+    loop {
+        let read = csv.read_record(&mut record);
+        let line = csv.get_mut().next_line().unwrap_or(0);
+        match read {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) if e.is_io_error() => return Err(e.to_string()),
             Err(e) => {
-                let line = e.position().map_or(0, csv::Position::line);
                 list.skipped.push(Skipped {
                     line,
                     number: String::new(),
-                    problem: format!("malformed line: {e}"),
+                    problem: format!("malformed line: {}", describe(&e)),
                 });
                 continue;
             }
-        };
-        let line = record.position().map_or(0, csv::Position::line);
+        }
         let number = record.get(0).unwrap_or_default().to_owned();
         let skip = |problem: String| Skipped {
             line,
@@ -100,6 +133,14 @@ pub fn parse(reader: impl std::io::Read, allow: &DialPolicy) -> Result<ContactLi
             .collect();
         list.contacts.push(Contact { line, number, vars });
     }
+    for &line in csv.get_ref().skipped() {
+        list.skipped.push(Skipped {
+            line,
+            number: String::new(),
+            problem: format!("row larger than {max_row} bytes: skipped"),
+        });
+    }
+    list.skipped.sort_by_key(|s| s.line);
     Ok(list)
 }
 
@@ -141,6 +182,30 @@ mod tests {
                 (6, "not in the bot's allow_dial list"),
             ]
         );
+    }
+
+    #[test]
+    fn oversized_rows_are_skipped_with_their_line() {
+        let big = "x".repeat(300);
+        let text = format!("number,name\n700,Ann\n701,{big}\n702,\"{big}\n{big}\"\n703,Dee\n");
+        let list = parse_capped(text.as_bytes(), &policy(), 256).unwrap();
+        let numbers: Vec<&str> = list.contacts.iter().map(|c| c.number.as_str()).collect();
+        assert_eq!(numbers, ["700", "703"]);
+        assert_eq!(list.contacts[1].line, 6, "lines count as in the file");
+        let skipped: Vec<(u64, &str)> = list
+            .skipped
+            .iter()
+            .map(|s| (s.line, s.problem.as_str()))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                (3, "row larger than 256 bytes: skipped"),
+                (4, "row larger than 256 bytes: skipped")
+            ]
+        );
+        let header = parse_capped(format!("number,{big}\n700\n").as_bytes(), &policy(), 256);
+        assert!(header.unwrap_err().contains("header"));
     }
 
     #[test]

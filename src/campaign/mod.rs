@@ -8,6 +8,7 @@ mod outcome;
 mod pacing;
 pub mod queue;
 mod results;
+mod row_cap;
 mod runner;
 
 pub use contacts::{Contact, ContactList, Skipped, load as load_contacts};

@@ -53,7 +53,21 @@ impl Row {
     }
 }
 
-/// Writes `rows` (sorted by line) to `path`.
+/// A cell as a spreadsheet may show it: one that starts like a formula (`=`, `+`, `-`, `@`,
+/// a tab or a carriage return) gets a leading `'`, which spreadsheets hide and read as
+/// "text". A cell that starts with `'` gets one more, so [`unescape`] gives back every value.
+fn escape(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\'') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
+fn unescape(cell: &str) -> &str {
+    cell.strip_prefix('\'').unwrap_or(cell)
+}
+
+/// Writes `rows` (sorted by line) to `path`; text cells are [`escape`]d.
 pub fn write(path: &Path, rows: &mut [Row]) -> Result<(), String> {
     rows.sort_by_key(|r| r.line);
     let shown = path.display().to_string();
@@ -65,16 +79,16 @@ pub fn write(path: &Path, rows: &mut [Row]) -> Result<(), String> {
         let o = &row.outcome;
         let record = [
             row.line.to_string(),
-            row.number.clone(),
+            escape(&row.number).into_owned(),
             row.attempts.to_string(),
-            o.state.clone(),
-            o.reason.clone(),
+            escape(&o.state).into_owned(),
+            escape(&o.reason).into_owned(),
             o.code.map(|c| c.to_string()).unwrap_or_default(),
-            o.answered_at.clone().unwrap_or_default(),
+            escape(o.answered_at.as_deref().unwrap_or_default()).into_owned(),
             o.duration_ms.to_string(),
-            o.digits.clone(),
-            o.result.clone(),
-            o.call_id.clone(),
+            escape(&o.digits).into_owned(),
+            escape(&o.result).into_owned(),
+            escape(&o.call_id).into_owned(),
         ];
         csv.write_record(&record)
             .map_err(|e| format!("{shown}: {e}"))?;
@@ -91,7 +105,7 @@ pub fn read(path: &Path) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for record in csv.records() {
         let r = record.map_err(|e| format!("{shown}: {e}"))?;
-        let field = |i: usize| r.get(i).unwrap_or_default().to_owned();
+        let field = |i: usize| unescape(r.get(i).unwrap_or_default()).to_owned();
         rows.push(Row {
             line: field(0).parse().unwrap_or(0),
             number: field(1),
@@ -133,5 +147,38 @@ mod tests {
         let back = read(&path).unwrap();
         assert_eq!(back, vec![row(2, "COMPLETED"), row(3, "BUSY")]);
         assert!(!path.with_extension("csv.partial").exists());
+    }
+
+    #[test]
+    fn formula_cells_are_written_as_text_and_read_back_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let row = Row {
+            line: 2,
+            number: "+4930123".into(),
+            attempts: 1,
+            outcome: Outcome {
+                state: "COMPLETED".into(),
+                result: "=HYPERLINK(\"http://x\")".into(),
+                reason: "@SUM(A1)".into(),
+                digits: "-1".into(),
+                call_id: "'quoted".into(),
+                answered_at: Some("\tx".into()),
+                ..Outcome::default()
+            },
+        };
+        write(&path, &mut [row.clone()]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cells: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+        for cell in cells {
+            let bare = cell.trim_start_matches('"');
+            assert!(
+                !bare.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{cell} in {text}"
+            );
+        }
+        assert!(text.contains("'=HYPERLINK"), "{text}");
+        assert!(text.contains("''quoted"), "{text}");
+        assert_eq!(read(&path).unwrap(), vec![row]);
     }
 }
