@@ -35,6 +35,7 @@ fn demo(dir: &Path, dialect: Dialect) -> (Process, String) {
         dialect.as_str(),
         "--recordings",
         &dir.join("recordings").display().to_string(),
+        "--open-test-api",
     ]);
     let output = process.wait_for("ACCESS_GRANTED", 4, WAIT);
     let url = output

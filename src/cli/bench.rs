@@ -79,6 +79,26 @@ const ADMIN_PASSWORD: &str = "callbot-bench";
 const CALLER: &str = "509";
 const FIRST_EXTENSION: u32 = 1000;
 
+/// The emulator's limits raised for a load of `extensions` calls: one caller places them all
+/// (its frames and live calls), and with --compare a browser holds a socket per extension.
+fn load_limits(extensions: usize) -> Vec<String> {
+    let sockets = (2 * extensions + 64).to_string();
+    let calls = (extensions + 16).to_string();
+    let frames = (100 * extensions.max(10)).to_string();
+    [
+        "--max-sockets-per-address",
+        &sockets,
+        "--max-sockets",
+        &sockets,
+        "--max-calls-per-extension",
+        &calls,
+        "--max-frame-rate",
+        &frames,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 fn start_emulator(
     work: &std::path::Path,
     extensions: usize,
@@ -107,6 +127,7 @@ fn start_emulator(
         .arg(&accounts_path)
         .arg("--cert-out")
         .arg(&cert)
+        .args(load_limits(extensions))
         .env("RUST_LOG", "error");
     const READY: &str = "listening on ";
     let (child, line) = spawn_until(command, READY, Duration::from_secs(30))?;

@@ -74,6 +74,8 @@ pub struct DemoArgs {
     /// interface plus 127.0.0.1 (so browsers on other machines can reach it).
     #[arg(long = "media-address", value_name = "IP")]
     media_addresses: Vec<std::net::IpAddr>,
+    #[command(flatten)]
+    guard: super::pbx::GuardArgs,
 }
 
 /// `dir` if it holds every file named, else `None`.
@@ -181,6 +183,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         ring_timeout: Duration::from_secs(60),
         offer_timeout: Duration::from_secs(10),
         chaos: None,
+        guard: args.guard.guard(),
     };
     let pbx = Pbx::start(options.clone())
         .await

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use callbot::config::Secret;
 use callbot::media::transport::NetworkSettings;
-use callbot::pbx::{Accounts, CertificateSource, ChaosSettings, MediaMode, Pbx, PbxOptions};
+use callbot::pbx::{
+    Accounts, CertificateSource, ChaosSettings, Guard, Limits, MediaMode, Pbx, PbxOptions,
+};
 use callbot::protocol::Dialect;
 
 /// Run the PBX emulator: HTTPS REST login, the websocket protocol, calls between extensions.
@@ -58,6 +60,48 @@ pub struct PbxArgs {
     /// probability; sockets are closed at a third of it.
     #[arg(long, value_name = "SEED[:RATE]")]
     pub chaos: Option<ChaosSettings>,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// Who may use the emulator and what any one peer may take (`callbot pbx` and `callbot demo`).
+#[derive(clap::Args, Clone)]
+pub struct GuardArgs {
+    /// Serve /emulator/calls, /events and /stats without the admin's credentials (tests).
+    #[arg(long)]
+    pub open_test_api: bool,
+    /// A web origin (https://host[:port]) whose pages may use the emulator, besides its own
+    /// and loopback ones; repeat for more.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+    /// Open connections (HTTPS and websockets) from one address at most.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().sockets_per_address)]
+    pub max_sockets_per_address: usize,
+    /// Open connections in all at most.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().sockets)]
+    pub max_sockets: usize,
+    /// Frames a websocket may send per second; more close it (1008).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().frames_per_second)]
+    pub max_frame_rate: u32,
+    /// Live calls one extension may have placed; more end with 503.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().calls_per_extension)]
+    pub max_calls_per_extension: usize,
+}
+
+impl GuardArgs {
+    pub fn guard(&self) -> Guard {
+        Guard {
+            open_test_api: self.open_test_api,
+            allow_origins: self.allow_origins.clone(),
+            limits: Limits {
+                sockets_per_address: self.max_sockets_per_address,
+                sockets: self.max_sockets,
+                frames_per_second: self.max_frame_rate,
+                calls_per_extension: self.max_calls_per_extension,
+                ..Limits::default()
+            },
+        }
+    }
 }
 
 fn parse_dialect(text: &str) -> Result<Dialect, String> {
@@ -109,6 +153,7 @@ impl PbxArgs {
             ring_timeout: Duration::from_secs(self.ring_timeout),
             offer_timeout: Duration::from_secs(self.offer_timeout),
             chaos: self.chaos,
+            guard: self.guard.guard(),
         })
     }
 }
@@ -153,9 +198,14 @@ pub fn announce(pbx: &Pbx, options: &PbxOptions, cert_out: Option<&PathBuf>) {
         None => println!("  certificate: self-signed (bots: tls.insecure, or --cert-out FILE)"),
     }
     println!(
-        "  calls: {}emulator/calls  events: {}emulator/events",
+        "  calls: {}emulator/calls  events: {}emulator/events ({})",
         pbx.url(),
-        pbx.url()
+        pbx.url(),
+        if options.guard.open_test_api {
+            "open: --open-test-api"
+        } else {
+            "admin login"
+        }
     );
 }
 

@@ -1,19 +1,31 @@
 //! What the emulator saw, for tests and for people debugging: an event log
-//! (`GET /emulator/events`) and the calls with their legs (`GET /emulator/calls`).
+//! (`GET /emulator/events`) and the calls with their legs (`GET /emulator/calls`). Both are
+//! bounded: events by count and by bytes (what peers send ends up here), calls by count with
+//! their text fields capped.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Events kept; older ones are dropped first.
 const MAX_EVENTS: usize = 100_000;
 /// Finished calls kept.
-const MAX_CALLS: usize = 10_000;
+pub const MAX_CALLS: usize = 10_000;
+/// An event's extension or call id is cut to this (field caps keep them shorter already).
+const MAX_NAME_BYTES: usize = 128;
+/// An event's detail larger than this (as JSON) is replaced by its size.
+const MAX_DETAIL_BYTES: usize = 4096;
+/// What an event costs besides its text (the struct, the queue slot).
+const EVENT_OVERHEAD: usize = 96;
+/// The digits a leg's view shows.
+const MAX_DTMF_SHOWN: usize = 1024;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
+    /// Numbers the events in order, for paging (`?after=`).
+    pub seq: u64,
     /// Milliseconds since the emulator started.
     pub at_ms: u64,
     pub kind: &'static str,
@@ -65,24 +77,51 @@ pub struct CallView {
     pub legs: Vec<LegView>,
 }
 
+/// The journal's size, for `/emulator/stats`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct JournalStats {
+    pub events: usize,
+    pub bytes: usize,
+    pub max_bytes: usize,
+    /// Events dropped to stay within the caps.
+    pub dropped: u64,
+    pub calls: usize,
+}
+
 #[derive(Debug)]
 pub struct Journal {
     started: Instant,
-    events: VecDeque<Event>,
+    events: VecDeque<(Event, usize)>,
+    /// The bytes `events` hold, by [`EVENT_OVERHEAD`] and their text.
+    bytes: usize,
+    max_bytes: usize,
+    next_seq: u64,
+    dropped: u64,
     calls: VecDeque<CallView>,
 }
 
-impl Default for Journal {
-    fn default() -> Self {
-        Self {
-            started: Instant::now(),
-            events: VecDeque::new(),
-            calls: VecDeque::new(),
-        }
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(MAX_NAME_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
+    text[..end].to_owned()
 }
 
 impl Journal {
+    /// A journal that holds events of at most `max_bytes` in all.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            started: Instant::now(),
+            events: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+            next_seq: 1,
+            dropped: 0,
+            calls: VecDeque::new(),
+        }
+    }
+
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -94,29 +133,54 @@ impl Journal {
         callid: Option<&str>,
         detail: Value,
     ) {
-        if self.events.len() >= MAX_EVENTS {
-            self.events.pop_front();
-        }
+        let mut detail_bytes = detail.to_string().len();
+        let detail = if detail_bytes > MAX_DETAIL_BYTES {
+            let summary = json!({ "left_out_bytes": detail_bytes });
+            detail_bytes = summary.to_string().len();
+            summary
+        } else {
+            detail
+        };
         let event = Event {
+            seq: self.next_seq,
             at_ms: self.now_ms(),
             kind,
-            extension: extension.map(str::to_owned),
-            callid: callid.map(str::to_owned),
+            extension: extension.map(cut),
+            callid: callid.map(cut),
             detail,
         };
+        self.next_seq += 1;
+        let bytes = EVENT_OVERHEAD
+            + kind.len()
+            + event.extension.as_ref().map_or(0, String::len)
+            + event.callid.as_ref().map_or(0, String::len)
+            + detail_bytes;
         tracing::debug!(
             kind,
-            ext = extension.unwrap_or("-"),
-            call = callid.unwrap_or("-"),
+            ext = %crate::untrusted::escaped(event.extension.as_deref().unwrap_or("-")),
+            call = %crate::untrusted::escaped(event.callid.as_deref().unwrap_or("-")),
             "{}",
             event.detail
         );
-        self.events.push_back(event);
+        self.bytes += bytes;
+        self.events.push_back((event, bytes));
+        while self.events.len() > MAX_EVENTS || self.bytes > self.max_bytes {
+            let Some((_, gone)) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= gone;
+            self.dropped += 1;
+        }
     }
 
     /// Adds or replaces the view of call `view.id`. Views are kept in id order (the order calls
     /// began), so a live call's view is found by bisection however many are kept.
-    pub fn call(&mut self, view: CallView) {
+    pub fn call(&mut self, mut view: CallView) {
+        for leg in &mut view.legs {
+            if leg.dtmf_relayed.len() > MAX_DTMF_SHOWN {
+                leg.dtmf_relayed.truncate(MAX_DTMF_SHOWN);
+            }
+        }
         match self.calls.binary_search_by_key(&view.id, |c| c.id) {
             Ok(index) => self.calls[index] = view,
             Err(index) => {
@@ -128,12 +192,37 @@ impl Journal {
         }
     }
 
-    pub fn events(&self) -> Vec<Event> {
-        self.events.iter().cloned().collect()
+    /// Events in order: those after `after` (the oldest `limit` of them), or without
+    /// `after` the newest `limit`.
+    pub fn events(&self, after: Option<u64>, limit: usize) -> Vec<Event> {
+        let events = self.events.iter().map(|(event, _)| event);
+        match after {
+            Some(after) => events
+                .skip_while(|e| e.seq <= after)
+                .take(limit)
+                .cloned()
+                .collect(),
+            None => {
+                let skip = self.events.len().saturating_sub(limit);
+                events.skip(skip).cloned().collect()
+            }
+        }
     }
 
-    pub fn calls(&self) -> Vec<CallView> {
-        self.calls.iter().cloned().collect()
+    /// The newest `limit` calls, in the order they began.
+    pub fn calls(&self, limit: usize) -> Vec<CallView> {
+        let skip = self.calls.len().saturating_sub(limit);
+        self.calls.iter().skip(skip).cloned().collect()
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        JournalStats {
+            events: self.events.len(),
+            bytes: self.bytes,
+            max_bytes: self.max_bytes,
+            dropped: self.dropped,
+            calls: self.calls.len(),
+        }
     }
 }
 
@@ -157,18 +246,47 @@ mod tests {
     }
 
     #[test]
+    fn events_are_capped_in_bytes_and_huge_values_cut() {
+        let mut journal = Journal::new(16 << 10);
+        let huge = "x".repeat(100_000);
+        for _ in 0..100 {
+            journal.event("unknown-call", Some(&huge), Some(&huge), json!({ "frame": huge }));
+        }
+        let stats = journal.stats();
+        assert!(stats.bytes <= 16 << 10, "{stats:?}");
+        assert!(stats.events > 10 && stats.dropped > 0, "{stats:?}");
+        let all = journal.events(None, usize::MAX);
+        let shown = serde_json::to_string(&all).unwrap().len();
+        assert!(shown <= 16 << 10, "{shown}");
+        assert_eq!(all[0].detail["left_out_bytes"], 100_000 + 12);
+        assert_eq!(all[0].callid.as_ref().unwrap().len(), MAX_NAME_BYTES);
+    }
+
+    #[test]
+    fn events_page_by_sequence_number() {
+        let mut journal = Journal::new(1 << 20);
+        for _ in 0..10 {
+            journal.event("dial", None, None, Value::Null);
+        }
+        let seqs = |events: Vec<Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(journal.events(None, 3)), [8, 9, 10]);
+        assert_eq!(seqs(journal.events(Some(4), 3)), [5, 6, 7]);
+        assert_eq!(seqs(journal.events(Some(10), 3)), Vec::<u64>::new());
+    }
+
+    #[test]
     fn views_are_replaced_by_id_kept_in_order_and_capped() {
-        let mut journal = Journal::default();
+        let mut journal = Journal::new(1 << 20);
         journal.call(view(2, "ringing"));
         journal.call(view(1, "ringing"));
         journal.call(view(2, "connected"));
-        let calls = journal.calls();
+        let calls = journal.calls(MAX_CALLS);
         let seen: Vec<(u64, &str)> = calls.iter().map(|c| (c.id, c.state)).collect();
         assert_eq!(seen, [(1, "ringing"), (2, "connected")]);
         for id in 3..=MAX_CALLS as u64 + 5 {
             journal.call(view(id, "ended"));
         }
-        let calls = journal.calls();
+        let calls = journal.calls(MAX_CALLS);
         assert_eq!(calls.len(), MAX_CALLS);
         assert_eq!(calls[0].id, 6, "the oldest views go first");
     }

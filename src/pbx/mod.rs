@@ -7,8 +7,11 @@ mod auto;
 mod call;
 mod certificate;
 mod chaos;
+mod field_caps;
 mod http;
 mod journal;
+pub mod limits;
+mod origin;
 mod page;
 mod sessions;
 mod switch;
@@ -34,6 +37,7 @@ pub use accounts::{Accounts, AccountsError, AutoAction, AutoAnswer, Extension};
 pub use certificate::{CertificateError, CertificateSource};
 pub use chaos::ChaosSettings;
 pub use journal::{CallView, Event, LegView};
+pub use limits::Limits;
 
 /// Where call media flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +66,20 @@ pub struct PbxOptions {
     pub offer_timeout: Duration,
     /// Mistreat frames and sockets on purpose (reliability tests).
     pub chaos: Option<ChaosSettings>,
+    /// Who may use the emulator, and how much any one peer may take.
+    pub guard: Guard,
+}
+
+/// Who may reach the emulator and what any one peer may take of it.
+#[derive(Clone, Debug, Default)]
+pub struct Guard {
+    /// `--open-test-api`: `/emulator/calls`, `/events` and `/stats` without the admin's
+    /// credentials (tests; the views show who called whom and the digits pressed).
+    pub open_test_api: bool,
+    /// `--allow-origin`: web origins whose pages may use the emulator besides its own and
+    /// loopback ones.
+    pub allow_origins: Vec<String>,
+    pub limits: Limits,
 }
 
 impl PbxOptions {
@@ -85,6 +103,8 @@ pub enum PbxError {
     Certificate(#[from] CertificateError),
     #[error("media runtime: {0}")]
     Media(std::io::Error),
+    #[error("{0}")]
+    Origin(String),
 }
 
 /// What calls and the HTTP side share.
@@ -102,6 +122,8 @@ struct CallOptions {
     media: MediaMode,
     ring_timeout: Duration,
     offer_timeout: Duration,
+    /// Live calls one extension may have placed.
+    calls_per_extension: usize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,6 +144,9 @@ pub struct Pbx {
 impl Pbx {
     /// Binds, makes or loads the certificate, and starts serving.
     pub async fn start(options: PbxOptions) -> Result<Self, PbxError> {
+        let origins =
+            origin::OriginPolicy::new(&options.guard.allow_origins).map_err(PbxError::Origin)?;
+        let limits = options.guard.limits.clone();
         let identity = certificate::identity(&options.certificate)?;
         let listener =
             TcpListener::bind(options.listen)
@@ -152,9 +177,10 @@ impl Pbx {
                 media: options.media,
                 ring_timeout: options.ring_timeout,
                 offer_timeout: options.offer_timeout,
+                calls_per_extension: limits.calls_per_extension,
             },
             media,
-            journal: Mutex::default(),
+            journal: Mutex::new(journal::Journal::new(limits.journal_bytes)),
         });
         let (switch_tx, switch_rx) = mpsc::unbounded_channel();
         let switch =
@@ -169,17 +195,26 @@ impl Pbx {
         };
         let shared = Arc::new(http::Shared {
             ctx,
-            sessions: Mutex::default(),
+            sessions: Mutex::new(sessions::Sessions::new(
+                limits.session_idle,
+                limits.session_lifetime,
+            )),
             switch: switch_tx,
             server_header: HeaderValue::from_static(version),
             next_socket: AtomicU64::new(1),
             chaos: options.chaos,
+            origins,
+            open_test_api: options.guard.open_test_api,
+            connections: limits::Connections::new(&limits),
+            limits,
+            refusals: http::Refusals::default(),
         });
-        let app = http::router(shared);
+        let app = http::router(shared.clone());
         let server = tokio::spawn(http::serve(
             listener,
             TlsAcceptor::from(identity.config),
             app,
+            shared,
         ));
         let host = match address.ip() {
             ip if ip.is_unspecified() => "127.0.0.1".to_owned(),

@@ -6,12 +6,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::json;
+use std::time::Instant;
+
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::call::{self, CallInput, CallSetup, Endpoint, PartyState};
+use super::limits::{LogBudget, warn_within};
 use super::{Context, lock};
-use crate::protocol::{CallId, CallInfo, CallScope, ClientFrame, Presence, ServerFrame, SipCode};
+use crate::protocol::{
+    Bye, CallId, CallInfo, CallScope, ClientFrame, Presence, ServerFrame, SipCode,
+};
 
 pub(super) type SocketId = u64;
 pub(super) type CallKey = u64;
@@ -66,6 +71,8 @@ struct SocketEntry {
 }
 
 struct CallEntry {
+    /// The extension that placed it.
+    caller: String,
     inbox: mpsc::UnboundedSender<CallInput>,
     ids: Vec<CallId>,
     sockets: HashSet<SocketId>,
@@ -79,6 +86,10 @@ pub(super) struct Switch {
     calls: HashMap<CallKey, CallEntry>,
     callids: HashMap<CallId, CallKey>,
     next_call: CallKey,
+    /// Live calls placed by each extension.
+    placed: HashMap<String, usize>,
+    /// Log lines about refused calls.
+    refusal_log: LogBudget,
 }
 
 impl Switch {
@@ -90,6 +101,8 @@ impl Switch {
             calls: HashMap::new(),
             callids: HashMap::new(),
             next_call: 1,
+            placed: HashMap::new(),
+            refusal_log: LogBudget::new(Instant::now()),
         }
     }
 
@@ -206,11 +219,15 @@ impl Switch {
                 for number in &remove {
                     entry.blf.remove(number);
                 }
-                entry.blf.extend(add.iter().cloned());
-                for number in add {
-                    if self.ctx.accounts.extension(&number).is_some() {
-                        self.send(socket, ServerFrame::Blf(self.presence(&number)));
-                    }
+                // Only extensions of the domain have a presence to follow: the list stays as
+                // short as the domain, whatever a client asks for.
+                let known: Vec<String> = add
+                    .into_iter()
+                    .filter(|number| self.ctx.accounts.extension(number).is_some())
+                    .collect();
+                entry.blf.extend(known.iter().cloned());
+                for number in known {
+                    self.send(socket, ServerFrame::Blf(self.presence(&number)));
                 }
             }
             ClientFrame::Ringtones => {
@@ -320,6 +337,12 @@ impl Switch {
         callid: CallId,
         offer: String,
     ) {
+        let placed = self.placed.get(extension).copied().unwrap_or(0);
+        let most = self.ctx.options.calls_per_extension;
+        if placed >= most {
+            self.refuse_call(socket, extension, callid, &to, most);
+            return;
+        }
         let mut journal = lock(&self.ctx.journal);
         journal.event(
             "dial",
@@ -332,7 +355,9 @@ impl Switch {
         let known = self.ctx.accounts.extension(&to).is_some();
         let (inbox, inputs) = mpsc::unbounded_channel();
         let alias = CallId::random();
+        *self.placed.entry(extension.to_owned()).or_default() += 1;
         let entry = CallEntry {
+            caller: extension.to_owned(),
             inbox,
             ids: vec![callid.clone(), alias.clone()],
             sockets: HashSet::from([socket]),
@@ -404,6 +429,12 @@ impl Switch {
             }
             CallReport::Ended { call } => {
                 if let Some(entry) = self.calls.remove(&call) {
+                    if let Some(placed) = self.placed.get_mut(&entry.caller) {
+                        *placed -= 1;
+                        if *placed == 0 {
+                            self.placed.remove(&entry.caller);
+                        }
+                    }
                     for id in &entry.ids {
                         self.callids.remove(id);
                     }
@@ -419,6 +450,38 @@ impl Switch {
                 }
             }
         }
+    }
+
+    /// An extension with `most` live calls placed gets `bye` 503 for one more.
+    fn refuse_call(
+        &mut self,
+        socket: SocketId,
+        extension: &str,
+        callid: CallId,
+        to: &str,
+        most: usize,
+    ) {
+        warn_within!(
+            self.refusal_log,
+            Instant::now(),
+            ext = %extension,
+            "call refused: {most} calls placed and live already"
+        );
+        lock(&self.ctx.journal).event(
+            "call-refused",
+            Some(extension),
+            Some(callid.as_str()),
+            json!({ "to": to, "reason": "too many calls" }),
+        );
+        self.send(
+            socket,
+            ServerFrame::Bye(Bye {
+                callid,
+                cseq: None,
+                code: Some(SipCode(503)),
+                reason: Some("Too Many Calls".into()),
+            }),
+        );
     }
 
     /// Sends the changed calls to the sockets that follow them: their own extension's

@@ -7,7 +7,7 @@ use std::time::Duration;
 use callbot::config::{DialectSetting, Secret, TlsSetting};
 use callbot::connection::{Credentials, FrameSender, Link, LinkEvent, LinkSettings, tls};
 use callbot::media::transport::NetworkSettings;
-use callbot::pbx::{Accounts, CertificateSource, MediaMode, Pbx, PbxOptions};
+use callbot::pbx::{Accounts, CertificateSource, Guard, MediaMode, Pbx, PbxOptions};
 use callbot::protocol::{CallId, CallInfo, ClientFrame, ConnectionState, Dialect, ServerFrame};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -38,6 +38,10 @@ pub fn options(listen: SocketAddr, media: MediaMode, dialect: Dialect) -> PbxOpt
         ring_timeout: Duration::from_secs(60),
         offer_timeout: Duration::from_secs(3),
         chaos: None,
+        guard: Guard {
+            open_test_api: true,
+            ..Guard::default()
+        },
     }
 }
 
