@@ -26,7 +26,11 @@ pub fn file_stem(raw: &str) -> String {
             }
         })
         .collect();
-    if stem.is_empty() { "_".to_owned() } else { stem }
+    if stem.is_empty() {
+        "_".to_owned()
+    } else {
+        stem
+    }
 }
 
 /// `<stem>-<8 random hex digits>.<extension>`: a name no outside party can predict or repeat,

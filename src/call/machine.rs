@@ -571,7 +571,9 @@ impl Call {
                 self.finish(EndReason::Cancelled, Some(SipCode::REQUEST_TERMINATED), out);
             }
             ServerFrame::CancelResponse(_) => {}
-            other => tracing::debug!(call = %crate::untrusted::escaped(self.id.as_str()), "frame ignored: {}", other.encode()),
+            other => {
+                tracing::debug!(call = %crate::untrusted::escaped(self.id.as_str()), "frame ignored: {}", other.encode())
+            }
         }
     }
 

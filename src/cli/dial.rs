@@ -199,7 +199,11 @@ fn plan(args: &DialArgs) -> Vec<CallCommand> {
 
 /// Returns whether the call was answered.
 async fn dial(args: DialArgs) -> Result<bool, String> {
-    if let Some(path) = args.record.as_ref().filter(|p| p.symlink_metadata().is_ok()) {
+    if let Some(path) = args
+        .record
+        .as_ref()
+        .filter(|p| p.symlink_metadata().is_ok())
+    {
         return Err(format!(
             "--record {}: the file exists; remove it or name another",
             path.display()

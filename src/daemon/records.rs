@@ -192,7 +192,10 @@ mod tests {
         std::fs::create_dir(root.path().join("ivr")).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("ivr").join(day)).unwrap();
         let path = recording_path(root.path(), "ivr", "abc");
-        assert_eq!(path.parent(), Some(root.path().canonicalize().unwrap().as_path()));
+        assert_eq!(
+            path.parent(),
+            Some(root.path().canonicalize().unwrap().as_path())
+        );
     }
 
     #[test]

@@ -68,8 +68,7 @@ pub fn identity(source: &CertificateSource) -> Result<Identity, CertificateError
             if chain.is_empty() {
                 return Err(file_error(cert)("no certificate in the file".into()));
             }
-            let key =
-                crate::input_file::read(key)
+            let key = crate::input_file::read(key)
                 .map_err(|e| e.to_string())
                 .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string()))
                 .map_err(file_error(key))?;

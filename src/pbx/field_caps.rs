@@ -67,7 +67,10 @@ mod tests {
         };
         assert_eq!(
             oversized(&long_id).unwrap(),
-            format!("field `callid` has {} bytes (at most {MAX_ID_BYTES})", 1 << 20)
+            format!(
+                "field `callid` has {} bytes (at most {MAX_ID_BYTES})",
+                1 << 20
+            )
         );
         let long_number = ClientFrame::Blf {
             add: vec!["500".into(), "9".repeat(100)],

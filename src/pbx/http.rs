@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use super::chaos::{Chaos, ChaosSettings, Fate, Way};
 use super::field_caps;
 use super::journal::MAX_CALLS;
-use super::limits::{Admitted, Connections, FrameBudget, LogBudget, Limits, warn_within};
+use super::limits::{Admitted, Connections, FrameBudget, Limits, LogBudget, warn_within};
 use super::origin::OriginPolicy;
 use super::sessions::{CloseReason, Sessions};
 use super::switch::SwitchInput;
@@ -110,7 +110,12 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
 /// Connections beyond the socket caps are closed at once; a TLS handshake or a request header
 /// that does not arrive within the header timeout closes the connection. Ended sessions are
 /// swept here too.
-pub(super) async fn serve(listener: TcpListener, tls: TlsAcceptor, app: Router, shared: Arc<Shared>) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    app: Router,
+    shared: Arc<Shared>,
+) {
     let mut connections = JoinSet::new();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -401,7 +406,11 @@ async fn session_delete(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(id) = query.get("session").cloned().or_else(|| cookie_session(&headers)) else {
+    let Some(id) = query
+        .get("session")
+        .cloned()
+        .or_else(|| cookie_session(&headers))
+    else {
         return refused(StatusCode::BAD_REQUEST, "no session named");
     };
     if !lock(&shared.sessions).end(&id) {
@@ -412,7 +421,9 @@ async fn session_delete(
         StatusCode::NO_CONTENT,
         [(
             header::SET_COOKIE,
-            HeaderValue::from_static("session=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict"),
+            HeaderValue::from_static(
+                "session=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict",
+            ),
         )],
     )
         .into_response()
@@ -639,12 +650,18 @@ async fn pass(
                         let _ = shared.switch.send(SwitchInput::Frame { socket, frame });
                     }
                     Some(why) => {
-                        shared.refusals.oversized_fields.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .refusals
+                            .oversized_fields
+                            .fetch_add(1, Ordering::Relaxed);
                         warn_within!(guarded.complaints, now, ext = %ext, "frame refused: {why}");
                     }
                 },
                 Err(e) => {
-                    shared.refusals.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .refusals
+                        .malformed_frames
+                        .fetch_add(1, Ordering::Relaxed);
                     warn_within!(guarded.complaints, now, ext = %ext, "malformed frame ignored: {e}");
                 }
             }
@@ -675,7 +692,11 @@ async fn info(State(shared): State<Arc<Shared>>) -> Response {
 /// The `/emulator/*` views show who called whom and the digits they pressed: they need the
 /// admin's credentials (Basic), unless the emulator runs with `--open-test-api`. Failed tries
 /// count against the login brake.
-fn test_api_allowed(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
+fn test_api_allowed(
+    shared: &Shared,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
     if shared.open_test_api {
         return Ok(());
     }

@@ -250,7 +250,12 @@ mod tests {
         let mut journal = Journal::new(16 << 10);
         let huge = "x".repeat(100_000);
         for _ in 0..100 {
-            journal.event("unknown-call", Some(&huge), Some(&huge), json!({ "frame": huge }));
+            journal.event(
+                "unknown-call",
+                Some(&huge),
+                Some(&huge),
+                json!({ "frame": huge }),
+            );
         }
         let stats = journal.stats();
         assert!(stats.bytes <= 16 << 10, "{stats:?}");

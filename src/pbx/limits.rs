@@ -168,7 +168,9 @@ const LOG_WINDOW: Duration = Duration::from_secs(10);
 #[derive(Debug, PartialEq, Eq)]
 pub enum LogNow {
     /// Log, and say that this many lines were left out before.
-    Yes { left_out: u64 },
+    Yes {
+        left_out: u64,
+    },
     No,
 }
 
@@ -233,7 +235,10 @@ mod tests {
         assert!(connections.admit(b).is_err(), "in all");
         drop(first);
         assert_eq!(connections.open(), 2);
-        assert!(connections.admit(a).is_ok(), "a closed connection gives its place back");
+        assert!(
+            connections.admit(a).is_ok(),
+            "a closed connection gives its place back"
+        );
     }
 
     #[test]
@@ -249,13 +254,8 @@ mod tests {
     fn the_log_gets_a_few_lines_a_window_and_the_count_of_the_rest() {
         let now = Instant::now();
         let mut budget = LogBudget::new(now);
-        let logged = (0..100)
-            .filter(|_| budget.admit(now) != LogNow::No)
-            .count();
+        let logged = (0..100).filter(|_| budget.admit(now) != LogNow::No).count();
         assert_eq!(logged, LOG_LINES as usize);
-        assert_eq!(
-            budget.admit(now + LOG_WINDOW),
-            LogNow::Yes { left_out: 90 }
-        );
+        assert_eq!(budget.admit(now + LOG_WINDOW), LogNow::Yes { left_out: 90 });
     }
 }

@@ -23,10 +23,11 @@ pub fn normalize(origin: &str) -> Option<String> {
 }
 
 fn host_of(origin: &str) -> Option<String> {
-    Url::parse(origin)
-        .ok()?
-        .host_str()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+    Url::parse(origin).ok()?.host_str().map(|h| {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase()
+    })
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -106,8 +107,17 @@ mod tests {
 
     #[test]
     fn cross_site_compares_hosts_without_ports() {
-        assert!(!OriginPolicy::cross_site("https://127.0.0.1:3000", Some("127.0.0.1:8443")));
-        assert!(OriginPolicy::cross_site("https://app.example.com", Some("127.0.0.1:8443")));
-        assert!(!OriginPolicy::cross_site("https://[::1]:3000", Some("[::1]:8443")));
+        assert!(!OriginPolicy::cross_site(
+            "https://127.0.0.1:3000",
+            Some("127.0.0.1:8443")
+        ));
+        assert!(OriginPolicy::cross_site(
+            "https://app.example.com",
+            Some("127.0.0.1:8443")
+        ));
+        assert!(!OriginPolicy::cross_site(
+            "https://[::1]:3000",
+            Some("[::1]:8443")
+        ));
     }
 }

@@ -310,12 +310,21 @@ mod tests {
         }
         sessions.failed(here, "admin", now);
         assert_eq!(sessions.may_try(here, "admin", now), Err(FIRST_BACKOFF));
-        assert!(sessions.may_try(here, "500", now).is_ok(), "another account");
-        assert!(sessions.may_try(there, "admin", now).is_ok(), "another address");
+        assert!(
+            sessions.may_try(here, "500", now).is_ok(),
+            "another account"
+        );
+        assert!(
+            sessions.may_try(there, "admin", now).is_ok(),
+            "another address"
+        );
         let later = now + FIRST_BACKOFF;
         assert!(sessions.may_try(here, "admin", later).is_ok());
         sessions.failed(here, "admin", later);
-        assert_eq!(sessions.may_try(here, "admin", later), Err(2 * FIRST_BACKOFF));
+        assert_eq!(
+            sessions.may_try(here, "admin", later),
+            Err(2 * FIRST_BACKOFF)
+        );
         sessions.succeeded(here, "admin");
         assert!(sessions.may_try(here, "admin", later).is_ok());
     }
@@ -329,7 +338,12 @@ mod tests {
             sessions.failed(here, &format!("{n}{}", "x".repeat(1000)), now);
         }
         assert!(sessions.failures.len() <= MAX_THROTTLED);
-        assert!(sessions.failures.keys().all(|(_, a)| a.len() <= MAX_ACCOUNT_BYTES));
+        assert!(
+            sessions
+                .failures
+                .keys()
+                .all(|(_, a)| a.len() <= MAX_ACCOUNT_BYTES)
+        );
     }
 
     #[test]
@@ -337,14 +351,25 @@ mod tests {
         let mut sessions = Sessions::new(Duration::from_secs(10), Duration::from_secs(100));
         let now = Instant::now();
         let idle = sessions.open("500", now);
-        assert!(sessions.owner(&idle, now + Duration::from_secs(9)).is_some());
-        assert!(sessions.owner(&idle, now + Duration::from_secs(10)).is_none());
+        assert!(
+            sessions
+                .owner(&idle, now + Duration::from_secs(9))
+                .is_some()
+        );
+        assert!(
+            sessions
+                .owner(&idle, now + Duration::from_secs(10))
+                .is_none()
+        );
 
         let busy = sessions.open("501", now);
         let (close, mut closed) = oneshot::channel();
         sessions.attach(&busy, 1, close, now);
         let later = now + Duration::from_secs(50);
-        assert!(sessions.owner(&busy, later).is_some(), "a socket keeps it in use");
+        assert!(
+            sessions.owner(&busy, later).is_some(),
+            "a socket keeps it in use"
+        );
         assert_eq!(sessions.expire(later), 1, "the idle one");
         assert!(closed.try_recv().is_err());
         sessions.expire(now + Duration::from_secs(100));

@@ -51,8 +51,7 @@ impl MemoryBudget {
                 format!(
                     "the script's memory budget is spent: {} bytes kept of {} (script_memory_mb), \
                      {bytes} more asked",
-                    used,
-                    self.limit
+                    used, self.limit
                 )
             })
     }
@@ -133,7 +132,11 @@ impl Store {
     }
 
     pub fn get(&self, key: &str) -> Dynamic {
-        self.kept().values.get(key).cloned().unwrap_or(Dynamic::UNIT)
+        self.kept()
+            .values
+            .get(key)
+            .cloned()
+            .unwrap_or(Dynamic::UNIT)
     }
 
     /// Counts timer `name` while it is set; setting it again costs nothing more.

@@ -218,7 +218,12 @@ pub fn emulator_with(dir: &Path, extra: &[&str]) -> Emulator {
         command.args(["--listen", "127.0.0.1:0"]);
     }
     command
-        .args(["--open-test-api", "--media-address", "127.0.0.1", "--cert-out"])
+        .args([
+            "--open-test-api",
+            "--media-address",
+            "127.0.0.1",
+            "--cert-out",
+        ])
         .arg(&cert)
         .args(extra)
         .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
