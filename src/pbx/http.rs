@@ -691,38 +691,36 @@ async fn info(State(shared): State<Arc<Shared>>) -> Response {
 
 /// The `/emulator/*` views show who called whom and the digits they pressed: they need the
 /// admin's credentials (Basic), unless the emulator runs with `--open-test-api`. Failed tries
-/// count against the login brake.
-fn test_api_allowed(
-    shared: &Shared,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<(), Response> {
+/// count against the login brake. `None` when the view may be shown.
+fn test_api_refusal(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
     if shared.open_test_api {
-        return Ok(());
+        return None;
     }
     let (user, password) = basic_auth(headers).unwrap_or_default();
     let now = Instant::now();
     let mut sessions = lock(&shared.sessions);
     if let Err(wait) = sessions.may_try(peer.ip(), &user, now) {
         drop(sessions);
-        return Err(throttled(shared, wait));
+        return Some(throttled(shared, wait));
     }
     if shared.ctx.accounts.is_admin(&user, &password) {
         sessions.succeeded(peer.ip(), &user);
-        return Ok(());
+        return None;
     }
     if !user.is_empty() {
         sessions.failed(peer.ip(), &user, now);
     }
-    Err((
-        StatusCode::UNAUTHORIZED,
-        [(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"callbot emulator\""),
-        )],
-        Json(json!({ "error": "the admin's credentials are needed (or --open-test-api)" })),
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"callbot emulator\""),
+            )],
+            Json(json!({ "error": "the admin's credentials are needed (or --open-test-api)" })),
+        )
+            .into_response(),
     )
-        .into_response())
 }
 
 /// `?limit=` (at most `max`, the default) and `?after=` of a view.
@@ -742,7 +740,7 @@ async fn calls(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = test_api_allowed(&shared, peer, &headers) {
+    if let Some(refusal) = test_api_refusal(&shared, peer, &headers) {
         return refusal;
     }
     let (_, limit) = paging(&query, MAX_CALLS);
@@ -758,7 +756,7 @@ async fn events(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = test_api_allowed(&shared, peer, &headers) {
+    if let Some(refusal) = test_api_refusal(&shared, peer, &headers) {
         return refusal;
     }
     let (after, limit) = paging(&query, MAX_EVENTS_SHOWN);
@@ -772,7 +770,7 @@ async fn stats(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = test_api_allowed(&shared, peer, &headers) {
+    if let Some(refusal) = test_api_refusal(&shared, peer, &headers) {
         return refusal;
     }
     let journal = lock(&shared.ctx.journal).stats();
