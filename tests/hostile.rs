@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use callbot::pbx::{Guard, Limits, MediaMode, Pbx};
 use callbot::protocol::{CallId, ClientFrame, Dialect, ServerFrame};
 use common::binary::{self, ADMIN_PASSWORD, emulator_with, files, run_to_end};
 use common::emulator::{TestClient, WAIT, options, raw_socket, third_party};
+use common::wait::until;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,19 +35,6 @@ async fn pbx_limited(limits: Limits) -> Pbx {
         ..Guard::default()
     })
     .await
-}
-
-/// Polls `check` until it holds; panics with `what` after [`WAIT`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn stats(pbx: &Pbx) -> Value {
@@ -360,15 +347,15 @@ async fn call_ids_from_a_lying_pbx_name_no_paths_and_forge_no_log_lines() {
         })
         .await;
         let recordings = dir.path().join("recordings");
-        eventually("the recording to start", || {
+        until("the recording to start", WAIT, || {
             let found = files(&recordings, "wav").len();
-            async move { found > n }
+            async move { (found > n).then_some(()) }
         })
         .await;
         pbx.to_bot.send(bye(id)).unwrap();
-        eventually("the sidecar", || {
+        until("the sidecar", WAIT, || {
             let found = files(&recordings, "json").len();
-            async move { found > n }
+            async move { (found > n).then_some(()) }
         })
         .await;
     }
@@ -417,8 +404,8 @@ async fn megabyte_call_ids_are_refused_and_the_journal_stays_within_its_bytes() 
         let frame = json!({ "action": "sip-ack", "callid": huge }).to_string();
         socket.send(Message::text(frame)).await.unwrap();
     }
-    eventually("20 refused frames", || async {
-        stats(&pbx).await["refused"]["oversized_fields"] == 20
+    until("20 refused frames", WAIT, || async {
+        (stats(&pbx).await["refused"]["oversized_fields"] == 20).then_some(())
     })
     .await;
     assert!(stats(&pbx).await["journal"]["bytes"].as_u64().unwrap() < 16 << 10);
@@ -428,8 +415,8 @@ async fn megabyte_call_ids_are_refused_and_the_journal_stays_within_its_bytes() 
         let frame = json!({ "action": "sip-ack", "callid": callid }).to_string();
         socket.send(Message::text(frame)).await.unwrap();
     }
-    eventually("the journal to drop old events", || async {
-        stats(&pbx).await["journal"]["dropped"].as_u64().unwrap() > 0
+    until("the journal to drop old events", WAIT, || async {
+        (stats(&pbx).await["journal"]["dropped"].as_u64().unwrap() > 0).then_some(())
     })
     .await;
     let journal = &stats(&pbx).await["journal"];
@@ -652,8 +639,8 @@ async fn logout_and_expiry_end_sessions_and_close_their_sockets() {
     // Unused, a session ends after the idle time (watched without using it).
     let idle = password_login(&pbx, "503").await;
     assert_eq!(stats(&pbx).await["sessions"], 1);
-    eventually("the idle session to end", || async {
-        stats(&pbx).await["sessions"] == 0
+    until("the idle session to end", WAIT, || async {
+        (stats(&pbx).await["sessions"] == 0).then_some(())
     })
     .await;
     assert!(open_socket(&pbx, "503", &idle).await.is_err());
@@ -909,18 +896,23 @@ async fn sockets_are_capped_per_address() {
         "a fourth connection is closed at once"
     );
     held.pop();
-    eventually("a place to come free", || async {
-        tls_to(&pbx).await.is_ok()
+    until("a place to come free", WAIT, || async {
+        tls_to(&pbx).await.ok().map(drop)
     })
     .await;
     drop(held);
-    eventually("the places of closed connections to come free", || async {
-        common::insecure_http()
-            .get(format!("{}emulator/stats", pbx.url()))
-            .send()
-            .await
-            .is_ok()
-    })
+    until(
+        "the places of closed connections to come free",
+        WAIT,
+        || async {
+            common::insecure_http()
+                .get(format!("{}emulator/stats", pbx.url()))
+                .send()
+                .await
+                .ok()
+                .map(drop)
+        },
+    )
     .await;
     assert!(
         stats(&pbx).await["refused"]["connections"]
