@@ -98,7 +98,13 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .open(&partial)
         .and_then(|mut file| file.write_all(bytes))
-        .and_then(|()| std::fs::hard_link(&partial, path));
+        .and_then(|()| match std::fs::hard_link(&partial, path) {
+            // A file system without hard links: a rename, if nothing is there.
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists && !path.exists() => {
+                std::fs::rename(&partial, path)
+            }
+            linked => linked,
+        });
     let _ = std::fs::remove_file(&partial);
     written
 }
