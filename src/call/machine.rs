@@ -373,14 +373,14 @@ impl Call {
 
     fn candidate_frame(&self, candidate: IceCandidate) -> Output {
         Output::Send(ClientFrame::IceCandidate {
-            callid: self.id.clone(),
-            candidate,
+            callid: Some(self.id.clone()),
+            candidate: Some(candidate),
         })
     }
 
     fn bye_frame(&self) -> Output {
         Output::Send(ClientFrame::SipBye {
-            callid: self.id.clone(),
+            callid: Some(self.id.clone()),
             caller: self.direction == Direction::Outbound,
         })
     }
@@ -427,8 +427,10 @@ impl Call {
             (Command::Hold, Phase::Connected) if !self.held => {
                 self.held = true;
                 out.push(Output::Send(ClientFrame::WrtcHold {
-                    callid: self.id.clone(),
+                    callid: Some(self.id.clone()),
                     command: HoldCommand::Hold,
+                    offer: None,
+                    calldir: None,
                 }));
                 out.push(Output::Media(MediaCommand::Mute(true)));
                 out.push(self.set_state(CallState::Hold));
@@ -436,8 +438,10 @@ impl Call {
             (Command::Resume, Phase::Connected) if self.held => {
                 self.held = false;
                 out.push(Output::Send(ClientFrame::WrtcHold {
-                    callid: self.id.clone(),
+                    callid: Some(self.id.clone()),
                     command: HoldCommand::Resume,
+                    offer: None,
+                    calldir: None,
                 }));
                 out.push(Output::Media(MediaCommand::Mute(false)));
                 out.push(self.set_state(CallState::InCall));
@@ -544,7 +548,7 @@ impl Call {
                 if let Some(cseq) = bye.cseq.clone() {
                     out.push(Output::Send(ClientFrame::ByeResponse {
                         callid: self.id.clone(),
-                        cseq,
+                        cseq: Some(cseq),
                     }));
                 }
                 let failure = bye.code.and_then(CallFailure::from_code);

@@ -126,13 +126,14 @@ fn early_candidates_go_to_the_leg_and_ours_wait_for_our_sdp() {
         candidate: "candidate:2 1 udp 1 127.0.0.1 10 typ host".into(),
         sdp_mid: None,
         sdp_mline_index: Some(0),
+        username_fragment: None,
     };
     call.handle(Input::Command(Command::Answer));
     assert!(call.handle(Input::LocalCandidate(local.clone())).is_empty());
     let out = call.handle(Input::Media(MediaResult::Answer("a".into())));
     assert!(sent(&out).contains(&ClientFrame::IceCandidate {
-        callid: id(1),
-        candidate: local
+        callid: Some(id(1)),
+        candidate: Some(local)
     }));
 }
 
@@ -194,7 +195,7 @@ fn remote_bye_is_confirmed_and_completes_the_call() {
         sent(&out),
         vec![ClientFrame::ByeResponse {
             callid: id(1),
-            cseq: Cseq::Number(3)
+            cseq: Some(Cseq::Number(3))
         }]
     );
     assert_eq!(ended(&out).unwrap().reason, EndReason::RemoteHangup);
@@ -216,7 +217,7 @@ fn local_hangup_sends_bye_as_callee() {
     assert_eq!(
         sent(&out),
         vec![ClientFrame::SipBye {
-            callid: id(1),
+            callid: Some(id(1)),
             caller: false
         }]
     );
@@ -407,7 +408,7 @@ fn unanswered_outbound_call_gives_up_with_bye() {
     assert_eq!(
         sent(&out),
         vec![ClientFrame::SipBye {
-            callid: id(2),
+            callid: Some(id(2)),
             caller: true
         }]
     );
@@ -421,7 +422,7 @@ fn hanging_up_our_unanswered_call_cancels_it() {
     assert_eq!(
         sent(&out),
         vec![ClientFrame::SipBye {
-            callid: id(2),
+            callid: Some(id(2)),
             caller: true
         }]
     );

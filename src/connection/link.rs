@@ -432,7 +432,7 @@ impl Runner {
 /// Presence goes to the table (and out as changes); everything else to the owner.
 fn dispatch(presence: &mut PresenceTable, frame: ServerFrame, pending: &mut VecDeque<LinkEvent>) {
     match &frame {
-        ServerFrame::DomainState(accounts) => pending.extend(
+        ServerFrame::DomainState { accounts, .. } => pending.extend(
             accounts
                 .iter()
                 .filter_map(|p| presence.update(p))

@@ -82,6 +82,7 @@ mod tests {
     fn presence(account: &str, registered: bool) -> Presence {
         Presence {
             account: account.into(),
+            domain: None,
             name: Some(format!("Ext {account}")),
             registered,
             dnd: false,

@@ -120,6 +120,7 @@ impl PeerConnectionEventHandler for Handler {
                 candidate: init.candidate,
                 sdp_mid,
                 sdp_mline_index: Some(0),
+                username_fragment: None,
             });
         }
     }

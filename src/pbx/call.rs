@@ -4,7 +4,7 @@
 //! user agent with a media leg per party, bridging audio and DTMF, playing ringback, hold music
 //! and error tones (PROTOCOL.md §6, §9).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -29,6 +29,8 @@ const UNTIL_STOPPED: u32 = 10_000;
 const ERROR_TONE: Duration = Duration::from_millis(1600);
 /// How long the caller's 200 may wait for the callee's media to come up.
 const MEDIA_WAIT: Duration = Duration::from_secs(2);
+/// How long an attended transfer waits for the other call to hand its far end over.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(5);
 
 /// A registered socket of an extension, and the call id this call has on it.
 #[derive(Clone, Debug)]
@@ -57,11 +59,40 @@ pub(super) enum CallInput {
         frame: ClientFrame,
     },
     SocketClosed(SocketId),
+    /// Attended transfer: hand the far end of the party on `socket` known as `id2` over to
+    /// call `to`, and release that party.
+    HandOver {
+        socket: SocketId,
+        id2: CallId,
+        to: CallKey,
+        reply: HandOverReply,
+    },
+}
+
+/// A party on its way from one call to another (attended transfer), leg and all.
+pub(super) struct HandOver(Box<Party>);
+
+/// Where a call answers a [`CallInput::HandOver`]: the party, or why not.
+pub(super) type HandOverReply = oneshot::Sender<Result<HandOver, &'static str>>;
+
+type MediaTx = mpsc::UnboundedSender<(PartyIndex, LegEvent)>;
+
+/// Where a leg's events go: a party of a call. Retargeted when the party moves to another
+/// call, cut when its leg is replaced (so a closed leg's last events are not taken for the
+/// new one's).
+#[derive(Clone)]
+struct LegRoute(Arc<Mutex<Option<(PartyIndex, MediaTx)>>>);
+
+impl LegRoute {
+    fn set(&self, target: Option<(PartyIndex, MediaTx)>) {
+        *lock(&self.0) = target;
+    }
 }
 
 /// One party's entry in `call-state` lists.
 #[derive(Clone, Debug)]
 pub(super) struct PartyState {
+    pub socket: SocketId,
     pub extension: String,
     pub callid: CallId,
     pub state: PbxCallState,
@@ -78,10 +109,17 @@ impl PartyState {
         PbxCallState::Other("disconnected".into())
     }
 
+    /// Still in the call (listed in any state but the last).
+    pub(super) fn is_live(&self) -> bool {
+        self.state != Self::disconnected()
+    }
+
     pub(super) fn info(&self) -> CallInfo {
         CallInfo {
             id: self.callid.to_string(),
             state: self.state.clone(),
+            from: Some(self.from_number.clone()),
+            to: Some(self.to_number.clone()),
             from_number: Some(self.from_number.clone()),
             from_name: Some(self.from_name.clone()),
             to_number: Some(self.to_number.clone()),
@@ -97,6 +135,8 @@ enum Role {
     Caller,
     Callee,
     Target,
+    /// Joined from another call by an attended transfer.
+    Joined,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +156,11 @@ struct Party {
     status: Status,
     /// Put the call on hold itself.
     holding: bool,
-    /// Anchored media: the emulator's leg towards this party.
+    /// Anchored media: the emulator's leg towards this party, and where its events go.
     leg: Option<Arc<MediaLeg>>,
+    route: Option<LegRoute>,
+    /// Handed over to another call (attended transfer): no longer listed here.
+    moved: bool,
     /// What we sent this party as SDP (anchored: our answer or offer; relay: the caller's offer).
     sdp: Option<Sdp>,
     /// Modern dialect: the caller has answered our offer.
@@ -138,6 +181,8 @@ impl Party {
             status: Status::Ringing,
             holding: false,
             leg: None,
+            route: None,
+            moved: false,
             sdp: None,
             offer_answered: false,
             media_up: false,
@@ -175,7 +220,7 @@ struct PbxCall {
     /// The callee that answered, while the caller's 200 waits for its media.
     awaiting_media: Option<PartyIndex>,
     timers: Vec<(Instant, Timer)>,
-    media_tx: mpsc::UnboundedSender<(PartyIndex, LegEvent)>,
+    media_tx: MediaTx,
     started_ms: u64,
     answered_ms: Option<u64>,
     end_code: Option<SipCode>,
@@ -219,6 +264,9 @@ pub(super) async fn run(
             input = inputs.recv() => match input {
                 Some(CallInput::Frame { socket, frame }) => call.on_frame(socket, frame).await,
                 Some(CallInput::SocketClosed(socket)) => call.on_socket_closed(socket).await,
+                Some(CallInput::HandOver { socket, id2, to, reply }) => {
+                    call.hand_over(socket, &id2, to, reply);
+                }
                 None => break,
             },
             Some((party, event)) = media_rx.recv() => call.on_media(party, event).await,
@@ -280,25 +328,44 @@ impl PbxCall {
         self.timers.retain(|(_, t)| *t != timer);
     }
 
-    async fn new_leg(&self, party: PartyIndex) -> Option<Arc<MediaLeg>> {
+    /// A new media leg for `party` (not yet attached: see [`PbxCall::attach_leg`]).
+    async fn new_leg(&self, party: PartyIndex) -> Option<(Arc<MediaLeg>, LegRoute)> {
         let media = self.ctx.media.as_ref()?;
         match media.new_leg().await {
             Ok((leg, mut events)) => {
-                let tx = self.media_tx.clone();
+                let route = LegRoute(Arc::new(Mutex::new(Some((party, self.media_tx.clone())))));
+                let target = route.clone();
                 tokio::spawn(async move {
                     while let Some(event) = events.recv().await {
-                        if tx.send((party, event)).is_err() {
+                        let sent = match &*lock(&target.0) {
+                            Some((party, tx)) => tx.send((*party, event)).is_ok(),
+                            None => false,
+                        };
+                        if !sent {
                             break;
                         }
                     }
                 });
-                Some(Arc::new(leg))
+                Some((Arc::new(leg), route))
             }
             Err(e) => {
                 warn!("emulator media leg: {e}");
                 None
             }
         }
+    }
+
+    /// Makes `leg` the party's leg; a leg it replaces is cut off and closed.
+    fn attach_leg(&mut self, party: PartyIndex, (leg, route): (Arc<MediaLeg>, LegRoute)) {
+        let p = &mut self.parties[party];
+        if let Some(old) = p.route.replace(route) {
+            old.set(None);
+        }
+        if let Some(old) = p.leg.replace(leg) {
+            old.bridge_to(None);
+            tokio::spawn(async move { old.close().await });
+        }
+        p.media_up = false;
     }
 
     /// Rings the callees and answers (legacy) or offers to (modern) the caller.
@@ -310,12 +377,13 @@ impl PbxCall {
             return;
         }
         if self.anchored() {
-            let Some(leg) = self.new_leg(CALLER).await else {
+            let Some(new) = self.new_leg(CALLER).await else {
                 self.fail_caller(SipCode::SERVER_ERROR, "Media Unavailable");
                 self.finished = true;
                 return;
             };
-            self.parties[CALLER].leg = Some(leg.clone());
+            let leg = new.0.clone();
+            self.attach_leg(CALLER, new);
             let sdp = if self.modern() {
                 // §6 modern: the caller's offer is ignored; we offer under our own call id.
                 self.parties[CALLER].id = alias;
@@ -353,11 +421,12 @@ impl PbxCall {
         let index = self.parties.len();
         self.parties.push(Party::ringing(role, endpoint));
         let offer = if self.anchored() {
-            let Some(leg) = self.new_leg(index).await else {
+            let Some(new) = self.new_leg(index).await else {
                 self.parties[index].status = Status::Ended;
                 return;
             };
-            self.parties[index].leg = Some(leg.clone());
+            let leg = new.0.clone();
+            self.attach_leg(index, new);
             match leg.create_offer().await {
                 Ok(offer) => offer,
                 Err(e) => {
@@ -424,9 +493,10 @@ impl PbxCall {
                 self.fork_failed(party, code).await;
             }
             ClientFrame::SipAck { .. } => self.journal("ack", party, json!(null)),
-            ClientFrame::IceCandidate { candidate, .. } => {
-                self.on_remote_candidate(party, candidate.candidate).await;
-            }
+            ClientFrame::IceCandidate {
+                candidate: Some(candidate),
+                ..
+            } => self.on_remote_candidate(party, candidate.candidate).await,
             ClientFrame::SipBye { .. } => {
                 self.journal("bye", party, json!(null));
                 self.hang_up(party).await;
@@ -435,15 +505,15 @@ impl PbxCall {
             ClientFrame::CancelResponse { .. } => {
                 self.journal("cancel-response", party, json!(null));
             }
-            ClientFrame::WrtcHold { command, .. } => self.hold(party, command),
+            ClientFrame::WrtcHold { command, offer, .. } => {
+                self.hold(party, command);
+                if let Some(offer) = offer {
+                    self.renegotiate(party, &offer).await;
+                }
+            }
             ClientFrame::BlindTransfer { to, .. } => self.transfer(party, to).await,
             ClientFrame::AttendedTransfer { id2, to, .. } => {
-                // Joining two calls needs both in one task; the emulator does not model it.
-                self.journal(
-                    "att-transfer-refused",
-                    party,
-                    json!({ "id2": id2.as_str(), "to": to }),
-                );
+                self.attended_transfer(party, id2, to).await;
             }
             ClientFrame::RecCall { on, .. } => {
                 self.journal("rec-call", party, json!({ "on": on }));
@@ -685,7 +755,7 @@ impl PbxCall {
                 self.finished = true;
             }
             Role::Target => self.transfer_failed(code),
-            Role::Caller => {}
+            Role::Caller | Role::Joined => {}
         }
         self.report();
     }
@@ -740,6 +810,161 @@ impl PbxCall {
                 leg.stop();
             }
         }
+        self.report();
+    }
+
+    /// A new offer from a connected party (the vendor's sample resumes a held call with a new
+    /// peer connection): a new leg answers it with an `sdp` frame and takes the old one's place
+    /// in the bridge. Relay mode has no leg to renegotiate and refuses it.
+    async fn renegotiate(&mut self, party: PartyIndex, offer: &str) {
+        if self.parties[party].status != Status::Connected {
+            return;
+        }
+        if !self.anchored() {
+            self.journal("reoffer-refused", party, json!({ "why": "relay media" }));
+            return;
+        }
+        let Some(new) = self.new_leg(party).await else {
+            return;
+        };
+        let answer = match new.0.accept_offer(offer).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                info!("re-offer refused: {e}");
+                new.0.close().await;
+                self.journal("reoffer-refused", party, json!({ "why": e.to_string() }));
+                return;
+            }
+        };
+        self.attach_leg(party, new);
+        self.journal("reoffer", party, json!(null));
+        let cseq = self.next_cseq(party);
+        self.send(
+            party,
+            ServerFrame::Sdp(SdpFrame {
+                callid: self.parties[party].id.clone(),
+                cseq: Some(cseq),
+                code: Some(SipCode::OK),
+                reason: Some("OK".into()),
+                sdp: Sdp::answer(answer),
+            }),
+        );
+        if let Some(partner) = self.partner(party) {
+            self.connect(party, partner);
+            // Still on hold (a re-offer that is not a resume): the music goes on.
+            for (holder, listener) in [(party, partner), (partner, party)] {
+                if self.parties[holder].holding
+                    && let Some(leg) = &self.parties[listener].leg
+                {
+                    leg.play_signal(Signal::Hold, UNTIL_STOPPED);
+                }
+            }
+        }
+        self.report();
+    }
+
+    /// Attended transfer (`att-transfer`): `party` has this call and call `id2`; the far end
+    /// of that call joins this one and is bridged to `party`'s partner here, and `party`'s two
+    /// legs end. Relay media cannot be re-bridged, so relay mode refuses it.
+    async fn attended_transfer(&mut self, party: PartyIndex, id2: CallId, to: String) {
+        let refused = |call: &Self, why: &str| {
+            call.journal(
+                "att-transfer-refused",
+                party,
+                json!({ "id2": id2.as_str(), "to": to, "why": why }),
+            );
+        };
+        if !self.anchored() {
+            return refused(self, "relay media cannot be re-bridged");
+        }
+        let Some(stays) = self.partner(party) else {
+            return refused(self, "the call is not connected");
+        };
+        let (reply, handed) = oneshot::channel();
+        let _ = self.switch.send(SwitchInput::Call(CallReport::Join {
+            call: self.key,
+            socket: self.parties[party].endpoint.socket,
+            id2: id2.clone(),
+            reply,
+        }));
+        let joined = match tokio::time::timeout(HAND_OVER_WAIT, handed).await {
+            Ok(Ok(Ok(HandOver(joined)))) => joined,
+            Ok(Ok(Err(why))) => return refused(self, why),
+            Ok(Err(_)) | Err(_) => return refused(self, "the other call did not answer"),
+        };
+        let index = self.parties.len();
+        if let Some(route) = &joined.route {
+            route.set(Some((index, self.media_tx.clone())));
+        }
+        let joined_extension = joined.endpoint.extension.clone();
+        self.parties.push(*joined);
+        self.journal(
+            "att-transfer",
+            party,
+            json!({ "id2": id2.as_str(), "to": to, "joined": joined_extension }),
+        );
+        self.bye(party, None, "Transferred");
+        self.connect(stays, index);
+        self.report();
+    }
+
+    /// The other half of an attended transfer: the far end of the party on `socket` known as
+    /// `id2` leaves this call for call `to`, and that party is released.
+    fn hand_over(&mut self, socket: SocketId, id2: &CallId, to: CallKey, reply: HandOverReply) {
+        let Some(transferor) = self.party_of(socket, Some(id2)) else {
+            let _ = reply.send(Err("id2 is not the transferor's call"));
+            return;
+        };
+        let Some(far) = self.partner(transferor) else {
+            let _ = reply.send(Err("the call of id2 is not connected"));
+            return;
+        };
+        self.bridge = None;
+        for index in [transferor, far] {
+            if let Some(leg) = &self.parties[index].leg {
+                leg.bridge_to(None);
+            }
+        }
+        let p = &mut self.parties[far];
+        let leaving = Party {
+            role: Role::Joined,
+            endpoint: p.endpoint.clone(),
+            id: p.id.clone(),
+            cseq: p.cseq,
+            status: p.status,
+            holding: false,
+            leg: p.leg.take(),
+            route: p.route.take(),
+            moved: false,
+            sdp: p.sdp.clone(),
+            offer_answered: p.offer_answered,
+            media_up: p.media_up,
+            dtmf: std::mem::take(&mut p.dtmf),
+        };
+        let ids = vec![leaving.id.clone(), leaving.endpoint.callid.clone()];
+        let leaving_socket = leaving.endpoint.socket;
+        if let Err(Ok(HandOver(back))) = reply.send(Ok(HandOver(Box::new(leaving)))) {
+            // The transferring call gave up waiting: the party stays here, as it was.
+            let p = &mut self.parties[far];
+            p.leg = back.leg;
+            p.route = back.route;
+            p.dtmf = back.dtmf;
+            self.connect(transferor, far);
+            return;
+        }
+        let p = &mut self.parties[far];
+        p.status = Status::Ended;
+        p.moved = true;
+        let _ = self.switch.send(SwitchInput::Call(CallReport::Moved {
+            from: self.key,
+            to,
+            ids,
+            socket: leaving_socket,
+        }));
+        self.journal("handed-over", far, json!({ "to_call": to }));
+        self.bye(transferor, None, "Transferred");
+        self.clear(CALLER, "Transferred");
+        self.finished = true;
         self.report();
     }
 
@@ -834,6 +1059,11 @@ impl PbxCall {
             }
             LegEvent::State(TransportState::Failed) => {
                 self.journal("media-failed", party, json!(null));
+                if self.parties[party].holding {
+                    // The vendor's sample closes its peer connection while it holds the call,
+                    // and resumes with a new offer: not a reason to hang up.
+                    return;
+                }
                 self.hang_up(party).await;
             }
             LegEvent::Digit {
@@ -895,6 +1125,7 @@ impl PbxCall {
         self.parties
             .iter()
             .enumerate()
+            .filter(|(_, p)| !p.moved)
             .map(|(index, p)| {
                 let held_by_partner = self
                     .partner(index)
@@ -908,6 +1139,7 @@ impl PbxCall {
                     Status::Connected => PbxCallState::Connected,
                 };
                 PartyState {
+                    socket: p.endpoint.socket,
                     extension: p.endpoint.extension.clone(),
                     callid: p.id.clone(),
                     state,
@@ -926,6 +1158,7 @@ impl PbxCall {
             .parties
             .iter()
             .enumerate()
+            .filter(|(_, p)| !p.moved)
             .map(|(index, p)| {
                 let stats = p.leg.as_ref().map(|leg| leg.stats()).unwrap_or_default();
                 LegView {
@@ -935,6 +1168,7 @@ impl PbxCall {
                         Role::Caller => "caller",
                         Role::Callee => "callee",
                         Role::Target => "transfer-target",
+                        Role::Joined => "joined",
                     },
                     state: match p.status {
                         Status::Ringing => "ringing",

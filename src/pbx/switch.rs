@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::call::{self, CallInput, CallSetup, Endpoint, PartyState};
+use super::call::{self, CallInput, CallSetup, Endpoint, HandOverReply, PartyState};
 use super::limits::{LogBudget, warn_within};
 use super::{Context, lock};
 use crate::protocol::{
@@ -55,6 +55,21 @@ pub(super) enum CallReport {
         call: CallKey,
         target: String,
         reply: oneshot::Sender<Result<Vec<Endpoint>, SipCode>>,
+    },
+    /// An attended transfer: call `call`'s party on `socket` asks that the far end of call
+    /// `id2` (its own other call) be handed over to `call`.
+    Join {
+        call: CallKey,
+        socket: SocketId,
+        id2: CallId,
+        reply: HandOverReply,
+    },
+    /// A party moved from one call to another (attended transfer): its ids now route to `to`.
+    Moved {
+        from: CallKey,
+        to: CallKey,
+        ids: Vec<CallId>,
+        socket: SocketId,
     },
     Ended {
         call: CallKey,
@@ -134,6 +149,7 @@ impl Switch {
             .any(|s| s.registered && s.extension == extension);
         Presence {
             account: extension.to_owned(),
+            domain: Some(self.ctx.domain.clone()),
             name: self
                 .ctx
                 .accounts
@@ -142,7 +158,8 @@ impl Switch {
             registered,
             dnd: false,
             chatstatus: None,
-            kind: Some("extension".into()),
+            // The vendor's `user-state` example says `type: "extensions"`.
+            kind: Some("extensions".into()),
         }
     }
 
@@ -166,7 +183,8 @@ impl Switch {
             .keys()
             .map(|number| self.presence(number))
             .collect();
-        self.send(socket, ServerFrame::DomainState(accounts));
+        let calls = Some(self.call_list("", true));
+        self.send(socket, ServerFrame::DomainState { accounts, calls });
     }
 
     fn closed(&mut self, socket: SocketId) {
@@ -283,12 +301,25 @@ impl Switch {
         }
     }
 
+    /// The one call `socket` takes part in, if it is in exactly one: where a frame that names
+    /// no call belongs (the vendor's sample sends its candidates without a `callid`).
+    fn only_call_of(&self, socket: SocketId) -> Option<&CallEntry> {
+        let mut calls = self.calls.values().filter(|c| {
+            c.sockets.contains(&socket)
+                && (c.parties.is_empty()
+                    || c.parties.iter().any(|p| p.socket == socket && p.is_live()))
+        });
+        let first = calls.next()?;
+        calls.next().is_none().then_some(first)
+    }
+
     /// Hands a call frame to its call.
     fn to_call(&self, socket: SocketId, frame: ClientFrame) {
-        let Some(id) = frame.call_id() else {
-            return;
+        let call = match frame.call_id() {
+            Some(id) => self.callids.get(id).and_then(|key| self.calls.get(key)),
+            None => self.only_call_of(socket),
         };
-        match self.callids.get(id).and_then(|key| self.calls.get(key)) {
+        match call {
             Some(call) => {
                 let _ = call.inbox.send(CallInput::Frame { socket, frame });
             }
@@ -301,14 +332,17 @@ impl Switch {
                 };
                 let extension = self.sockets.get(&socket).map(|s| s.extension.as_str());
                 let detail = json!({ "frame": frame.to_json() });
-                lock(&self.ctx.journal).event(kind, extension, Some(id.as_str()), detail);
+                let id = frame.call_id().map(CallId::as_str);
+                lock(&self.ctx.journal).event(kind, extension, id, detail);
             }
         }
     }
 
-    /// The registered sockets of `number`, each with a fresh call id routed to `call`.
+    /// The registered sockets of `number`, each with a fresh call id routed to `call`. Every
+    /// registration rings (as on a PBX); the order they are rung in turns with each call, so
+    /// that equally quick registrations (several daemons with the same bots) share the calls.
     fn endpoints(&mut self, number: &str, call: CallKey) -> Vec<Endpoint> {
-        let endpoints: Vec<Endpoint> = self
+        let mut endpoints: Vec<Endpoint> = self
             .sockets
             .iter()
             .filter(|(_, s)| s.registered && s.extension == number)
@@ -319,6 +353,10 @@ impl Switch {
                 callid: CallId::random(),
             })
             .collect();
+        if !endpoints.is_empty() {
+            let turn = (call % endpoints.len() as u64) as usize;
+            endpoints.rotate_left(turn);
+        }
         if let Some(entry) = self.calls.get_mut(&call) {
             for endpoint in &endpoints {
                 entry.sockets.insert(endpoint.socket);
@@ -426,6 +464,46 @@ impl Switch {
                     }
                 };
                 let _ = reply.send(result);
+            }
+            CallReport::Join {
+                call,
+                socket,
+                id2,
+                reply,
+            } => match self.callids.get(&id2).copied() {
+                Some(other) if other != call => {
+                    if let Some(entry) = self.calls.get(&other) {
+                        let _ = entry.inbox.send(CallInput::HandOver {
+                            socket,
+                            id2,
+                            to: call,
+                            reply,
+                        });
+                    }
+                }
+                Some(_) => {
+                    let _ = reply.send(Err("id2 names the same call"));
+                }
+                None => {
+                    let _ = reply.send(Err("id2 names no call"));
+                }
+            },
+            CallReport::Moved {
+                from,
+                to,
+                ids,
+                socket,
+            } => {
+                if let Some(entry) = self.calls.get_mut(&from) {
+                    entry.ids.retain(|id| !ids.contains(id));
+                }
+                if let Some(entry) = self.calls.get_mut(&to) {
+                    entry.sockets.insert(socket);
+                    entry.ids.extend(ids.iter().cloned());
+                    for id in ids {
+                        self.callids.insert(id, to);
+                    }
+                }
             }
             CallReport::Ended { call } => {
                 if let Some(entry) = self.calls.remove(&call) {

@@ -43,12 +43,30 @@ impl HoldCommand {
     }
 }
 
-/// A local ICE candidate in the browser's JSON shape (`RTCIceCandidateInit`).
+/// `wrtc-hold`'s `calldir`: whether the sender placed the call (the vendor's sample sends it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallDir {
+    Caller,
+    Callee,
+}
+
+impl CallDir {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallDir::Caller => "caller",
+            CallDir::Callee => "callee",
+        }
+    }
+}
+
+/// A local ICE candidate in the browser's JSON shape (`RTCIceCandidateInit`, which is what a
+/// browser's `RTCIceCandidate` turns into, `usernameFragment` included).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IceCandidate {
     pub candidate: String,
     pub sdp_mid: Option<String>,
     pub sdp_mline_index: Option<u16>,
+    pub username_fragment: Option<String>,
 }
 
 /// One client→server frame.
@@ -98,27 +116,34 @@ pub enum ClientFrame {
     SipAck {
         callid: CallId,
     },
-    /// Trickle ICE.
+    /// Trickle ICE. The vendor's sample sends the browser's candidate without a `callid` (the
+    /// PBX takes the socket's call), and `null` once gathering is complete.
     IceCandidate {
-        callid: CallId,
-        candidate: IceCandidate,
+        callid: Option<CallId>,
+        candidate: Option<IceCandidate>,
     },
     /// Hang up, or cancel our unanswered call; `caller` says whether we placed the call.
+    /// (`callid` may be missing: the vendor's sample loses it, and the PBX takes the socket's call.)
     SipBye {
-        callid: CallId,
+        callid: Option<CallId>,
         caller: bool,
     },
+    /// Confirms a remote `bye`; the vendor's sample echoes no `cseq`.
     ByeResponse {
         callid: CallId,
-        cseq: Cseq,
+        cseq: Option<Cseq>,
     },
     CancelResponse {
         callid: CallId,
         cseq: Cseq,
     },
+    /// Hold or resume. The vendor's sample closes its peer connection on hold and resumes with
+    /// a new `offer`, which the PBX answers with an `sdp` frame; it also names its `calldir`.
     WrtcHold {
-        callid: CallId,
+        callid: Option<CallId>,
         command: HoldCommand,
+        offer: Option<String>,
+        calldir: Option<CallDir>,
     },
     /// `blind-transfer2`: transfer call `id` of extension `from` to `to`.
     BlindTransfer {
@@ -140,6 +165,27 @@ pub enum ClientFrame {
     },
     /// An action we do not know, kept whole.
     Unknown(Map<String, Value>),
+}
+
+impl IceCandidate {
+    /// The browser's shape: `usernameFragment` only when known.
+    fn to_json(&self) -> Value {
+        let mut candidate = json!({
+            "candidate": self.candidate,
+            "sdpMid": self.sdp_mid,
+            "sdpMLineIndex": self.sdp_mline_index,
+        });
+        if let Some(ufrag) = &self.username_fragment {
+            candidate["usernameFragment"] = json!(ufrag);
+        }
+        candidate
+    }
+}
+
+fn insert_call_id(frame: &mut Value, callid: Option<&CallId>) {
+    if let Some(callid) = callid {
+        frame["callid"] = json!(callid.as_str());
+    }
 }
 
 fn on_off(on: bool) -> &'static str {
@@ -194,26 +240,45 @@ impl ClientFrame {
             ClientFrame::SipAck { callid } => {
                 json!({ "action": "sip-ack", "callid": callid.as_str() })
             }
-            ClientFrame::IceCandidate { callid, candidate } => json!({
-                "action": "ice-candidate", "callid": callid.as_str(),
-                "candidate": {
-                    "candidate": candidate.candidate,
-                    "sdpMid": candidate.sdp_mid,
-                    "sdpMLineIndex": candidate.sdp_mline_index,
-                },
-            }),
-            ClientFrame::SipBye { callid, caller } => json!({
-                "action": "sip-bye", "callid": callid.as_str(), "caller": true_false(*caller),
-            }),
-            ClientFrame::ByeResponse { callid, cseq } => json!({
-                "action": "bye-response", "callid": callid.as_str(), "cseq": cseq.to_json(),
-            }),
+            ClientFrame::IceCandidate { callid, candidate } => {
+                let mut frame = json!({
+                    "action": "ice-candidate",
+                    "candidate": candidate.as_ref().map(IceCandidate::to_json),
+                });
+                insert_call_id(&mut frame, callid.as_ref());
+                frame
+            }
+            ClientFrame::SipBye { callid, caller } => {
+                let mut frame = json!({ "action": "sip-bye", "caller": true_false(*caller) });
+                insert_call_id(&mut frame, callid.as_ref());
+                frame
+            }
+            ClientFrame::ByeResponse { callid, cseq } => {
+                let mut frame = json!({ "action": "bye-response", "callid": callid.as_str() });
+                if let Some(cseq) = cseq {
+                    frame["cseq"] = cseq.to_json();
+                }
+                frame
+            }
             ClientFrame::CancelResponse { callid, cseq } => json!({
                 "action": "cancel-response", "callid": callid.as_str(), "cseq": cseq.to_json(),
             }),
-            ClientFrame::WrtcHold { callid, command } => json!({
-                "action": "wrtc-hold", "callid": callid.as_str(), "holdcmd": command.as_str(),
-            }),
+            ClientFrame::WrtcHold {
+                callid,
+                command,
+                offer,
+                calldir,
+            } => {
+                let mut frame = json!({ "action": "wrtc-hold", "holdcmd": command.as_str() });
+                insert_call_id(&mut frame, callid.as_ref());
+                if let Some(offer) = offer {
+                    frame["sdp"] = Sdp::offer(offer.as_str()).to_json();
+                }
+                if let Some(calldir) = calldir {
+                    frame["calldir"] = json!(calldir.as_str());
+                }
+                frame
+            }
             ClientFrame::BlindTransfer { id, from, to } => json!({
                 "action": "blind-transfer2", "id": id.as_str(), "from": from, "to": to,
             }),
@@ -236,11 +301,11 @@ impl ClientFrame {
             | ClientFrame::Sdp200Ok { callid, .. }
             | ClientFrame::SipBusy { callid, .. }
             | ClientFrame::SipAck { callid }
-            | ClientFrame::IceCandidate { callid, .. }
-            | ClientFrame::SipBye { callid, .. }
             | ClientFrame::ByeResponse { callid, .. }
-            | ClientFrame::CancelResponse { callid, .. }
-            | ClientFrame::WrtcHold { callid, .. } => Some(callid),
+            | ClientFrame::CancelResponse { callid, .. } => Some(callid),
+            ClientFrame::IceCandidate { callid, .. }
+            | ClientFrame::SipBye { callid, .. }
+            | ClientFrame::WrtcHold { callid, .. } => callid.as_ref(),
             ClientFrame::BlindTransfer { id, .. }
             | ClientFrame::AttendedTransfer { id, .. }
             | ClientFrame::RecCall { id, .. } => Some(id),
@@ -317,20 +382,24 @@ impl ClientFrame {
             "ice-candidate" => {
                 let f = Fields::new("ice-candidate", &map);
                 ClientFrame::IceCandidate {
-                    callid: f.call_id("callid")?,
-                    candidate: f.object("candidate", |c| {
-                        Ok(IceCandidate {
-                            candidate: c.string("candidate")?,
-                            sdp_mid: c.opt_string("sdpMid")?,
-                            sdp_mline_index: c.opt_number("sdpMLineIndex")?,
-                        })
-                    })?,
+                    callid: f.opt_call_id("callid")?,
+                    candidate: match f.raw("candidate") {
+                        None => None,
+                        Some(_) => Some(f.object("candidate", |c| {
+                            Ok(IceCandidate {
+                                candidate: c.string("candidate")?,
+                                sdp_mid: c.opt_string("sdpMid")?,
+                                sdp_mline_index: c.opt_number("sdpMLineIndex")?,
+                                username_fragment: c.opt_string("usernameFragment")?,
+                            })
+                        })?),
+                    },
                 }
             }
             "sip-bye" => {
                 let f = Fields::new("sip-bye", &map);
                 ClientFrame::SipBye {
-                    callid: f.call_id("callid")?,
+                    callid: f.opt_call_id("callid")?,
                     caller: f.flag("caller")?,
                 }
             }
@@ -338,7 +407,7 @@ impl ClientFrame {
                 let f = Fields::new("bye-response", &map);
                 ClientFrame::ByeResponse {
                     callid: f.call_id("callid")?,
-                    cseq: f.cseq("cseq")?,
+                    cseq: f.opt_cseq("cseq")?,
                 }
             }
             "cancel-response" => {
@@ -351,7 +420,19 @@ impl ClientFrame {
             "wrtc-hold" => {
                 let f = Fields::new("wrtc-hold", &map);
                 ClientFrame::WrtcHold {
-                    callid: f.call_id("callid")?,
+                    callid: f.opt_call_id("callid")?,
+                    offer: match f.raw("sdp") {
+                        None => None,
+                        Some(_) => Some(f.sdp("sdp")?.text),
+                    },
+                    calldir: match f.raw("calldir") {
+                        None => None,
+                        Some(_) => Some(f.choice(
+                            "calldir",
+                            &[("caller", CallDir::Caller), ("callee", CallDir::Callee)],
+                            "caller or callee",
+                        )?),
+                    },
                     command: f.choice(
                         "holdcmd",
                         &[
@@ -519,12 +600,13 @@ mod tests {
         );
         check(
             ClientFrame::IceCandidate {
-                callid: id("c1"),
-                candidate: IceCandidate {
+                callid: Some(id("c1")),
+                candidate: Some(IceCandidate {
                     candidate: "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into(),
                     sdp_mid: Some("0".into()),
                     sdp_mline_index: Some(0),
-                },
+                    username_fragment: None,
+                }),
             },
             json!({"action": "ice-candidate", "callid": "c1",
                    "candidate": {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
@@ -536,14 +618,14 @@ mod tests {
     fn bye_and_responses() {
         check(
             ClientFrame::SipBye {
-                callid: id("c1"),
+                callid: Some(id("c1")),
                 caller: true,
             },
             json!({"action": "sip-bye", "callid": "c1", "caller": "true"}),
         );
         check(
             ClientFrame::SipBye {
-                callid: id("c1"),
+                callid: Some(id("c1")),
                 caller: false,
             },
             json!({"action": "sip-bye", "callid": "c1", "caller": "false"}),
@@ -551,7 +633,7 @@ mod tests {
         check(
             ClientFrame::ByeResponse {
                 callid: id("c1"),
-                cseq: Cseq::Number(4),
+                cseq: Some(Cseq::Number(4)),
             },
             json!({"action": "bye-response", "callid": "c1", "cseq": 4}),
         );
@@ -568,17 +650,72 @@ mod tests {
     fn hold_and_resume() {
         check(
             ClientFrame::WrtcHold {
-                callid: id("c1"),
+                callid: Some(id("c1")),
                 command: HoldCommand::Hold,
+                offer: None,
+                calldir: None,
             },
             json!({"action": "wrtc-hold", "callid": "c1", "holdcmd": "sendonly"}),
         );
         check(
             ClientFrame::WrtcHold {
-                callid: id("c1"),
+                callid: Some(id("c1")),
                 command: HoldCommand::Resume,
+                offer: None,
+                calldir: None,
             },
             json!({"action": "wrtc-hold", "callid": "c1", "holdcmd": "sendrecv"}),
+        );
+    }
+
+    #[test]
+    fn the_vendor_samples_frames_without_a_call_id() {
+        check(
+            ClientFrame::IceCandidate {
+                callid: None,
+                candidate: Some(IceCandidate {
+                    candidate: "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_mline_index: Some(0),
+                    username_fragment: Some("Ab3x".into()),
+                }),
+            },
+            json!({"action": "ice-candidate",
+                   "candidate": {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
+                                 "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "Ab3x"}}),
+        );
+        check(
+            ClientFrame::IceCandidate {
+                callid: None,
+                candidate: None,
+            },
+            json!({"action": "ice-candidate", "candidate": null}),
+        );
+        check(
+            ClientFrame::WrtcHold {
+                callid: None,
+                command: HoldCommand::Hold,
+                offer: None,
+                calldir: Some(CallDir::Caller),
+            },
+            json!({"action": "wrtc-hold", "holdcmd": "sendonly", "calldir": "caller"}),
+        );
+        check(
+            ClientFrame::WrtcHold {
+                callid: Some(id("c1")),
+                command: HoldCommand::Resume,
+                offer: Some("v=0".into()),
+                calldir: Some(CallDir::Callee),
+            },
+            json!({"action": "wrtc-hold", "holdcmd": "sendrecv", "callid": "c1",
+                   "sdp": {"type": "offer", "sdp": "v=0"}, "calldir": "callee"}),
+        );
+        check(
+            ClientFrame::ByeResponse {
+                callid: id("c1"),
+                cseq: None,
+            },
+            json!({"action": "bye-response", "callid": "c1"}),
         );
     }
 

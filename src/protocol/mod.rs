@@ -14,7 +14,7 @@ mod server;
 mod values;
 
 pub use candidate::{CandidateAddress, CandidateError, RemoteCandidate};
-pub use client::{CallScope, ClientFrame, HoldCommand, IceCandidate};
+pub use client::{CallDir, CallScope, ClientFrame, HoldCommand, IceCandidate};
 pub use dialect::Dialect;
 pub use error::DecodeError;
 pub use names::{CallFailure, CallState, ClientStatus, ConnectionState};

@@ -98,11 +98,16 @@ impl PbxCallState {
     }
 }
 
-/// One entry of a `call-state` list.
+/// One entry of a `call-state` list. The vendor's page names `id`, `from`, `to` and
+/// `callstate`; public clients also read the `-number`/`-name` keys and the times.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallInfo {
     pub id: String,
+    /// Sent as `callstate` (the vendor's key); `state` is accepted too.
     pub state: PbxCallState,
+    /// Who made the call and whom it was made to, as the PBX shows them.
+    pub from: Option<String>,
+    pub to: Option<String>,
     pub from_number: Option<String>,
     pub from_name: Option<String>,
     pub to_number: Option<String>,
@@ -117,6 +122,8 @@ pub struct CallInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Presence {
     pub account: String,
+    /// The account's domain (the vendor's `user-state` carries it).
+    pub domain: Option<String>,
     pub name: Option<String>,
     pub registered: bool,
     pub dnd: bool,
@@ -140,7 +147,11 @@ pub enum ServerFrame {
     Change(Map<String, Value>),
     CallState(Vec<CallInfo>),
     UserState(Presence),
-    DomainState(Vec<Presence>),
+    /// Every account of the domain, and (when the PBX includes them) the domain's calls.
+    DomainState {
+        accounts: Vec<Presence>,
+        calls: Option<Vec<CallInfo>>,
+    },
     Blf(Presence),
     /// Reply to our `sip-register`: the socket is now an endpoint, refresh before `expires` runs out.
     SipRegister {
@@ -172,6 +183,7 @@ fn presence_json(action: Option<&str>, p: &Presence) -> Value {
     let mut frame = json!({});
     insert_opt(&mut frame, "action", action.map(|a| json!(a)));
     frame["account"] = json!(p.account);
+    insert_opt(&mut frame, "domain", p.domain.as_ref().map(|d| json!(d)));
     insert_opt(&mut frame, "name", p.name.as_ref().map(|n| json!(n)));
     frame["registered"] = json!(p.registered);
     frame["dnd"] = json!(p.dnd);
@@ -185,8 +197,10 @@ fn presence_json(action: Option<&str>, p: &Presence) -> Value {
 }
 
 fn call_info_json(call: &CallInfo) -> Value {
-    let mut info = json!({ "id": call.id, "state": call.state.as_str() });
+    let mut info = json!({ "id": call.id, "callstate": call.state.as_str() });
     for (key, value) in [
+        ("from", &call.from),
+        ("to", &call.to),
         ("from-number", &call.from_number),
         ("from-name", &call.from_name),
         ("to-number", &call.to_number),
@@ -209,8 +223,9 @@ impl ServerFrame {
     /// The JSON object for this frame: flat frames carry their reserved key, others `action`.
     pub fn to_json(&self) -> Value {
         match self {
+            // The PBX sends SDP as bare text (§3), whatever form it was decoded from.
             ServerFrame::Sdp(f) => {
-                let mut frame = json!({ "sdp": f.sdp.to_json(), "callid": f.callid.as_str() });
+                let mut frame = json!({ "sdp": f.sdp.text, "callid": f.callid.as_str() });
                 insert_opt(&mut frame, "cseq", f.cseq.as_ref().map(Cseq::to_json));
                 insert_opt(&mut frame, "code", f.code.map(|c| json!(c.0)));
                 insert_opt(&mut frame, "reason", f.reason.as_ref().map(|r| json!(r)));
@@ -218,7 +233,7 @@ impl ServerFrame {
             }
             ServerFrame::InviteSdp(i) => {
                 let mut frame = json!({
-                    "invitesdp": i.sdp.to_json(), "callid": i.callid.as_str(),
+                    "invitesdp": i.sdp.text, "callid": i.callid.as_str(),
                     "cseq": i.cseq.to_json(), "from": i.from, "to": i.to,
                 });
                 insert_opt(
@@ -266,10 +281,20 @@ impl ServerFrame {
                 "calls": calls.iter().map(call_info_json).collect::<Vec<_>>(),
             }),
             ServerFrame::UserState(p) => presence_json(Some("user-state"), p),
-            ServerFrame::DomainState(accounts) => json!({
-                "action": "domain-state",
-                "accounts": accounts.iter().map(|p| presence_json(None, p)).collect::<Vec<_>>(),
-            }),
+            ServerFrame::DomainState { accounts, calls } => {
+                let mut frame = json!({
+                    "action": "domain-state",
+                    "accounts": accounts.iter().map(|p| presence_json(None, p)).collect::<Vec<_>>(),
+                });
+                insert_opt(
+                    &mut frame,
+                    "calls",
+                    calls
+                        .as_ref()
+                        .map(|c| c.iter().map(call_info_json).collect::<Vec<_>>().into()),
+                );
+                frame
+            }
             ServerFrame::Blf(p) => presence_json(Some("blf"), p),
             ServerFrame::SipRegister { added, expires } => {
                 let mut frame = json!({ "action": "sip-register", "add": added });
@@ -311,12 +336,17 @@ impl ServerFrame {
         };
         let fields = |name| Fields::new(name, &map);
         let frame = match action {
-            "call-state" => {
-                ServerFrame::CallState(fields("call-state").object_list("calls", call_info)?)
-            }
+            "call-state" => ServerFrame::CallState(call_list(&fields("call-state"))?),
             "user-state" => ServerFrame::UserState(presence(fields("user-state"))?),
             "domain-state" => {
-                ServerFrame::DomainState(fields("domain-state").object_list("accounts", presence)?)
+                let f = fields("domain-state");
+                ServerFrame::DomainState {
+                    accounts: f.object_list("accounts", presence)?,
+                    calls: match f.raw("calls") {
+                        None => None,
+                        Some(_) => Some(call_list(&f)?),
+                    },
+                }
             }
             "blf" => ServerFrame::Blf(presence(fields("blf"))?),
             "sip-register" => {
@@ -406,12 +436,21 @@ fn call_ref(f: &Fields<'_>) -> Result<CallRef, DecodeError> {
 fn presence(f: Fields<'_>) -> Result<Presence, DecodeError> {
     Ok(Presence {
         account: f.string("account")?,
+        domain: f.opt_string("domain")?,
         name: f.opt_string("name")?,
         registered: f.flag("registered")?,
         dnd: f.flag("dnd")?,
         chatstatus: f.opt_string("chatstatus")?,
         kind: f.opt_string("type")?,
     })
+}
+
+/// `calls` is a list; the vendor's page also shows a single call as one object.
+fn call_list(f: &Fields<'_>) -> Result<Vec<CallInfo>, DecodeError> {
+    match f.raw("calls") {
+        Some(Value::Object(_)) => Ok(vec![f.object("calls", call_info)?]),
+        _ => f.object_list("calls", call_info),
+    }
 }
 
 fn call_info(f: Fields<'_>) -> Result<CallInfo, DecodeError> {
@@ -422,6 +461,8 @@ fn call_info(f: Fields<'_>) -> Result<CallInfo, DecodeError> {
     Ok(CallInfo {
         id: f.string("id")?,
         state: PbxCallState::parse(&state),
+        from: f.opt_string("from")?,
+        to: f.opt_string("to")?,
         from_number: f.opt_string("from-number")?,
         from_name: f.opt_string("from-name")?,
         to_number: f.opt_string("to-number")?,
@@ -504,6 +545,7 @@ mod tests {
     fn presence_of(account: &str, registered: bool) -> Presence {
         Presence {
             account: account.into(),
+            domain: None,
             name: None,
             registered,
             dnd: false,
@@ -527,16 +569,38 @@ mod tests {
                 },
             }),
         );
-        check(
+        // The object form is understood (its type kept for the call), and sent as bare text.
+        let frame = decode(
             json!({"sdp": {"type": "offer", "sdp": "v=0"}, "callid": "pbx-7", "cseq": 9, "code": "200"}),
+        );
+        assert_eq!(
+            frame,
             ServerFrame::Sdp(SdpFrame {
                 callid: id("pbx-7"),
                 cseq: Some(Cseq::Number(9)),
                 code: Some(SipCode::OK),
                 reason: None,
                 sdp: Sdp::offer("v=0"),
-            }),
+            })
         );
+        assert_eq!(
+            frame.to_json(),
+            json!({"sdp": "v=0", "callid": "pbx-7", "cseq": 9, "code": 200})
+        );
+    }
+
+    #[test]
+    fn invitesdp_is_sent_as_bare_text() {
+        let frame = ServerFrame::InviteSdp(Invite {
+            callid: id("abc@pbx"),
+            cseq: Cseq::Number(1),
+            from: "501".into(),
+            to: "500".into(),
+            from_user: None,
+            from_display: None,
+            sdp: Sdp::offer("v=0\r\n"),
+        });
+        assert_eq!(frame.to_json()["invitesdp"], json!("v=0\r\n"));
     }
 
     #[test]
@@ -648,12 +712,14 @@ mod tests {
             json!({"action": "call-state", "calls": [
                 {"id": "c1", "state": "connected", "from-number": "501", "from-name": "Ann",
                  "to-number": "500", "to-name": "IVR", "start": 1700000000, "connect": 1700000003},
-                {"id": "c2", "callstate": "alerting"},
+                {"id": "c2", "callstate": "alerting", "from": "501", "to": "502"},
             ]}),
             ServerFrame::CallState(vec![
                 CallInfo {
                     id: "c1".into(),
                     state: PbxCallState::Connected,
+                    from: None,
+                    to: None,
                     from_number: Some("501".into()),
                     from_name: Some("Ann".into()),
                     to_number: Some("500".into()),
@@ -664,6 +730,8 @@ mod tests {
                 CallInfo {
                     id: "c2".into(),
                     state: PbxCallState::Alerting,
+                    from: Some("501".into()),
+                    to: Some("502".into()),
                     from_number: None,
                     from_name: None,
                     to_number: None,
@@ -689,7 +757,10 @@ mod tests {
         check(
             json!({"action": "domain-state", "accounts": [
                 {"account": "500", "registered": true}, {"account": "501", "registered": "false"}]}),
-            ServerFrame::DomainState(vec![presence_of("500", true), presence_of("501", false)]),
+            ServerFrame::DomainState {
+                accounts: vec![presence_of("500", true), presence_of("501", false)],
+                calls: None,
+            },
         );
         check(
             json!({"action": "blf", "account": "502", "registered": true}),
