@@ -7,6 +7,7 @@ use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 
 use crate::media::player::ItemId;
+use crate::protocol::CallId;
 
 /// A queued command.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +31,11 @@ pub enum Action {
     Hold,
     Resume,
     Transfer {
+        to: String,
+    },
+    /// Attended transfer with our call `id2` (its far end is `to`).
+    AttendedTransfer {
+        id2: CallId,
         to: String,
     },
     Hangup,

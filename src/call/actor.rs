@@ -176,6 +176,8 @@ pub enum CallCommand {
     SetResult(String),
     /// A queued command (play, pause, tone, send_dtmf, hold, resume, transfer, hangup).
     Queue(Action),
+    /// Another call of the bot is being joined with this one's far end (attended transfer).
+    TransferPending,
 }
 
 /// The bot's side of a call: usually its script.
@@ -572,6 +574,9 @@ impl Actor {
             }
             CallCommand::SetResult(_) => {}
             CallCommand::Queue(action) => Box::pin(self.queue(action)).await,
+            CallCommand::TransferPending => {
+                self.input(Input::Command(Command::TransferPending)).await;
+            }
         }
     }
 
@@ -612,6 +617,10 @@ impl Actor {
             Action::Resume => return self.input(Input::Command(Command::Resume)).await,
             Action::Transfer { to } => {
                 return self.input(Input::Command(Command::Transfer(to))).await;
+            }
+            Action::AttendedTransfer { id2, to } => {
+                let command = Command::AttendedTransfer { id2, to };
+                return self.input(Input::Command(command)).await;
             }
             Action::Hangup => return self.input(Input::Command(Command::Hangup)).await,
         };

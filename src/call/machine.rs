@@ -135,6 +135,12 @@ pub enum Command {
     Resume,
     /// Blind transfer to this number.
     Transfer(String),
+    /// Attended transfer: connect this call's far end with the far end of our call `id2`
+    /// (whose far end is `to`); the PBX then releases both of our legs.
+    AttendedTransfer { id2: CallId, to: String },
+    /// Another of our calls is joining this one's far end (attended transfer): the `bye` that
+    /// follows ends this call as transferred.
+    TransferPending,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,6 +452,16 @@ impl Call {
                 out.push(Output::Media(MediaCommand::Mute(false)));
                 out.push(self.set_state(CallState::InCall));
             }
+            (Command::AttendedTransfer { id2, to }, Phase::Connected) => {
+                self.transferring = true;
+                out.push(Output::Send(ClientFrame::AttendedTransfer {
+                    id: self.id.clone(),
+                    from: self.own_extension.clone(),
+                    id2,
+                    to,
+                }));
+            }
+            (Command::TransferPending, Phase::Connected) => self.transferring = true,
             (Command::Transfer(to), Phase::Connected) => {
                 self.transferring = true;
                 out.push(Output::Send(ClientFrame::BlindTransfer {

@@ -25,6 +25,14 @@ const SCRIPTS: &[(&str, &str)] = &[
 const PROMPTS: &[(&str, &[u8])] = &[
     ("welcome.wav", include_bytes!("../../prompts/welcome.wav")),
     ("menu.wav", include_bytes!("../../prompts/menu.wav")),
+    (
+        "operator_hold.wav",
+        include_bytes!("../../prompts/operator_hold.wav"),
+    ),
+    (
+        "operator_announce.wav",
+        include_bytes!("../../prompts/operator_announce.wav"),
+    ),
     ("invalid.wav", include_bytes!("../../prompts/invalid.wav")),
     ("goodbye.wav", include_bytes!("../../prompts/goodbye.wav")),
     (
@@ -124,8 +132,8 @@ bots:
   - name: ivr
     extension: "500"
     script: "{ivr}"
-    allow_dial: ["501"]
-    vars: {{ test_line: "501" }}
+    allow_dial: ["501", "509"]
+    vars: {{ test_line: "501", operator: "509" }}
   - name: test-line
     extension: "501"
     script: "{test_line}"
@@ -223,7 +231,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         pbx.url()
     );
     println!("  log in as 502-509 (password = the number) and call:");
-    println!("    500  IVR: press 1 for the test line, 2 to hang up");
+    println!("    500  IVR: press 1 for the test line, 2 to hang up, 0 for the operator (509)");
     println!("    501  test line: announces itself, then echoes you");
     println!("  600 and 601 are greeters that call each other every 30 s");
     println!(

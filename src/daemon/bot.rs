@@ -51,6 +51,8 @@ pub struct BotStatus {
 }
 
 struct LiveCall {
+    /// The id scripts know the call by.
+    id: CallId,
     inbox: mpsc::UnboundedSender<ActorInput>,
 }
 
@@ -307,8 +309,14 @@ impl BotTask {
 
     async fn frame(&mut self, frame: ServerFrame) {
         match self.router.route(&frame) {
-            Route::Call(key) | Route::Adopted { key, .. } => {
+            Route::Call(key) => {
                 if let Some(call) = self.calls.get(&key) {
+                    let _ = call.inbox.send(ActorInput::Frame(frame));
+                }
+            }
+            Route::Adopted { key, id } => {
+                if let Some(call) = self.calls.get(&key) {
+                    self.script.bot().renamed(&call.id, &id);
                     let _ = call.inbox.send(ActorInput::Frame(frame));
                 }
             }
@@ -372,6 +380,10 @@ impl BotTask {
         inbox: Option<Inbox>,
     ) {
         let (tx, rx) = inbox.unwrap_or_else(mpsc::unbounded_channel);
+        let call_id = match &origin {
+            Origin::Inbound(invite) => invite.callid.clone(),
+            Origin::Outbound { id, .. } => id.clone(),
+        };
         let recording = recording_path(&self.config.recordings, &self.config.name, id);
         let record = match self.config.record {
             RecordMode::Off => None,
@@ -398,7 +410,13 @@ impl BotTask {
             let _ = tx.send(ActorInput::LinkLost);
         }
         call::spawn(key, setup, handler, rx, self.reports.clone());
-        self.calls.insert(key, LiveCall { inbox: tx });
+        self.calls.insert(
+            key,
+            LiveCall {
+                id: call_id,
+                inbox: tx,
+            },
+        );
         self.publish_status(None);
     }
 
@@ -445,6 +463,7 @@ impl BotTask {
     fn call_report(&mut self, report: CallReport) {
         let CallReport { key, info } = report;
         self.router.remove(&key);
+        self.script.bot().forget(&info.id);
         self.calls.remove(&key);
         self.publish_status(None);
         if let Some(state) = info.state {

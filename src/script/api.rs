@@ -1,6 +1,6 @@
 //! The `bot` and `call` objects scripts see (SCRIPTING.md), registered on the engine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -63,6 +63,9 @@ pub struct BotShared {
     memory: Arc<MemoryBudget>,
     /// Other extensions by number, as `bot.clients()` lists them.
     clients: Mutex<BTreeMap<String, Client>>,
+    /// Our outbound calls that the PBX renamed (modern dialect), by the id scripts know them by:
+    /// frames about them must use the PBX's id.
+    wire_ids: Mutex<HashMap<CallId, CallId>>,
     commands: mpsc::UnboundedSender<BotCommand>,
 }
 
@@ -91,6 +94,7 @@ impl BotApi {
             state: Store::new(memory.clone()),
             memory,
             clients: Mutex::default(),
+            wire_ids: Mutex::default(),
             commands,
         }))
     }
@@ -117,6 +121,24 @@ impl BotApi {
     /// The bot task reports each presence change here, keeping `bot.clients()` current.
     pub fn update_client(&self, client: Client) {
         lock(&self.0.clients).insert(client.number.clone(), client);
+    }
+
+    /// The PBX gave call `id` (as scripts know it) an id of its own.
+    pub fn renamed(&self, id: &CallId, wire: &CallId) {
+        lock(&self.0.wire_ids).insert(id.clone(), wire.clone());
+    }
+
+    /// Call `id` is over.
+    pub fn forget(&self, id: &CallId) {
+        lock(&self.0.wire_ids).remove(id);
+    }
+
+    /// The id the PBX knows call `id` by.
+    fn wire_id(&self, id: &CallId) -> CallId {
+        lock(&self.0.wire_ids)
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.clone())
     }
 
     fn check_dial(&self, number: &str, what: &str) -> ScriptResult<()> {
@@ -312,6 +334,25 @@ impl CallApi {
         self.bot.check_dial(number, "transfer to")?;
         self.queue(Action::Transfer {
             to: number.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// `call.attended_transfer(other)`: when the queue gets there, the PBX connects this call's
+    /// far end with `other`'s and releases both of the bot's legs (`other` is another live call
+    /// of the bot; its number was allowed when it was dialled or it called in).
+    fn attended_transfer(&mut self, other: CallApi) -> ScriptResult<()> {
+        if other.info.id == self.info.id {
+            return error("attended_transfer: a call cannot be joined with itself");
+        }
+        let to = match other.info.direction {
+            Direction::Outbound => other.info.to.clone(),
+            Direction::Inbound => other.info.from.clone(),
+        };
+        other.sink.push(CallCommand::TransferPending);
+        self.queue(Action::AttendedTransfer {
+            id2: self.bot.wire_id(&other.info.id),
+            to,
         });
         Ok(())
     }
@@ -543,5 +584,6 @@ pub fn register(engine: &mut Engine) {
         .register_fn("send_dtmf", CallApi::send_dtmf)
         .register_fn("hold", |c: &mut CallApi| c.queue(Action::Hold))
         .register_fn("resume", |c: &mut CallApi| c.queue(Action::Resume))
-        .register_fn("transfer", CallApi::transfer);
+        .register_fn("transfer", CallApi::transfer)
+        .register_fn("attended_transfer", CallApi::attended_transfer);
 }

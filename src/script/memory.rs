@@ -115,14 +115,22 @@ impl Store {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `value` under `key` (replacing what was there), if the budget allows.
+    /// Keeps `value` under `key` (replacing what was there), if the budget allows. `()` forgets
+    /// the key (`get` gives `()` for a missing key anyway), so a script that keeps an entry per
+    /// call can give it back.
     pub fn set(&self, key: &str, value: Dynamic) -> Result<(), String> {
         let mut kept = self.kept();
-        let bytes = key.len() + value_bytes(&value);
         let freed = kept
             .values
             .get(key)
             .map_or(0, |old| key.len() + value_bytes(old));
+        if value.is_unit() {
+            kept.values.remove(key);
+            kept.bytes -= freed;
+            self.budget.release(freed);
+            return Ok(());
+        }
+        let bytes = key.len() + value_bytes(&value);
         self.budget
             .exchange(freed, bytes)
             .map_err(|e| format!("set({key:?}): {e}"))?;
@@ -190,6 +198,9 @@ mod tests {
         drop(call);
         assert_eq!(budget.used(), one, "a call's store goes back when it ends");
         assert_eq!(store.get("a").into_string().unwrap(), "y".repeat(1000));
+        store.set("a", Dynamic::UNIT).unwrap();
+        assert_eq!(budget.used(), 0, "setting () forgets the key");
+        assert!(store.get("a").is_unit());
     }
 
     #[test]
