@@ -207,6 +207,11 @@ pub fn announce(pbx: &Pbx, options: &PbxOptions, cert_out: Option<&PathBuf>) {
             "admin login"
         }
     );
+    println!(
+        "  sample client (the vendor's frames): {}sample.html?domain={}",
+        pbx.url(),
+        options.domain
+    );
 }
 
 pub async fn run(args: PbxArgs) -> ExitCode {

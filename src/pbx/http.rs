@@ -95,6 +95,15 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             "/style.css",
             get(|| async { super::page::file("style.css") }),
         )
+        .route("/md5.js", get(|| async { super::page::file("md5.js") }))
+        .route(
+            "/sample.html",
+            get(|| async { super::page::file("sample.html") }),
+        )
+        .route(
+            "/sample.js",
+            get(|| async { super::page::file("sample.js") }),
+        )
         .route("/emulator/info", get(info))
         .route("/emulator/calls", get(calls))
         .route("/emulator/events", get(events))

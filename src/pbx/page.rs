@@ -1,5 +1,6 @@
-//! The softphone page the emulator serves at `/`: static HTML, JS and CSS built into the
-//! binary (no build step). `CALLBOT_WEB_DIR` serves the files from a folder instead, so the
+//! The pages the emulator serves: the softphone at `/` and the WebSocket sample client at
+//! `/sample.html` (a minimal client that handles frames as the vendor's documentation does),
+//! static HTML, JS and CSS built into the binary (no build step). `CALLBOT_WEB_DIR` serves the files from a folder instead, so the
 //! page can be edited without rebuilding.
 
 use std::path::PathBuf;
@@ -23,9 +24,24 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("web/style.css"),
     ),
+    (
+        "md5.js",
+        "text/javascript; charset=utf-8",
+        include_str!("web/md5.js"),
+    ),
+    (
+        "sample.html",
+        "text/html; charset=utf-8",
+        include_str!("web/sample.html"),
+    ),
+    (
+        "sample.js",
+        "text/javascript; charset=utf-8",
+        include_str!("web/sample.js"),
+    ),
 ];
 
-/// The file `name` (`index.html`, `app.js`, `style.css`).
+/// The file `name` (one of [`FILES`]).
 pub(super) fn file(name: &str) -> Response {
     let Some((_, content_type, built_in)) = FILES.iter().find(|(n, ..)| *n == name) else {
         return StatusCode::NOT_FOUND.into_response();
