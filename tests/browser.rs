@@ -283,3 +283,150 @@ async fn two_browsers_see_each_other_and_talk() {
         assert_eq!(logged["state"], "COMPLETED", "{logged}");
     }
 }
+
+/// `/emulator/calls` until `done` accepts one of the calls; returns the list then.
+async fn wait_for_call(url: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let calls = common::emulator_json::<Value>(url, "calls").await;
+        if calls.as_array().unwrap().iter().any(&done) {
+            return calls;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {calls}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `call` has a leg of `extension` in `role` and `state`.
+fn has_leg(call: &Value, extension: &str, role: &str, state: &str) -> bool {
+    call["legs"].as_array().unwrap().iter().any(|l| {
+        l["extension"] == extension && (role.is_empty() || l["role"] == role) && l["state"] == state
+    })
+}
+
+/// Waits until the sample page's peer connection is up and hears something.
+async fn sample_hears_audio(browser: &mut Browser, tab: &Tab) -> Value {
+    browser
+        .wait_for(tab, "window.sample.audioStats()", WAIT, |v| {
+            v["connection"] == "connected"
+                && v["packetsReceived"].as_u64().unwrap_or(0) > 25
+                && v["audioEnergy"].as_f64().unwrap_or(0.0) > 0.0
+        })
+        .await
+        .unwrap()
+}
+
+/// The sample client (`/sample.html`), which handles frames exactly as the vendor's sample
+/// does, against the legacy demo: it connects and hears the IVR, its DTMF reaches the IVR
+/// (which transfers it to the test line), it holds by closing its peer connection and resumes
+/// with a new offer, it transfers the test line blind to the IVR and is released with `bye`;
+/// a second call ends with its own `sip-bye`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_demo, url) = demo(dir.path(), Dialect::Legacy);
+    let mut browser = Browser::launch(&microphone(dir.path())).await.unwrap();
+    let tab = browser
+        .open(&format!("{url}sample.html?domain=localhost"))
+        .await
+        .unwrap();
+    browser
+        .wait_for(&tab, "typeof window.sample", WAIT, |v| v == "object")
+        .await
+        .unwrap();
+    let logged_in = browser
+        .eval(&tab, "window.sample.login('502', '502', 'localhost')")
+        .await
+        .unwrap();
+    assert_eq!(logged_in, true);
+
+    // Connected to the IVR, whose welcome is audible.
+    browser.eval(&tab, "window.sample.call('500')").await.unwrap();
+    sample_hears_audio(&mut browser, &tab).await;
+    let sdp_types = browser
+        .eval(
+            &tab,
+            "window.sample.frames().filter(f => f.direction === 'in' && f.frame.sdp)
+                .map(f => typeof f.frame.sdp)",
+        )
+        .await
+        .unwrap();
+    assert!(
+        !sdp_types.as_array().unwrap().is_empty()
+            && sdp_types.as_array().unwrap().iter().all(|t| t == "string"),
+        "the PBX's SDP arrives as text: {sdp_types}"
+    );
+
+    // DTMF through RTCDTMFSender: the IVR hears 1 and transfers the call to the test line.
+    assert_eq!(browser.eval(&tab, "window.sample.dtmf('1')").await.unwrap(), true);
+    wait_for_call(&url, "no transfer to the test line", |c| {
+        c["from"] == "502" && has_leg(c, "501", "transfer-target", "connected")
+    })
+    .await;
+
+    // Hold: the page closes its peer connection; resume: a new offer in wrtc-hold, answered
+    // with an `sdp` frame; the test line (which echoes) is heard again.
+    browser.eval(&tab, "window.sample.hold()").await.unwrap();
+    wait_for_call(&url, "the page does not hold", |c| {
+        c["from"] == "502" && has_leg(c, "502", "caller", "holding")
+    })
+    .await;
+    browser.eval(&tab, "window.sample.resume()").await.unwrap();
+    wait_for_call(&url, "the page does not resume", |c| {
+        c["from"] == "502" && has_leg(c, "502", "caller", "connected")
+    })
+    .await;
+    sample_hears_audio(&mut browser, &tab).await;
+
+    // Blind transfer of the test line to the IVR: the page is released with `bye`.
+    browser
+        .eval(&tab, "window.sample.transfer('500')")
+        .await
+        .unwrap();
+    browser
+        .wait_for(&tab, "window.sample.state().ended", WAIT, |v| v == "remote")
+        .await
+        .unwrap();
+    wait_for_call(&url, "the test line is not transferred to the IVR", |c| {
+        c["from"] == "502"
+            && has_leg(c, "502", "caller", "ended")
+            && has_leg(c, "500", "transfer-target", "connected")
+    })
+    .await;
+
+    // A second call, hung up by the page.
+    browser.eval(&tab, "window.sample.call('501')").await.unwrap();
+    sample_hears_audio(&mut browser, &tab).await;
+    browser.eval(&tab, "window.sample.hangup()").await.unwrap();
+    wait_for_call(&url, "the page's hang-up does not end the call", |c| {
+        c["from"] == "502" && c["to"] == "501" && c["state"] == "ended"
+    })
+    .await;
+    let events = common::emulator_json::<Value>(&url, "events").await;
+    let from_page = |kind: &str| {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == kind && e["extension"] == "502")
+    };
+    for kind in ["hold", "reoffer", "transfer", "bye-response", "bye"] {
+        assert!(from_page(kind), "no {kind} from the page: {events}");
+    }
+
+    // The IVR's record of the first call: the digit, and the transfer.
+    let ivr = dir.path().join("recordings/ivr");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let sidecar = loop {
+        let found = files(&ivr, "json").iter().find_map(|path| {
+            let sidecar: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+            (sidecar["digits"] == "1").then_some(sidecar)
+        });
+        if let Some(sidecar) = found {
+            break sidecar;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no IVR sidecar with the digit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sidecar["reason"], "transferred", "{sidecar}");
+}

@@ -473,8 +473,28 @@ impl PbxCall {
         })
     }
 
+    /// The party a frame is from: a live one, or for a confirmation (which follows our `bye`
+    /// or `cancel`) also one that has left the call.
+    fn sender_of(&self, socket: SocketId, frame: &ClientFrame) -> Option<PartyIndex> {
+        let callid = frame.call_id();
+        self.party_of(socket, callid).or_else(|| {
+            matches!(
+                frame,
+                ClientFrame::ByeResponse { .. } | ClientFrame::CancelResponse { .. }
+            )
+            .then(|| {
+                self.parties.iter().position(|p| {
+                    p.endpoint.socket == socket
+                        && !p.moved
+                        && callid.is_some_and(|id| *id == p.id || *id == p.endpoint.callid)
+                })
+            })
+            .flatten()
+        })
+    }
+
     async fn on_frame(&mut self, socket: SocketId, frame: ClientFrame) {
-        let Some(party) = self.party_of(socket, frame.call_id()) else {
+        let Some(party) = self.sender_of(socket, &frame) else {
             debug!(
                 "frame from a socket that is not in call {}: {}",
                 self.key,

@@ -42,7 +42,7 @@ pub struct Event {
 pub struct LegView {
     pub extension: String,
     pub callid: String,
-    /// `caller`, `callee` or `transfer-target`.
+    /// `caller`, `callee`, `transfer-target` or `joined` (attended transfer).
     pub role: &'static str,
     /// `ringing`, `connected`, `held`, `ended` …
     pub state: &'static str,

@@ -166,7 +166,7 @@ impl TestClient {
     /// Hangs up call `callid` as its caller (`sip-bye`).
     pub async fn hang_up(&self, callid: &CallId) {
         self.send(ClientFrame::SipBye {
-            callid: callid.clone(),
+            callid: Some(callid.clone()),
             caller: true,
         })
         .await;
