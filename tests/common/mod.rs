@@ -16,7 +16,7 @@ pub fn exercise_frame(text: &str) -> bool {
     if let Ok(frame) = &server {
         let again = ServerFrame::decode(&frame.encode())
             .unwrap_or_else(|e| panic!("re-decoding {frame:?} failed: {e}"));
-        assert_eq!(&again, frame, "server frame changed on a round trip");
+        assert_eq!(again, bare(frame), "server frame changed on a round trip");
         if let ServerFrame::Candidate(candidate) = frame {
             let _ = candidate.lines();
         }
@@ -28,6 +28,18 @@ pub fn exercise_frame(text: &str) -> bool {
         assert_eq!(&again, frame, "client frame changed on a round trip");
     }
     server.is_ok() || client.is_ok()
+}
+
+/// `frame` as it survives our encoding: the PBX sends SDP as bare text (PROTOCOL.md §3), so
+/// the type an object-form SDP declared is not sent on.
+fn bare(frame: &ServerFrame) -> ServerFrame {
+    let mut frame = frame.clone();
+    match &mut frame {
+        ServerFrame::Sdp(sdp) => sdp.sdp.kind = None,
+        ServerFrame::InviteSdp(invite) => invite.sdp.kind = None,
+        _ => {}
+    }
+    frame
 }
 
 /// Loads `text` as a config file living in `dir`. Must never panic. Returns whether it was valid.
