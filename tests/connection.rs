@@ -133,6 +133,7 @@ fn candidate(line: &str) -> IceCandidate {
         candidate: line.into(),
         sdp_mid: Some("0".into()),
         sdp_mline_index: Some(0),
+        username_fragment: None,
     }
 }
 
@@ -152,8 +153,8 @@ async fn a_call_is_offered_rung_answered_and_hung_up() {
     let caller_line = "candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host";
     caller
         .send(ClientFrame::IceCandidate {
-            callid: callid.clone(),
-            candidate: candidate(caller_line),
+            callid: Some(callid.clone()),
+            candidate: Some(candidate(caller_line)),
         })
         .await;
     let relayed = next_frame!(callee, Candidate);
@@ -180,8 +181,8 @@ async fn a_call_is_offered_rung_answered_and_hung_up() {
     let callee_line = "candidate:2 1 udp 2130706431 127.0.0.1 40002 typ host";
     callee
         .send(ClientFrame::IceCandidate {
-            callid: invite.callid.clone(),
-            candidate: candidate(callee_line),
+            callid: Some(invite.callid.clone()),
+            candidate: Some(candidate(callee_line)),
         })
         .await;
     let relayed = next_frame!(caller, Candidate);
@@ -198,7 +199,7 @@ async fn a_call_is_offered_rung_answered_and_hung_up() {
     callee
         .send(ClientFrame::ByeResponse {
             callid: bye.callid.clone(),
-            cseq: bye.cseq.clone().unwrap_or(Cseq::Number(1)),
+            cseq: bye.cseq.clone(),
         })
         .await;
     wait_until(&pbx, |events| {
@@ -316,8 +317,10 @@ async fn hold_and_resume_show_in_the_call_state() {
     let (caller, mut callee, callid, callee_id) = connected(&pbx).await;
     caller
         .send(ClientFrame::WrtcHold {
-            callid: callid.clone(),
+            callid: Some(callid.clone()),
             command: HoldCommand::Hold,
+            offer: None,
+            calldir: None,
         })
         .await;
     let held = callee.call_in_state(callee_id.as_str(), "onhold").await;
@@ -325,8 +328,10 @@ async fn hold_and_resume_show_in_the_call_state() {
     assert_eq!(emulator(&pbx, "calls").await[0]["state"], "held");
     caller
         .send(ClientFrame::WrtcHold {
-            callid,
+            callid: Some(callid),
             command: HoldCommand::Resume,
+            offer: None,
+            calldir: None,
         })
         .await;
     callee.call_in_state(callee_id.as_str(), "connected").await;
@@ -444,4 +449,53 @@ async fn failed_logins_are_rate_limited() {
         .unwrap();
     assert_eq!(other.status(), 200, "another account logs in from here");
     assert!(other.json::<serde_json::Value>().await.unwrap().is_string());
+}
+
+/// Every registration of an extension rings, as on a PBX: a 486 from one does not end the call
+/// while others still ring, the first answer wins, and the rest get `cancel`.
+#[tokio::test]
+async fn every_registration_rings_and_the_first_answer_wins() {
+    let pbx = relay_pbx().await;
+    let mut caller = TestClient::ready(&pbx, "501").await;
+    let mut busy = TestClient::ready(&pbx, "502").await;
+    let mut answering = TestClient::ready(&pbx, "502").await;
+    let mut late = TestClient::ready(&pbx, "502").await;
+    let callid = CallId::random();
+    caller.dial("502", &callid, OFFER).await;
+    let busy_invite = next_frame!(busy, InviteSdp);
+    let invite = next_frame!(answering, InviteSdp);
+    let late_invite = next_frame!(late, InviteSdp);
+    busy.send(ClientFrame::SipBusy {
+        callid: busy_invite.callid,
+        cseq: busy_invite.cseq,
+        code: SipCode::BUSY_HERE,
+    })
+    .await;
+    wait_until(&pbx, |events| events.iter().any(|e| e["kind"] == "busy")).await;
+    answering
+        .send(ClientFrame::Sdp200Ok {
+            callid: invite.callid.clone(),
+            cseq: invite.cseq.clone(),
+            answer: ANSWER.into(),
+        })
+        .await;
+    let answer = caller
+        .frame("the answer", |f| match f {
+            ServerFrame::Bye(bye) => panic!("the call ended while a registration rang: {bye:?}"),
+            ServerFrame::Sdp(sdp) if sdp.code == Some(SipCode::OK) => Some(sdp.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(answer.sdp.text, ANSWER);
+    let cancel = next_frame!(late, Cancel);
+    assert_eq!(cancel.callid, late_invite.callid);
+    let calls = emulator(&pbx, "calls").await;
+    let legs = calls[0]["legs"].as_array().unwrap();
+    let connected: Vec<&str> = legs
+        .iter()
+        .filter(|l| l["state"] == "connected")
+        .map(|l| l["callid"].as_str().unwrap())
+        .collect();
+    assert_eq!(connected, [callid.as_str(), invite.callid.as_str()], "{calls}");
+    assert_eq!(legs.len(), 4, "{calls}");
 }

@@ -175,7 +175,7 @@ fn random_input(rng: &mut StdRng, ids: &[CallId]) -> Input {
     ][rng.random_range(0..9)]
     .map(callbot::protocol::SipCode);
     let cseq = callbot::protocol::Cseq::Number(rng.random_range(0..5));
-    match rng.random_range(0..16) {
+    match rng.random_range(0..18) {
         0 => Input::Frame(ServerFrame::Sdp(callbot::protocol::SdpFrame {
             callid: id,
             cseq: Some(cseq),
@@ -223,9 +223,15 @@ fn random_input(rng: &mut StdRng, ids: &[CallId]) -> Input {
             candidate: CANDIDATES[0].into(),
             sdp_mid: None,
             sdp_mline_index: Some(0),
+            username_fragment: None,
         }),
         13 => Input::MediaLost,
         14 => Input::Timer(Timer::Ring),
+        15 => Input::Command(Command::AttendedTransfer {
+            id2: ids[rng.random_range(0..ids.len())].clone(),
+            to: "509".into(),
+        }),
+        16 => Input::Command(Command::TransferPending),
         _ => Input::LinkLost,
     }
 }

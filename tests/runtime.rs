@@ -45,8 +45,8 @@ const IVR: &str = r#"  - name: ivr
     extension: "500"
     script: "{dir}/ivr.rhai"
     record: stereo
-    allow_dial: ["501"]
-    vars: { test_line: "501" }
+    allow_dial: ["501", "509"]
+    vars: { test_line: "501", operator: "509" }
 "#;
 
 const TEST_LINE: &str = r#"  - name: test-line
@@ -450,3 +450,200 @@ async fn sigterm_lets_the_call_finish_closes_the_recording_and_exits_0(dialect: 
     assert!((dominant(slice(&far, rate, 0.5, 2.5), rate, 300, 1500) - 500.0).abs() <= 10.0);
 }
 both_dialects!(sigterm_lets_the_call_finish_closes_the_recording_and_exits_0);
+
+/// The emulator's events of `kind` about `extension`, once there are at least `count`.
+async fn emulator_events(url: &str, kind: &str, extension: &str, count: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let events: Value = common::emulator_json(url, "events").await;
+        let found: Vec<Value> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind && e["extension"] == extension)
+            .cloned()
+            .collect();
+        if found.len() >= count {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {count} {kind} events: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lines of a `cdr.jsonl`, once `done` accepts them.
+async fn cdr_lines(path: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let lines: Vec<Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if done(&lines) {
+            return lines;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: {lines:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn record_to(path: &Path) -> CallCommand {
+    CallCommand::Record {
+        path: Some(path.to_owned()),
+        stereo: true,
+        max_secs: None,
+    }
+}
+
+/// Menu 0: the IVR holds the caller, calls the operator, announces the caller and connects the
+/// two with an attended transfer. Caller and operator then hear each other; the IVR's two legs
+/// are gone.
+async fn menu_0_connects_the_caller_with_the_operator(dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = emulator(dir.path(), dialect);
+    script(dir.path(), "ivr.rhai");
+    let config = config(dir.path(), &pbx, &bots(dir.path(), &[IVR]));
+    let _daemon = daemon(&config, 1);
+    let caller = phone(&pbx, "502", dir.path()).await;
+    let mut operator = phone(&pbx, "509", dir.path()).await;
+    let mut call = caller.dial("500");
+    answered(&mut call).await;
+    call.command(CallCommand::Queue(Action::SendDtmf { digits: "0".into() }));
+    let mut desk = timeout(WAIT, operator.incoming())
+        .await
+        .expect("the IVR calls the operator")
+        .expect("phone alive");
+    desk.command(CallCommand::Answer);
+    answered(&mut desk).await;
+
+    // After the announcement, the transfer: the caller's call now has the operator on it.
+    emulator_events(&pbx.url, "att-transfer", "500", 1).await;
+    let calls: Value = common::emulator_json(&pbx.url, "calls").await;
+    let calls = calls.as_array().unwrap();
+    let leg = |call: &Value, extension: &str| {
+        call["legs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["extension"] == extension)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let inbound = calls.iter().find(|c| c["from"] == "502").unwrap();
+    assert_eq!(leg(inbound, "500")["state"], "ended", "{inbound}");
+    let joined = leg(inbound, "509");
+    assert_eq!(
+        (joined["role"].as_str(), joined["state"].as_str()),
+        (Some("joined"), Some("connected")),
+        "{inbound}"
+    );
+    assert_eq!(joined["bridged_to"], leg(inbound, "502")["callid"]);
+    let to_operator = calls.iter().find(|c| c["to"] == "509").unwrap();
+    assert_eq!(to_operator["state"], "ended", "{to_operator}");
+    let cdr = cdr_lines(&dir.path().join("recordings/cdr.jsonl"), |l| l.len() >= 2).await;
+    assert!(
+        cdr.iter().all(|c| c["reason"] == "transferred"),
+        "both of the IVR's calls ended as transferred: {cdr:?}"
+    );
+
+    // Caller (440 Hz) and operator (1 kHz) talk; the caller hangs up after its tone.
+    let (heard_by_caller, heard_by_operator) =
+        (dir.path().join("caller.wav"), dir.path().join("operator.wav"));
+    call.command(record_to(&heard_by_caller));
+    desk.command(record_to(&heard_by_operator));
+    desk.command(CallCommand::Queue(Action::Tone {
+        hz: 1000.0,
+        ms: 2500,
+    }));
+    call.command(CallCommand::Queue(Action::Tone {
+        hz: 440.0,
+        ms: 2500,
+    }));
+    call.command(CallCommand::Queue(Action::Hangup));
+    for (side, ended) in [("caller", &mut call), ("operator", &mut desk)] {
+        let info = timeout(WAIT, ended.ended()).await.unwrap().unwrap();
+        assert!(info.answered.is_some(), "{side}: {:?}", info.end);
+    }
+    for (recording, expected) in [(&heard_by_caller, 1000.0), (&heard_by_operator, 440.0)] {
+        let (far, rate) = channel(recording, 0);
+        let middle = slice(&far, rate, 0.7, 1.9);
+        assert!(rms(middle) > 0.02, "{}: silence", recording.display());
+        let found = dominant(middle, rate, 300, 1500);
+        assert!(
+            (found - expected).abs() <= 10.0,
+            "{}: heard {found} Hz, expected {expected}",
+            recording.display()
+        );
+    }
+}
+both_dialects!(menu_0_connects_the_caller_with_the_operator);
+
+/// Several daemons with the same bots: every registration of the IVR's extension rings, the
+/// first answer wins, so the daemons share the calls; when one is killed, the other takes
+/// them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_with_the_same_ivr_share_the_calls_and_survive_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = emulator(dir.path(), Dialect::Modern);
+    script(dir.path(), "ivr.rhai");
+    let ivr = bots(dir.path(), &[IVR]);
+    let mut daemons: Vec<(std::path::PathBuf, binary::Process)> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let home = dir.path().join(name);
+            std::fs::create_dir_all(&home).unwrap();
+            let config = config(&home, &pbx, &ivr);
+            (home.join("recordings/cdr.jsonl"), daemon(&config, 1))
+        })
+        .collect();
+    let caller = phone(&pbx, "502", dir.path()).await;
+    // The calls each daemon's IVR took (the other daemon's fork got `cancel`).
+    let taken = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|l| l["reason"] == "remote_hangup")
+            .count()
+    };
+    let answered_calls = |count: usize| {
+        let caller = &caller;
+        async move {
+            for _ in 0..count / 5 {
+                futures_util::future::join_all((0..5).map(|_| async {
+                    let mut call = caller.dial("500");
+                    answered(&mut call).await;
+                    call.command(CallCommand::Queue(Action::Hangup));
+                    timeout(WAIT, call.ended()).await.expect("the call ends");
+                }))
+                .await;
+            }
+        }
+    };
+
+    answered_calls(20).await;
+    let (a_cdr, b_cdr) = (daemons[0].0.clone(), daemons[1].0.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (by_a, by_b) = loop {
+        let by_a = taken(&cdr_lines(&a_cdr, |_| true).await);
+        let by_b = taken(&cdr_lines(&b_cdr, |_| true).await);
+        if by_a + by_b >= 20 || tokio::time::Instant::now() > deadline {
+            break (by_a, by_b);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(by_a + by_b, 20, "each call answered once");
+    assert!(by_a > 0 && by_b > 0, "both daemons answered: {by_a} and {by_b}");
+
+    daemons[0].1.kill();
+    emulator_events(&pbx.url, "socket-closed", "500", 1).await;
+    answered_calls(10).await;
+    let b_lines = cdr_lines(&b_cdr, |l| taken(l) >= by_b + 10).await;
+    assert_eq!(taken(&b_lines), by_b + 10, "the survivor took the next 10");
+}
