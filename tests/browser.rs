@@ -341,7 +341,10 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
     assert_eq!(logged_in, true);
 
     // Connected to the IVR, whose welcome is audible.
-    browser.eval(&tab, "window.sample.call('500')").await.unwrap();
+    browser
+        .eval(&tab, "window.sample.call('500')")
+        .await
+        .unwrap();
     sample_hears_audio(&mut browser, &tab).await;
     let sdp_types = browser
         .eval(
@@ -358,7 +361,10 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
     );
 
     // DTMF through RTCDTMFSender: the IVR hears 1 and transfers the call to the test line.
-    assert_eq!(browser.eval(&tab, "window.sample.dtmf('1')").await.unwrap(), true);
+    assert_eq!(
+        browser.eval(&tab, "window.sample.dtmf('1')").await.unwrap(),
+        true
+    );
     wait_for_call(&url, "no transfer to the test line", |c| {
         c["from"] == "502" && has_leg(c, "501", "transfer-target", "connected")
     })
@@ -395,7 +401,10 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
     .await;
 
     // A second call, hung up by the page.
-    browser.eval(&tab, "window.sample.call('501')").await.unwrap();
+    browser
+        .eval(&tab, "window.sample.call('501')")
+        .await
+        .unwrap();
     sample_hears_audio(&mut browser, &tab).await;
     browser.eval(&tab, "window.sample.hangup()").await.unwrap();
     wait_for_call(&url, "the page's hang-up does not end the call", |c| {
@@ -425,7 +434,10 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
         if let Some(sidecar) = found {
             break sidecar;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no IVR sidecar with the digit");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no IVR sidecar with the digit"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(sidecar["reason"], "transferred", "{sidecar}");

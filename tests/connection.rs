@@ -496,6 +496,10 @@ async fn every_registration_rings_and_the_first_answer_wins() {
         .filter(|l| l["state"] == "connected")
         .map(|l| l["callid"].as_str().unwrap())
         .collect();
-    assert_eq!(connected, [callid.as_str(), invite.callid.as_str()], "{calls}");
+    assert_eq!(
+        connected,
+        [callid.as_str(), invite.callid.as_str()],
+        "{calls}"
+    );
     assert_eq!(legs.len(), 4, "{calls}");
 }

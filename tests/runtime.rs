@@ -555,8 +555,10 @@ async fn menu_0_connects_the_caller_with_the_operator(dialect: Dialect) {
     );
 
     // Caller (440 Hz) and operator (1 kHz) talk; the caller hangs up after its tone.
-    let (heard_by_caller, heard_by_operator) =
-        (dir.path().join("caller.wav"), dir.path().join("operator.wav"));
+    let (heard_by_caller, heard_by_operator) = (
+        dir.path().join("caller.wav"),
+        dir.path().join("operator.wav"),
+    );
     call.command(record_to(&heard_by_caller));
     desk.command(record_to(&heard_by_operator));
     desk.command(CallCommand::Queue(Action::Tone {
@@ -639,7 +641,10 @@ async fn two_daemons_with_the_same_ivr_share_the_calls_and_survive_each_other() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(by_a + by_b, 20, "each call answered once");
-    assert!(by_a > 0 && by_b > 0, "both daemons answered: {by_a} and {by_b}");
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both daemons answered: {by_a} and {by_b}"
+    );
 
     daemons[0].1.kill();
     emulator_events(&pbx.url, "socket-closed", "500", 1).await;

@@ -61,8 +61,8 @@ fn fixtures() -> Vec<(&'static str, Fixture)> {
                 .join("tests/fixtures/wire")
                 .join(file);
             let text = std::fs::read_to_string(&path).unwrap();
-            let fixtures: Fixtures = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let fixtures: Fixtures =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             fixtures.frames.into_iter().map(move |f| (file, f))
         })
         .collect()
@@ -133,7 +133,10 @@ fn every_example_frame_re_encodes_in_the_vendors_shape() {
     let mut failures = Vec::new();
     for (file, fixture) in &fixtures {
         let wire = fixture.wire();
-        for (what, input) in [("the document's frame", &fixture.frame), ("its wire form", wire)] {
+        for (what, input) in [
+            ("the document's frame", &fixture.frame),
+            ("its wire form", wire),
+        ] {
             match re_encode(fixture.direction, input) {
                 Ok(encoded) if encoded == *wire => {}
                 Ok(encoded) => {
@@ -154,7 +157,8 @@ fn every_example_frame_re_encodes_in_the_vendors_shape() {
 
 /// A frame's kind: its reserved key (server frames, §3 precedence) or its action.
 fn kind_of(direction: Direction, frame: &Value) -> String {
-    let counts = |v: &Value| !matches!(v, Value::Null | Value::Bool(false)) && v != "" && v != "false";
+    let counts =
+        |v: &Value| !matches!(v, Value::Null | Value::Bool(false)) && v != "" && v != "false";
     if direction == Direction::Server
         && let Some(key) = RESERVED_KEYS
             .iter()
@@ -343,7 +347,9 @@ async fn calls_through(pbx: &Pbx, dialect: Dialect) -> Vec<Value> {
             offer,
         })
         .await;
-    let invite = callee.next("invitesdp", |f| f.get("invitesdp").is_some()).await;
+    let invite = callee
+        .next("invitesdp", |f| f.get("invitesdp").is_some())
+        .await;
     let inbound = call_id(&invite);
     let answer = callee
         .leg
@@ -436,7 +442,9 @@ async fn calls_through(pbx: &Pbx, dialect: Dialect) -> Vec<Value> {
             offer,
         })
         .await;
-    let invite = callee.next("invitesdp", |f| f.get("invitesdp").is_some()).await;
+    let invite = callee
+        .next("invitesdp", |f| f.get("invitesdp").is_some())
+        .await;
     caller
         .send(ClientFrame::SipBye {
             callid: Some(second),

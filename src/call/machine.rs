@@ -137,7 +137,10 @@ pub enum Command {
     Transfer(String),
     /// Attended transfer: connect this call's far end with the far end of our call `id2`
     /// (whose far end is `to`); the PBX then releases both of our legs.
-    AttendedTransfer { id2: CallId, to: String },
+    AttendedTransfer {
+        id2: CallId,
+        to: String,
+    },
     /// Another of our calls is joining this one's far end (attended transfer): the `bye` that
     /// follows ends this call as transferred.
     TransferPending,
