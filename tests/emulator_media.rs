@@ -10,7 +10,7 @@ use std::time::Duration;
 use callbot::call::{Action, CallCommand, CallEvent};
 use callbot::pbx::MediaMode;
 use callbot::phone::{Phone, PhoneCall, PhoneEvent};
-use callbot::protocol::{CallId, CallState, ClientFrame, Dialect, SdpKind, SipCode};
+use callbot::protocol::{CallId, CallState, ClientFrame, Dialect, SipCode};
 use common::audio::{channel, dominant, rms, slice};
 use common::emulator::{TestClient, emulator, media_runtime, next_frame, phone, start_pbx};
 use common::{both_dialects, wait};
@@ -317,7 +317,8 @@ async fn legacy_answers_the_callers_offer_and_offers_to_the_callee() {
     let early = next_frame!(caller, Sdp);
     assert_eq!(early.callid, callid, "legacy keeps the caller's call id");
     assert_eq!(early.code, Some(SipCode::SESSION_PROGRESS));
-    assert_eq!(early.sdp.kind, Some(SdpKind::Answer));
+    assert_eq!(early.sdp.kind, None, "SDP goes as bare text (§3)");
+    assert!(!early.sdp.text.contains("a=setup:actpass"), "an answer");
     let invite = next_frame!(callee, InviteSdp);
     assert_ne!(
         invite.sdp.text, sdp,
@@ -343,7 +344,7 @@ async fn modern_offers_to_the_caller_under_its_own_call_id_and_kills_it_with_415
         pbx_offer.callid, callid,
         "modern offers under the PBX's own call id"
     );
-    assert_eq!(pbx_offer.sdp.kind, Some(SdpKind::Offer));
+    assert_eq!(pbx_offer.sdp.kind, None, "SDP goes as bare text (§3)");
     assert!(pbx_offer.sdp.text.contains("a=setup:actpass"));
     caller
         .send(ClientFrame::SipAck {
