@@ -284,17 +284,13 @@ async fn two_browsers_see_each_other_and_talk() {
     }
 }
 
-/// `/emulator/calls` until `done` accepts one of the calls; returns the list then.
+/// The emulator's call that `done` accepts, once there is one.
 async fn wait_for_call(url: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let calls = common::emulator_json::<Value>(url, "calls").await;
-        if calls.as_array().unwrap().iter().any(&done) {
-            return calls;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {calls}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait::until(what, WAIT, || async {
+        let calls: Value = common::emulator_json(url, "calls").await;
+        calls.as_array()?.iter().find(|c| done(c)).cloned()
+    })
+    .await
 }
 
 /// Whether `call` has a leg of `extension` in `role` and `state`.
@@ -365,7 +361,7 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
         browser.eval(&tab, "window.sample.dtmf('1')").await.unwrap(),
         true
     );
-    wait_for_call(&url, "no transfer to the test line", |c| {
+    wait_for_call(&url, "the transfer to the test line", |c| {
         c["from"] == "502" && has_leg(c, "501", "transfer-target", "connected")
     })
     .await;
@@ -373,12 +369,12 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
     // Hold: the page closes its peer connection; resume: a new offer in wrtc-hold, answered
     // with an `sdp` frame; the test line (which echoes) is heard again.
     browser.eval(&tab, "window.sample.hold()").await.unwrap();
-    wait_for_call(&url, "the page does not hold", |c| {
+    wait_for_call(&url, "the page holding", |c| {
         c["from"] == "502" && has_leg(c, "502", "caller", "holding")
     })
     .await;
     browser.eval(&tab, "window.sample.resume()").await.unwrap();
-    wait_for_call(&url, "the page does not resume", |c| {
+    wait_for_call(&url, "the page resuming", |c| {
         c["from"] == "502" && has_leg(c, "502", "caller", "connected")
     })
     .await;
@@ -393,7 +389,7 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
         .wait_for(&tab, "window.sample.state().ended", WAIT, |v| v == "remote")
         .await
         .unwrap();
-    wait_for_call(&url, "the test line is not transferred to the IVR", |c| {
+    wait_for_call(&url, "the test line transferred to the IVR", |c| {
         c["from"] == "502"
             && has_leg(c, "502", "caller", "ended")
             && has_leg(c, "500", "transfer-target", "connected")
@@ -407,7 +403,7 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
         .unwrap();
     sample_hears_audio(&mut browser, &tab).await;
     browser.eval(&tab, "window.sample.hangup()").await.unwrap();
-    wait_for_call(&url, "the page's hang-up does not end the call", |c| {
+    wait_for_call(&url, "the page's hang-up ending the call", |c| {
         c["from"] == "502" && c["to"] == "501" && c["state"] == "ended"
     })
     .await;
@@ -425,20 +421,12 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
 
     // The IVR's record of the first call: the digit, and the transfer.
     let ivr = dir.path().join("recordings/ivr");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let sidecar = loop {
-        let found = files(&ivr, "json").iter().find_map(|path| {
+    let sidecar = wait::until("the IVR's sidecar with the digit", WAIT, || async {
+        files(&ivr, "json").iter().find_map(|path| {
             let sidecar: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
             (sidecar["digits"] == "1").then_some(sidecar)
-        });
-        if let Some(sidecar) = found {
-            break sidecar;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no IVR sidecar with the digit"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        })
+    })
+    .await;
     assert_eq!(sidecar["reason"], "transferred", "{sidecar}");
 }

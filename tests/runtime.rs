@@ -451,48 +451,26 @@ async fn sigterm_lets_the_call_finish_closes_the_recording_and_exits_0(dialect: 
 }
 both_dialects!(sigterm_lets_the_call_finish_closes_the_recording_and_exits_0);
 
-/// The emulator's events of `kind` about `extension`, once there are at least `count`.
-async fn emulator_events(url: &str, kind: &str, extension: &str, count: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+/// Waits for an emulator event of `kind` about `extension`.
+async fn emulator_event(url: &str, kind: &str, extension: &str) {
+    wait::until(&format!("{kind} of {extension}"), WAIT, || async {
         let events: Value = common::emulator_json(url, "events").await;
-        let found: Vec<Value> = events
-            .as_array()
-            .unwrap()
+        events
+            .as_array()?
             .iter()
-            .filter(|e| e["kind"] == kind && e["extension"] == extension)
-            .cloned()
-            .collect();
-        if found.len() >= count {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {count} {kind} events: {events}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .any(|e| e["kind"] == kind && e["extension"] == extension)
+            .then_some(())
+    })
+    .await;
 }
 
-/// The lines of a `cdr.jsonl`, once `done` accepts them.
-async fn cdr_lines(path: &Path, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let lines: Vec<Value> = std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if done(&lines) {
-            return lines;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: {lines:?}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The lines of a `cdr.jsonl` so far.
+fn cdr(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn record_to(path: &Path) -> CallCommand {
@@ -525,7 +503,7 @@ async fn menu_0_connects_the_caller_with_the_operator(dialect: Dialect) {
     answered(&mut desk).await;
 
     // After the announcement, the transfer: the caller's call now has the operator on it.
-    emulator_events(&pbx.url, "att-transfer", "500", 1).await;
+    emulator_event(&pbx.url, "att-transfer", "500").await;
     let calls: Value = common::emulator_json(&pbx.url, "calls").await;
     let calls = calls.as_array().unwrap();
     let leg = |call: &Value, extension: &str| {
@@ -548,7 +526,11 @@ async fn menu_0_connects_the_caller_with_the_operator(dialect: Dialect) {
     assert_eq!(joined["bridged_to"], leg(inbound, "502")["callid"]);
     let to_operator = calls.iter().find(|c| c["to"] == "509").unwrap();
     assert_eq!(to_operator["state"], "ended", "{to_operator}");
-    let cdr = cdr_lines(&dir.path().join("recordings/cdr.jsonl"), |l| l.len() >= 2).await;
+    let cdr_path = dir.path().join("recordings/cdr.jsonl");
+    let cdr = wait::until("the IVR's two CDR lines", WAIT, || async {
+        Some(cdr(&cdr_path)).filter(|lines| lines.len() >= 2)
+    })
+    .await;
     assert!(
         cdr.iter().all(|c| c["reason"] == "transferred"),
         "both of the IVR's calls ended as transferred: {cdr:?}"
@@ -631,15 +613,11 @@ async fn two_daemons_with_the_same_ivr_share_the_calls_and_survive_each_other() 
 
     answered_calls(20).await;
     let (a_cdr, b_cdr) = (daemons[0].0.clone(), daemons[1].0.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (by_a, by_b) = loop {
-        let by_a = taken(&cdr_lines(&a_cdr, |_| true).await);
-        let by_b = taken(&cdr_lines(&b_cdr, |_| true).await);
-        if by_a + by_b >= 20 || tokio::time::Instant::now() > deadline {
-            break (by_a, by_b);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (by_a, by_b) = wait::until("a CDR line for every call", WAIT, || async {
+        let taken = (taken(&cdr(&a_cdr)), taken(&cdr(&b_cdr)));
+        (taken.0 + taken.1 >= 20).then_some(taken)
+    })
+    .await;
     assert_eq!(by_a + by_b, 20, "each call answered once");
     assert!(
         by_a > 0 && by_b > 0,
@@ -647,8 +625,11 @@ async fn two_daemons_with_the_same_ivr_share_the_calls_and_survive_each_other() 
     );
 
     daemons[0].1.kill();
-    emulator_events(&pbx.url, "socket-closed", "500", 1).await;
+    emulator_event(&pbx.url, "socket-closed", "500").await;
     answered_calls(10).await;
-    let b_lines = cdr_lines(&b_cdr, |l| taken(l) >= by_b + 10).await;
-    assert_eq!(taken(&b_lines), by_b + 10, "the survivor took the next 10");
+    let by_b_after = wait::until("the survivor's CDR lines", WAIT, || async {
+        Some(taken(&cdr(&b_cdr))).filter(|n| *n >= by_b + 10)
+    })
+    .await;
+    assert_eq!(by_b_after, by_b + 10, "the survivor took the next 10");
 }
