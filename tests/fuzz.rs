@@ -1,6 +1,7 @@
 //! A mutation fuzzer for the frame decoders and the config loader that runs on stable Rust.
 //!
-//! It starts from a seed corpus (sample frames of PROTOCOL.md §4–§5 and the config fixtures),
+//! It starts from a seed corpus (sample frames of PROTOCOL.md §4–§5, the example frames of
+//! `tests/fixtures/wire/` and the config fixtures),
 //! mutates inputs byte- and token-wise, and feeds them to the same targets as the property tests
 //! (`common::exercise_*`). A panic is caught, the input is saved to `target/fuzz-crashes/`, and
 //! the run fails at the end.
@@ -47,6 +48,31 @@ const FRAME_SEEDS: &[&str] = &[
     r#"{"action":"sip-register","add":true,"expires":120}"#,
     r#"{"action":"callerid","callid":"c1","name":"Ann","number":"501"}"#,
 ];
+
+/// Frame seeds: the samples above and every example frame of the wire conformance fixtures
+/// (the vendor's page and the protocol document).
+fn frame_seeds() -> Vec<Vec<u8>> {
+    let wire = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wire");
+    let examples = ["vendor.json", "protocol.json"]
+        .into_iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(wire.join(file)).expect("wire fixtures");
+            let fixtures: serde_json::Value = serde_json::from_str(&text).expect("wire fixtures");
+            fixtures["frames"]
+                .as_array()
+                .expect("a list of frames")
+                .iter()
+                .flat_map(|f| [&f["frame"], &f["wire"]])
+                .filter(|frame| !frame.is_null())
+                .map(|frame| frame.to_string().into_bytes())
+                .collect::<Vec<_>>()
+        });
+    FRAME_SEEDS
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .chain(examples)
+        .collect()
+}
 
 /// Config seeds: every fixture, plus the example config.
 fn config_seeds() -> Vec<String> {
@@ -99,7 +125,7 @@ const CONFIG_WORDS: &[&str] = &[
 
 /// Runs `iterations` mutated inputs; returns the number of inputs that panicked.
 fn fuzz(iterations: u64, seed: u64) -> usize {
-    let frames: Vec<Vec<u8>> = FRAME_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let frames = frame_seeds();
     let configs: Vec<Vec<u8>> = config_seeds().into_iter().map(String::into_bytes).collect();
     let mut mutator = Mutator::new(StdRng::seed_from_u64(seed));
     let mut tally = Tally::new("frames+config");

@@ -327,7 +327,9 @@ impl ServerFrame {
     }
 
     fn from_map(map: Map<String, Value>) -> Result<Self, DecodeError> {
-        let flat_key = RESERVED_KEYS.into_iter().find(|key| is_set(map.get(*key)));
+        let flat_key = RESERVED_KEYS
+            .into_iter()
+            .find(|key| counts(key, map.get(*key)));
         if let Some(key) = flat_key {
             return Self::flat(key, map);
         }
@@ -409,6 +411,19 @@ impl ServerFrame {
             _ => ServerFrame::Change(map),
         };
         Ok(frame)
+    }
+}
+
+/// Whether a reserved key counts (§3). SDP goes out as bare text, so an SDP object counts as its
+/// text would: `{"type":"answer","sdp":""}` is as empty as `""`.
+fn counts(key: &str, value: Option<&Value>) -> bool {
+    match value {
+        Some(Value::Object(sdp))
+            if matches!(key, "sdp" | "invitesdp") && sdp.contains_key("sdp") =>
+        {
+            is_set(sdp.get("sdp"))
+        }
+        other => is_set(other),
     }
 }
 
@@ -587,6 +602,14 @@ mod tests {
             frame.to_json(),
             json!({"sdp": "v=0", "callid": "pbx-7", "cseq": 9, "code": 200})
         );
+    }
+
+    #[test]
+    fn an_empty_sdp_object_counts_as_little_as_empty_text() {
+        // Found by the fuzzer: it decoded as an `sdp` frame, but went out as `"sdp": ""`.
+        let frame =
+            decode(json!({"action": "x", "callid": "c1", "sdp": {"type": "answer", "sdp": ""}}));
+        assert!(matches!(frame, ServerFrame::Unknown(_)), "{frame:?}");
     }
 
     #[test]

@@ -131,6 +131,10 @@ const OTHER_FRAME_WORDS: &[&str] = &[
     "rec-call",
     "sdpMid",
     "sdpMLineIndex",
+    "usernameFragment",
+    "calldir",
+    "callee",
+    "domain",
     "useragent",
     "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
 ];
