@@ -10,7 +10,7 @@ use std::time::Duration;
 use callbot::call::{Action, CallCommand, CallEvent};
 use callbot::phone::{Phone, PhoneCall, PhoneEvent};
 use callbot::protocol::{CallState, Dialect};
-use common::audio::{channel, dominant, loud_seconds, rms, slice};
+use common::audio::{channel, dominant, loud_seconds, onset, rms, slice};
 use common::binary::{self, config, daemon, emulator, files, phone, script};
 use common::{both_dialects, wait};
 use serde_json::Value;
@@ -98,17 +98,20 @@ async fn dial_2_at_the_ivr_hears_welcome_and_goodbye(dialect: Dialect) {
         "the IVR hung up: {stdout}"
     );
 
-    // The welcome prompt, whole, at the start of what the IVR sent.
+    // The welcome prompt, whole, first in what the IVR sent: from the moment it becomes
+    // audible (when the IVR's media came up), for the prompt's length.
     let (far, rate) = channel(&recording, 0);
     let (welcome, welcome_rate) = channel(&binary::repo("prompts/welcome.wav"), 0);
     let expected = loud_seconds(&welcome, welcome_rate);
-    let heard = loud_seconds(slice(&far, rate, 0.0, 1.5), rate);
+    let length = welcome.len() as f32 / welcome_rate as f32;
+    let start = onset(&far, rate).expect("the IVR's prompt is audible");
+    let heard = loud_seconds(slice(&far, rate, start, start + length), rate);
     assert!(
         heard >= expected * 0.8,
-        "welcome: {heard:.2} s loud in the recording, {expected:.2} s in the prompt"
+        "welcome: {heard:.2} s loud in the recording from {start:.2} s, {expected:.2} s in the prompt"
     );
     assert!(
-        rms(slice(&far, rate, 0.1, 1.2)) > 0.02,
+        rms(slice(&far, rate, start, start + length)) > 0.02,
         "the welcome prompt is audible"
     );
 

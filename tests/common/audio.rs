@@ -41,6 +41,15 @@ pub fn loud_seconds(samples: &[f32], rate: u32) -> f32 {
     loud as f32 / 100.0
 }
 
+/// Where sound starts: the first 10 ms window louder than about -30 dBFS, in seconds.
+pub fn onset(samples: &[f32], rate: u32) -> Option<f32> {
+    let window = (rate / 100) as usize;
+    samples
+        .chunks(window)
+        .position(|w| rms(w) > 0.03)
+        .map(|i| i as f32 / 100.0)
+}
+
 /// The samples between `from` and `to` seconds.
 pub fn slice(samples: &[f32], rate: u32, from: f32, to: f32) -> &[f32] {
     let start = ((from * rate as f32) as usize).min(samples.len());
