@@ -2,23 +2,24 @@
 //! come out of channels and whose commands go in. `callbot dial`, the load generator and tests
 //! use it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::call::{
-    self, ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup, Origin,
+    self, ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup,
+    CallTable, Delivery, Inbox, Origin,
 };
-use crate::connection::{CallRouter, FrameSender, Link, LinkEvent, LinkSettings, Route};
+use crate::connection::{FrameSender, Link, LinkEvent, LinkSettings};
 use crate::media::MediaRuntime;
 use crate::protocol::{CallId, CallState, ConnectionState, Dialect, ServerFrame};
 
 /// How long a phone waits for its link to be granted.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a phone call reports.
 #[derive(Clone, Debug)]
@@ -27,6 +28,17 @@ pub enum PhoneEvent {
     Call(Box<CallInfo>, CallEvent),
     /// The call is over (its final snapshot, recordings closed).
     Ended(Box<CallInfo>),
+}
+
+/// Why [`PhoneCall::reach`] did not see the state it waited for.
+#[derive(Debug, Error)]
+pub enum Unreached {
+    /// The call ended first; its final snapshot says how.
+    #[error("the call ended ({})", .0.end.map_or("?", |end| end.reason.as_str()))]
+    Ended(Box<CallInfo>),
+    /// The phone went away (dropped, or its link task stopped) and took the call with it.
+    #[error("the phone is gone")]
+    PhoneGone,
 }
 
 /// One call of a phone.
@@ -46,22 +58,16 @@ impl PhoneCall {
         self.events.recv().await
     }
 
-    /// Waits for `state` (or the end of the call, which is returned as an error).
-    pub async fn reach(&mut self, state: CallState) -> Result<Box<CallInfo>, Box<CallInfo>> {
+    /// Waits for `state`; the call's end (or the phone's) first is an error.
+    pub async fn reach(&mut self, state: CallState) -> Result<Box<CallInfo>, Unreached> {
         while let Some(event) = self.next().await {
             match event {
                 PhoneEvent::Call(info, CallEvent::State(s)) if s == state => return Ok(info),
-                PhoneEvent::Ended(info) => return Err(info),
+                PhoneEvent::Ended(info) => return Err(Unreached::Ended(info)),
                 _ => {}
             }
         }
-        Err(Box::new(CallInfo::new(
-            self.id.clone(),
-            call::Direction::Outbound,
-            ("", ""),
-            "",
-            BTreeMap::new(),
-        )))
+        Err(Unreached::PhoneGone)
     }
 
     /// Waits for the end of the call.
@@ -94,10 +100,7 @@ enum Request {
 /// The actor's side of a call's channels.
 struct PhoneCallParts {
     id: CallId,
-    inbox: (
-        mpsc::UnboundedSender<ActorInput>,
-        mpsc::UnboundedReceiver<ActorInput>,
-    ),
+    inbox: Inbox,
     events: mpsc::UnboundedSender<PhoneEvent>,
     recording: PathBuf,
 }
@@ -105,7 +108,7 @@ struct PhoneCallParts {
 impl PhoneCallParts {
     /// The channels of call `id`: the owner's end and the actor's.
     fn new(id: CallId, recordings: &std::path::Path) -> (PhoneCall, Self) {
-        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (inbox, inbox_rx) = call::inbox();
         let (events_tx, events) = mpsc::unbounded_channel();
         let parts = Self {
             id: id.clone(),
@@ -185,13 +188,11 @@ impl Phone {
             events,
             requests: requests_rx,
             incoming: incoming_tx,
-            router: CallRouter::default(),
-            calls: HashMap::new(),
+            calls: CallTable::default(),
             reports: mpsc::unbounded_channel(),
             media,
             extension: extension.to_owned(),
             dialect,
-            next_key: 1,
             recordings: recordings.clone(),
         };
         Self {
@@ -243,8 +244,8 @@ struct Switchboard {
     events: mpsc::Receiver<LinkEvent>,
     requests: mpsc::UnboundedReceiver<Request>,
     incoming: mpsc::UnboundedSender<PhoneCall>,
-    router: CallRouter<u64>,
-    calls: HashMap<u64, LiveCall>,
+    /// Live calls, each with where its owner hears that it ended.
+    calls: CallTable<mpsc::UnboundedSender<PhoneEvent>>,
     reports: (
         mpsc::UnboundedSender<CallReport>,
         mpsc::UnboundedReceiver<CallReport>,
@@ -252,14 +253,7 @@ struct Switchboard {
     media: MediaRuntime,
     extension: String,
     dialect: Dialect,
-    next_key: u64,
     recordings: PathBuf,
-}
-
-/// A call in progress: its actor's inbox, and where its owner hears that it ended.
-struct LiveCall {
-    inbox: mpsc::UnboundedSender<ActorInput>,
-    events: mpsc::UnboundedSender<PhoneEvent>,
 }
 
 impl Switchboard {
@@ -271,9 +265,7 @@ impl Switchboard {
                     Some(LinkEvent::Connection { state, dialect, .. }) => {
                         self.dialect = dialect;
                         if state != ConnectionState::AccessGranted {
-                            for call in self.calls.values() {
-                                let _ = call.inbox.send(ActorInput::LinkLost);
-                            }
+                            self.calls.tell_all(|| ActorInput::LinkLost);
                         }
                     }
                     Some(LinkEvent::Client(_)) => {}
@@ -284,9 +276,8 @@ impl Switchboard {
                     None => break,
                 },
                 Some(CallReport { key, info }) = self.reports.1.recv() => {
-                    self.router.remove(&key);
-                    if let Some(call) = self.calls.remove(&key) {
-                        let _ = call.events.send(PhoneEvent::Ended(info));
+                    if let Some(events) = self.calls.remove(key) {
+                        let _ = events.send(PhoneEvent::Ended(info));
                     }
                 }
             }
@@ -301,7 +292,6 @@ impl Switchboard {
             origin,
             dialect: self.dialect,
             own_extension: self.extension.clone(),
-            ring_timeout: RING_TIMEOUT,
             vars: BTreeMap::new(),
             record: None,
             recording_path: recording,
@@ -312,16 +302,9 @@ impl Switchboard {
     }
 
     fn start(&mut self, origin: Origin, parts: PhoneCallParts) {
-        let key = self.next_key;
-        self.next_key += 1;
-        match &origin {
-            Origin::Inbound(invite) => self.router.incoming(invite.callid.clone(), key),
-            Origin::Outbound { id, .. } => self.router.outbound(id.clone(), key),
-        }
         let (inbox, inbox_rx) = parts.inbox;
         let handler = Box::new(ChannelHandler(parts.events.clone()));
-        let events = parts.events;
-        self.calls.insert(key, LiveCall { inbox, events });
+        let key = self.calls.add(&origin, inbox, parts.events);
         let setup = self.setup(origin, parts.recording);
         call::spawn(key, setup, handler, inbox_rx, self.reports.0.clone());
     }
@@ -332,21 +315,26 @@ impl Switchboard {
     }
 
     fn frame(&mut self, frame: ServerFrame) {
-        match self.router.route(&frame) {
-            Route::Call(key) | Route::Adopted { key, .. } => {
-                if let Some(call) = self.calls.get(&key) {
-                    let _ = call.inbox.send(ActorInput::Frame(frame));
-                }
-            }
-            Route::Incoming => {
-                let ServerFrame::InviteSdp(invite) = frame else {
-                    return;
-                };
-                let (call, parts) = PhoneCallParts::new(invite.callid.clone(), &self.recordings);
-                self.start(Origin::Inbound(invite), parts);
-                let _ = self.incoming.send(call);
-            }
-            Route::Nowhere => {}
+        if let Delivery::Incoming(invite) = self.calls.deliver(frame) {
+            let (call, parts) = PhoneCallParts::new(invite.callid.clone(), &self.recordings);
+            self.start(Origin::Inbound(invite), parts);
+            let _ = self.incoming.send(call);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_whose_phone_is_gone_says_so() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut call, parts) = PhoneCallParts::new(CallId::random(), dir.path());
+        drop(parts);
+        assert!(matches!(
+            call.reach(CallState::InCall).await,
+            Err(Unreached::PhoneGone)
+        ));
     }
 }

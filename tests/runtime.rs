@@ -22,7 +22,7 @@ async fn answered(call: &mut PhoneCall) {
     timeout(WAIT, call.reach(CallState::InCall))
         .await
         .expect("answered in time")
-        .unwrap_or_else(|info| panic!("call ended unanswered: {:?}", info.end));
+        .unwrap_or_else(|unreached| panic!("call not answered: {unreached:?}"));
 }
 
 /// The bot's sidecars, once there is at least one: a bot writes them after its side of the call
@@ -636,3 +636,37 @@ async fn two_daemons_with_the_same_ivr_share_the_calls_and_survive_each_other() 
     .await;
     assert_eq!(by_b_after, by_b + 10, "the survivor took the next 10");
 }
+
+const BUSY_DIALER: &str = r#"  - name: dialer
+    extension: "500"
+    script: "{dir}/busy_dialer.rhai"
+    max_calls: 1
+    allow_dial: ["503"]
+"#;
+
+/// `max_calls` limits ringing calls *to* the bot: a call the bot places itself (a campaign
+/// dial, a greeter's call) does not use up the capacity its callers have.
+async fn outbound_calls_do_not_count_against_max_calls(dialect: Dialect) {
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = emulator(dir.path(), dialect);
+    write(
+        dir.path(),
+        "busy_dialer.rhai",
+        "fn on_connection_state(state) {\n    if state == \"ACCESS_GRANTED\" { bot.dial(\"503\"); }\n}\n\
+         fn on_incoming_call(call) {\n    call.answer();\n}\n",
+    );
+    // 503 lets the bot's call ring (and never answers), so it stays live during the test.
+    let mut callee = phone(&pbx, "503", dir.path()).await;
+    let config = config(dir.path(), &pbx, &bots(dir.path(), &[BUSY_DIALER]));
+    let _daemon = daemon(&config, 1);
+    let _ringing = timeout(WAIT, callee.incoming())
+        .await
+        .expect("the bot dials 503")
+        .expect("the phone is up");
+    let caller = phone(&pbx, "502", dir.path()).await;
+    let mut call = caller.dial("500");
+    answered(&mut call).await;
+    call.command(CallCommand::Queue(Action::Hangup));
+    timeout(WAIT, call.ended()).await.unwrap().unwrap();
+}
+both_dialects!(outbound_calls_do_not_count_against_max_calls);

@@ -12,7 +12,7 @@ use tokio::time::sleep_until;
 use tracing::{Instrument, debug, info, warn};
 
 use super::actions::{Action, ActionQueue};
-use super::gather::{Gather, GatherOptions, GatherReason, GatherStep};
+use super::gather::{Gather, GatherOptions, GatherReason, GatherStep, Gathered};
 use super::machine::{
     Call, CallEnd, Command, Direction, Input, MediaCommand, MediaResult, Output, Timer,
 };
@@ -24,6 +24,9 @@ use crate::media::transport::TransportState;
 use crate::media::{LegEvent, MediaLeg, MediaRuntime, RecordOptions};
 use crate::protocol::{CallId, CallState, ClientFrame, Dialect, Invite, ServerFrame, SipCode};
 
+/// How long an unanswered call rings, either way: an inbound call the script never answers,
+/// an outbound call nobody picks up.
+const RING_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a finished call waits for its recording to be closed before it reports.
 const RECORDING_CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// A connected call that has received no media for this long has lost its far end (whatever
@@ -49,7 +52,6 @@ pub struct CallSetup {
     pub origin: Origin,
     pub dialect: Dialect,
     pub own_extension: String,
-    pub ring_timeout: Duration,
     /// `bot.dial(number, vars)`'s vars.
     pub vars: BTreeMap<String, String>,
     /// Record from the moment the call is answered.
@@ -316,18 +318,15 @@ async fn run(
         }
     };
     let (machine, outputs) = match &setup.origin {
-        Origin::Inbound(invite) => Call::inbound(
-            invite,
-            setup.dialect,
-            &setup.own_extension,
-            setup.ring_timeout,
-        ),
+        Origin::Inbound(invite) => {
+            Call::inbound(invite, setup.dialect, &setup.own_extension, RING_TIMEOUT)
+        }
         Origin::Outbound { to, id } => Call::outbound(
             to,
             id.clone(),
             setup.dialect,
             &setup.own_extension,
-            setup.ring_timeout,
+            RING_TIMEOUT,
         ),
     };
     let mut actor = Actor {
@@ -511,15 +510,11 @@ impl Actor {
     }
 
     async fn command(&mut self, command: CallCommand) {
-        if let CallCommand::SetResult(text) = command {
-            // Bookkeeping: also from the handler that hears the call end.
-            self.info.result = Some(text);
-            return;
-        }
-        if self.machine.end().is_some() {
-            return;
-        }
         match command {
+            // Bookkeeping: also from the handler that hears the call end.
+            CallCommand::SetResult(text) => self.info.result = Some(text),
+            // Everything else acts on the call, which is over.
+            _ if self.machine.end().is_some() => {}
             CallCommand::Answer => self.input(Input::Command(Command::Answer)).await,
             CallCommand::Reject(code) => self.input(Input::Command(Command::Reject(code))).await,
             CallCommand::Stop => {
@@ -572,7 +567,6 @@ impl Actor {
             CallCommand::CancelTimer(name) => {
                 self.timers.remove(&TimerId::Script(name));
             }
-            CallCommand::SetResult(_) => {}
             CallCommand::Queue(action) => Box::pin(self.queue(action)).await,
             CallCommand::TransferPending => {
                 self.input(Input::Command(Command::TransferPending)).await;
@@ -699,14 +693,11 @@ impl Actor {
                     self.leg.stop();
                 }
             }
-            step @ GatherStep::Done { .. } => self.gather_done(step).await,
+            GatherStep::Done(gathered) => self.gather_done(gathered).await,
         }
     }
 
-    async fn gather_done(&mut self, step: GatherStep) {
-        let GatherStep::Done { digits, reason } = step else {
-            return;
-        };
+    async fn gather_done(&mut self, Gathered { digits, reason }: Gathered) {
         self.gather = None;
         self.timers.remove(&TimerId::Gather);
         self.info.gather_reason = Some(reason);
@@ -717,8 +708,8 @@ impl Actor {
         match id {
             TimerId::Machine(timer) => self.input(Input::Timer(timer)).await,
             TimerId::Gather => {
-                if let Some(step) = self.gather.as_mut().map(Gather::timed_out) {
-                    self.gather_done(step).await;
+                if let Some(gathered) = self.gather.as_mut().map(Gather::timed_out) {
+                    self.gather_done(gathered).await;
                 }
             }
             TimerId::Script(name) => self.event(CallEvent::Timer(name)).await,

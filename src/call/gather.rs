@@ -48,15 +48,22 @@ impl GatherReason {
     }
 }
 
+/// What a finished gather hands the script (`on_digits`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gathered {
+    pub digits: String,
+    pub reason: GatherReason,
+}
+
 /// What to do after a digit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GatherStep {
     /// Keep collecting; (re)start the timer with this duration; cut the prompt when asked.
-    Continue { wait: Duration, cut_prompt: bool },
-    Done {
-        digits: String,
-        reason: GatherReason,
+    Continue {
+        wait: Duration,
+        cut_prompt: bool,
     },
+    Done(Gathered),
 }
 
 #[derive(Debug)]
@@ -94,11 +101,11 @@ impl Gather {
 
     pub fn digit(&mut self, digit: char) -> GatherStep {
         if self.options.terminator == Some(digit) {
-            return self.done(GatherReason::Terminator);
+            return GatherStep::Done(self.done(GatherReason::Terminator));
         }
         self.digits.push(digit);
         if self.digits.chars().count() >= self.options.max {
-            return self.done(GatherReason::Max);
+            return GatherStep::Done(self.done(GatherReason::Max));
         }
         let cut_prompt = self.prompt_playing && self.options.barge_in;
         if cut_prompt {
@@ -111,12 +118,12 @@ impl Gather {
     }
 
     /// The timer ran out.
-    pub fn timed_out(&mut self) -> GatherStep {
+    pub fn timed_out(&mut self) -> Gathered {
         self.done(GatherReason::Timeout)
     }
 
-    fn done(&mut self, reason: GatherReason) -> GatherStep {
-        GatherStep::Done {
+    fn done(&mut self, reason: GatherReason) -> Gathered {
+        Gathered {
             digits: std::mem::take(&mut self.digits),
             reason,
         }
@@ -161,10 +168,10 @@ mod tests {
         ));
         assert_eq!(
             gather.digit('2'),
-            GatherStep::Done {
+            GatherStep::Done(Gathered {
                 digits: "12".into(),
                 reason: GatherReason::Max
-            }
+            })
         );
     }
 
@@ -174,10 +181,10 @@ mod tests {
         gather.digit('7');
         assert_eq!(
             gather.digit('#'),
-            GatherStep::Done {
+            GatherStep::Done(Gathered {
                 digits: "7".into(),
                 reason: GatherReason::Terminator
-            }
+            })
         );
     }
 
@@ -198,7 +205,7 @@ mod tests {
         );
         assert_eq!(
             gather.timed_out(),
-            GatherStep::Done {
+            Gathered {
                 digits: "5".into(),
                 reason: GatherReason::Timeout
             }

@@ -11,9 +11,12 @@ use tracing::{Instrument, info, warn};
 
 use super::metrics::BotMetrics;
 use super::records::{CdrLog, call_record, recording_path, write_sidecars};
-use crate::call::{self, Action, ActorInput, CallCommand, CallInfo, CallReport, CallSetup, Origin};
+use crate::call::{
+    self, Action, ActorInput, CallCommand, CallInfo, CallReport, CallSetup, CallTable, Delivery,
+    Inbox, Origin,
+};
 use crate::config::{BotConfig, RecordMode};
-use crate::connection::{CallRouter, Link, LinkEvent, LinkSettings, Route};
+use crate::connection::{Link, LinkEvent, LinkSettings};
 use crate::media::{MediaRuntime, RecordOptions};
 use crate::protocol::{
     CallId, CallState, ClientFrame, ConnectionState, Dialect, Invite, ServerFrame, SipCode,
@@ -21,8 +24,6 @@ use crate::protocol::{
 use crate::script::{BotApi, BotCommand, Limits, ScriptHost, client_value};
 use crate::untrusted::escaped;
 
-/// How long an unanswered call rings, either way.
-const RING_TIMEOUT: Duration = Duration::from_secs(60);
 /// A reload waits this long after the last request, so an editor's save (truncate, write,
 /// rename …) is compiled once it is complete.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
@@ -50,12 +51,6 @@ pub struct BotStatus {
     pub active_calls: usize,
 }
 
-struct LiveCall {
-    /// The id scripts know the call by.
-    id: CallId,
-    inbox: mpsc::UnboundedSender<ActorInput>,
-}
-
 pub struct BotTask {
     config: Arc<BotConfig>,
     link: Link,
@@ -67,9 +62,8 @@ pub struct BotTask {
     granted: bool,
     /// It has been at least once (a later grant is a reconnect).
     ever_granted: bool,
-    router: CallRouter<u64>,
-    calls: HashMap<u64, LiveCall>,
-    next_key: u64,
+    /// Live calls, each with whoever waits for its end (campaign dials).
+    calls: CallTable<Option<oneshot::Sender<Box<CallInfo>>>>,
     reports: mpsc::UnboundedSender<CallReport>,
     reports_rx: mpsc::UnboundedReceiver<CallReport>,
     commands: mpsc::UnboundedReceiver<BotCommand>,
@@ -84,15 +78,7 @@ pub struct BotTask {
     reload_at: Option<Instant>,
     /// Spaces the bot's outbound calls (`max_cps`).
     dial_pacer: Arc<crate::call::Pacer>,
-    /// Who waits for which call to end (campaign dials).
-    watchers: HashMap<u64, oneshot::Sender<Box<CallInfo>>>,
 }
-
-/// A call's input channel, both ends.
-type Inbox = (
-    mpsc::UnboundedSender<ActorInput>,
-    mpsc::UnboundedReceiver<ActorInput>,
-);
 
 /// Handles to a running bot.
 pub struct BotHandle {
@@ -148,9 +134,7 @@ impl BotTask {
             dialect,
             granted: false,
             ever_granted: false,
-            router: CallRouter::default(),
-            calls: HashMap::new(),
-            next_key: 1,
+            calls: CallTable::default(),
             reports,
             reports_rx,
             commands,
@@ -161,7 +145,6 @@ impl BotTask {
             cdr,
             closing: None,
             reload_at: None,
-            watchers: HashMap::new(),
             dial_pacer: Arc::new(crate::call::Pacer::new(max_cps)),
         };
         let span = tracing::info_span!("bot", bot = %name);
@@ -205,11 +188,7 @@ impl BotTask {
                     Some(BotControl::Reload) => {
                         self.reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
                     }
-                    Some(BotControl::Dial { to, vars, done }) => {
-                        if let Some(key) = self.dial(to, vars, None) {
-                            self.watchers.insert(key, done);
-                        }
-                    }
+                    Some(BotControl::Dial { to, vars, done }) => self.dial(to, vars, None, Some(done)),
                     Some(BotControl::Shutdown { grace }) => self.shut_down(grace),
                     None => self.shut_down(Duration::ZERO),
                 },
@@ -257,12 +236,10 @@ impl BotTask {
             && closing <= now
         {
             // Grace is over: hang up what is left, then wait for the calls to report.
-            for call in self.calls.values() {
-                let _ = call.inbox.send(ActorInput::Command(CallCommand::Stop));
-                let _ = call
-                    .inbox
-                    .send(ActorInput::Command(CallCommand::Queue(Action::Hangup)));
-            }
+            self.calls
+                .tell_all(|| ActorInput::Command(CallCommand::Stop));
+            self.calls
+                .tell_all(|| ActorInput::Command(CallCommand::Queue(Action::Hangup)));
             self.closing = Some(now + Duration::from_secs(3600));
         }
         if let Some((name, at)) = timer
@@ -290,9 +267,7 @@ impl BotTask {
                     self.metrics.connected.set(0);
                     // The calls' signalling died with the socket (PROTOCOL.md §6 "Reconnect":
                     // the emulator and PBXs drop them too).
-                    for call in self.calls.values() {
-                        let _ = call.inbox.send(ActorInput::LinkLost);
-                    }
+                    self.calls.tell_all(|| ActorInput::LinkLost);
                 }
                 self.publish_status(Some(state));
                 self.script
@@ -308,30 +283,16 @@ impl BotTask {
     }
 
     async fn frame(&mut self, frame: ServerFrame) {
-        match self.router.route(&frame) {
-            Route::Call(key) => {
-                if let Some(call) = self.calls.get(&key) {
-                    let _ = call.inbox.send(ActorInput::Frame(frame));
-                }
-            }
-            Route::Adopted { key, id } => {
-                if let Some(call) = self.calls.get(&key) {
-                    self.script.bot().renamed(&call.id, &id);
-                    let _ = call.inbox.send(ActorInput::Frame(frame));
-                }
-            }
-            Route::Incoming => {
-                if let ServerFrame::InviteSdp(invite) = frame {
-                    self.incoming(invite).await;
-                }
-            }
-            Route::Nowhere => {}
+        match self.calls.deliver(frame) {
+            Delivery::Incoming(invite) => self.incoming(invite).await,
+            Delivery::Renamed { id, wire } => self.script.bot().renamed(&id, &wire),
+            Delivery::Done => {}
         }
     }
 
     async fn incoming(&mut self, invite: Invite) {
-        let inbound = self.calls.len();
-        if self.closing.is_some() || inbound >= self.config.max_calls as usize {
+        // `max_calls` is the bot's capacity for callers: its own dials do not use it up.
+        if self.closing.is_some() || self.calls.inbound() >= self.config.max_calls as usize {
             info!(
                 "call {} from {} refused: {}",
                 escaped(invite.callid.as_str()),
@@ -358,32 +319,20 @@ impl BotTask {
             escaped(invite.callid.as_str()),
             escaped(&invite.from)
         );
-        let key = self.next_key();
-        self.router.incoming(invite.callid.clone(), key);
         let id = invite.callid.to_string();
-        self.start_call(key, Origin::Inbound(invite), &id, BTreeMap::new(), None);
+        let inbox = call::inbox();
+        self.start_call(Origin::Inbound(invite), &id, BTreeMap::new(), inbox, None);
     }
 
-    fn next_key(&mut self) -> u64 {
-        let key = self.next_key;
-        self.next_key += 1;
-        key
-    }
-
-    /// Starts a call actor with the script's handler.
+    /// Starts a call actor with the script's handler; `watcher` hears its end.
     fn start_call(
         &mut self,
-        key: u64,
         origin: Origin,
         id: &str,
         vars: BTreeMap<String, String>,
-        inbox: Option<Inbox>,
+        (tx, rx): Inbox,
+        watcher: Option<oneshot::Sender<Box<CallInfo>>>,
     ) {
-        let (tx, rx) = inbox.unwrap_or_else(mpsc::unbounded_channel);
-        let call_id = match &origin {
-            Origin::Inbound(invite) => invite.callid.clone(),
-            Origin::Outbound { id, .. } => id.clone(),
-        };
         let recording = recording_path(&self.config.recordings, &self.config.name, id);
         let record = match self.config.record {
             RecordMode::Off => None,
@@ -397,7 +346,6 @@ impl BotTask {
             origin,
             dialect: self.dialect,
             own_extension: self.config.extension.clone(),
-            ring_timeout: RING_TIMEOUT,
             vars,
             record,
             recording_path: recording,
@@ -409,14 +357,8 @@ impl BotTask {
         if !self.granted {
             let _ = tx.send(ActorInput::LinkLost);
         }
+        let key = self.calls.add(&setup.origin, tx, watcher);
         call::spawn(key, setup, handler, rx, self.reports.clone());
-        self.calls.insert(
-            key,
-            LiveCall {
-                id: call_id,
-                inbox: tx,
-            },
-        );
         self.publish_status(None);
     }
 
@@ -428,7 +370,7 @@ impl BotTask {
                 vars,
                 inbox,
             } => {
-                self.dial(to, vars, Some((id, inbox)));
+                self.dial(to, vars, Some((id, inbox)), None);
             }
             BotCommand::SetTimer(name, after) => {
                 self.timers.insert(name, Instant::now() + after);
@@ -440,31 +382,29 @@ impl BotTask {
     }
 
     /// Places a call (its id and inbox come from the script's `bot.dial`, or are made here);
-    /// returns its key, or `None` when shutting down.
+    /// `watcher` hears its end. Nothing is dialled when shutting down (and `watcher` is
+    /// dropped).
     fn dial(
         &mut self,
         to: String,
         vars: BTreeMap<String, String>,
         made: Option<(CallId, Inbox)>,
-    ) -> Option<u64> {
+        watcher: Option<oneshot::Sender<Box<CallInfo>>>,
+    ) {
         if self.closing.is_some() {
             warn!("not dialling {to}: shutting down");
-            return None;
+            return;
         }
-        let (id, inbox) = made.unwrap_or_else(|| (CallId::random(), mpsc::unbounded_channel()));
+        let (id, inbox) = made.unwrap_or_else(|| (CallId::random(), call::inbox()));
         info!("dialling {to} as call {id}");
-        let key = self.next_key();
-        self.router.outbound(id.clone(), key);
         let name = id.to_string();
-        self.start_call(key, Origin::Outbound { to, id }, &name, vars, Some(inbox));
-        Some(key)
+        self.start_call(Origin::Outbound { to, id }, &name, vars, inbox, watcher);
     }
 
     fn call_report(&mut self, report: CallReport) {
         let CallReport { key, info } = report;
-        self.router.remove(&key);
         self.script.bot().forget(&info.id);
-        self.calls.remove(&key);
+        let watcher = self.calls.remove(key).flatten();
         self.publish_status(None);
         if let Some(state) = info.state {
             self.metrics.call_ended(state);
@@ -475,7 +415,7 @@ impl BotTask {
         let record = call_record(&self.config.name, &info);
         write_sidecars(&info, &record);
         self.cdr.append(&record);
-        if let Some(watcher) = self.watchers.remove(&key) {
+        if let Some(watcher) = watcher {
             let _ = watcher.send(info.clone());
         }
         info!(

@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 
 use super::memory::{MemoryBudget, Store};
 use super::prompts;
-use crate::call::{Action, ActorInput, CallCommand, CallInfo, Direction, GatherOptions};
+use crate::call::{
+    self, Action, ActorInput, CallCommand, CallInfo, Direction, GatherOptions, Inbox,
+};
 use crate::config::DialPolicy;
 use crate::connection::Client;
 use crate::media::dtmf::Digit;
@@ -39,10 +41,7 @@ pub enum BotCommand {
         id: CallId,
         to: String,
         vars: BTreeMap<String, String>,
-        inbox: (
-            mpsc::UnboundedSender<ActorInput>,
-            mpsc::UnboundedReceiver<ActorInput>,
-        ),
+        inbox: Inbox,
     },
     SetTimer(String, Duration),
     CancelTimer(String),
@@ -159,7 +158,7 @@ impl BotApi {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let id = CallId::random();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = call::inbox();
         let info = CallInfo::new(
             id.clone(),
             Direction::Outbound,
