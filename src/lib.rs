@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod daemon;
 pub mod input_file;
+pub(crate) mod lock;
 pub mod media;
 pub mod pbx;
 pub mod phone;

@@ -11,7 +11,7 @@ use super::browser::Browser;
 use crate::procstat::{Usage, usage};
 
 /// Who answers the calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
     Callbot,
     Aiortc,
@@ -24,21 +24,6 @@ impl Peer {
             Peer::Callbot => "callbot",
             Peer::Aiortc => "aiortc",
             Peer::Chromium => "chromium",
-        }
-    }
-}
-
-impl std::str::FromStr for Peer {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "callbot" => Ok(Peer::Callbot),
-            "aiortc" => Ok(Peer::Aiortc),
-            "chromium" => Ok(Peer::Chromium),
-            other => Err(format!(
-                "unknown peer {other:?} (callbot, aiortc, chromium)"
-            )),
         }
     }
 }

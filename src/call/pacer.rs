@@ -32,7 +32,7 @@ impl Pacer {
 
     /// The next free slot at or after `now`; it is taken.
     pub fn take(&self, now: Instant) -> Instant {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = crate::lock::lock(&self.last);
         let at = match *last {
             Some(previous) => (previous + self.interval).max(now),
             None => now,

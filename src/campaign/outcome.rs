@@ -71,25 +71,12 @@ impl Outcome {
     }
 }
 
-/// Which failures are tried again (`--retry-on`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which failures are tried again (`--retry-on busy,no-answer,rejected`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum RetryOn {
     Busy,
     NoAnswer,
     Rejected,
-}
-
-impl std::str::FromStr for RetryOn {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "busy" => Ok(RetryOn::Busy),
-            "no-answer" => Ok(RetryOn::NoAnswer),
-            "rejected" => Ok(RetryOn::Rejected),
-            other => Err(format!("{other:?}: expected busy, no-answer or rejected")),
-        }
-    }
 }
 
 /// How many times, after what, and for which failures a contact is dialled again.
@@ -140,7 +127,8 @@ mod tests {
 
     #[test]
     fn retry_on_parses() {
-        assert_eq!("no-answer".parse::<RetryOn>(), Ok(RetryOn::NoAnswer));
-        assert!("maybe".parse::<RetryOn>().is_err());
+        use clap::ValueEnum;
+        assert_eq!(RetryOn::from_str("no-answer", false), Ok(RetryOn::NoAnswer));
+        assert!(RetryOn::from_str("maybe", false).is_err());
     }
 }

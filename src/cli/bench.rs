@@ -49,7 +49,7 @@ pub struct BenchArgs {
     #[arg(long)]
     compare: bool,
     /// Only these peers (callbot, aiortc, chromium).
-    #[arg(long = "peer")]
+    #[arg(long = "peer", value_enum)]
     peers: Vec<Peer>,
     /// The looping prompt the bots play.
     #[arg(long, default_value = "prompts/welcome.wav")]

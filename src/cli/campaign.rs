@@ -57,7 +57,12 @@ struct Dialling {
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     retry_after: Duration,
     /// Failures worth a retry: busy, no-answer, rejected (comma separated).
-    #[arg(long, default_value = "busy,no-answer", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "busy,no-answer",
+        value_delimiter = ','
+    )]
     retry_on: Vec<RetryOn>,
 }
 

@@ -67,10 +67,10 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
     /// Protocol dialect of the emulator: modern or legacy.
-    #[arg(long, default_value = "modern", value_parser = |s: &str| s.parse::<Dialect>())]
+    #[arg(long, value_enum, default_value_t = Dialect::Modern)]
     dialect: Dialect,
     /// anchored (ringback, hold music, transfer) or relay.
-    #[arg(long, default_value = "anchored", value_parser = super::pbx::parse_media)]
+    #[arg(long, value_enum, default_value_t = MediaMode::Anchored)]
     media: MediaMode,
     /// Where recordings and cdr.jsonl go.
     #[arg(long, default_value = "recordings")]

@@ -12,7 +12,7 @@ use callbot::connection::{Credentials, LinkSettings, tls};
 use callbot::media::MediaRuntime;
 use callbot::media::transport::NetworkSettings;
 use callbot::phone::{Phone, PhoneEvent};
-use callbot::protocol::{CallState, Dialect};
+use callbot::protocol::CallState;
 use url::Url;
 
 /// Place one call and print its states, the digits received and its media statistics.
@@ -48,9 +48,9 @@ pub struct DialArgs {
     /// Trust this CA certificate (PEM) for the PBX.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
-    /// auto, modern or legacy.
-    #[arg(long, default_value = "auto")]
-    dialect: String,
+    /// The PBX's dialect (auto: from its Server header).
+    #[arg(long, value_enum, default_value_t = DialectSetting::Auto)]
+    dialect: DialectSetting,
     /// A WAV file to play once answered.
     #[arg(long, value_name = "FILE")]
     play: Option<PathBuf>,
@@ -79,10 +79,6 @@ struct Target {
 }
 
 fn target(args: &DialArgs) -> Result<Target, String> {
-    let dialect = match args.dialect.as_str() {
-        "auto" => DialectSetting::Auto,
-        other => DialectSetting::Fixed(other.parse::<Dialect>()?),
-    };
     let useragent = format!("callbot-dial/{}", env!("CARGO_PKG_VERSION"));
     if let Some(path) = &args.config {
         let config = Config::load(path).map_err(|e| e.to_string())?;
@@ -102,10 +98,10 @@ fn target(args: &DialArgs) -> Result<Target, String> {
                 extension: args.from.clone(),
                 credentials,
                 tls: Arc::new(tls::client_config(&config.pbx.tls).map_err(|e| e.to_string())?),
-                dialect: if args.dialect == "auto" {
-                    config.pbx.dialect
-                } else {
-                    dialect
+                // --dialect overrides the config's; auto leaves it be.
+                dialect: match args.dialect {
+                    DialectSetting::Auto => config.pbx.dialect,
+                    fixed => fixed,
                 },
                 useragent,
             },
@@ -144,7 +140,7 @@ fn target(args: &DialArgs) -> Result<Target, String> {
             extension: args.from.clone(),
             credentials,
             tls: Arc::new(tls::client_config(&setting).map_err(|e| e.to_string())?),
-            dialect,
+            dialect: args.dialect,
             useragent,
         },
         network: NetworkSettings {

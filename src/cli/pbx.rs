@@ -30,11 +30,11 @@ pub struct PbxArgs {
     #[arg(long, value_name = "FILE")]
     pub accounts: Option<PathBuf>,
     /// Protocol dialect: modern (v70: the PBX makes its own offer) or legacy (v68).
-    #[arg(long, default_value = "modern", value_parser = parse_dialect)]
+    #[arg(long, value_enum, default_value_t = Dialect::Modern)]
     pub dialect: Dialect,
     /// anchored: terminate and bridge media (ringback, hold music, transfer); relay: pass SDP
     /// through (peers' media flows directly; legacy dialect).
-    #[arg(long, default_value = "anchored", value_parser = parse_media)]
+    #[arg(long, value_enum, default_value_t = MediaMode::Anchored)]
     pub media: MediaMode,
     /// Write the generated self-signed certificate (PEM) here, for bots' `tls.ca_file`.
     #[arg(long, value_name = "FILE")]
@@ -104,20 +104,6 @@ impl GuardArgs {
     }
 }
 
-fn parse_dialect(text: &str) -> Result<Dialect, String> {
-    text.parse()
-}
-
-pub fn parse_media(text: &str) -> Result<MediaMode, String> {
-    match text {
-        "anchored" => Ok(MediaMode::Anchored),
-        "relay" => Ok(MediaMode::Relay),
-        other => Err(format!(
-            "unknown media mode {other:?} (expected anchored or relay)"
-        )),
-    }
-}
-
 impl PbxArgs {
     /// The emulator options these arguments describe.
     pub fn options(&self) -> Result<PbxOptions, String> {
@@ -175,10 +161,7 @@ pub fn announce(pbx: &Pbx, options: &PbxOptions, cert_out: Option<&PathBuf>) {
     println!(
         "  dialect {} ({} media), domain {}",
         options.effective_dialect(),
-        match options.media {
-            MediaMode::Anchored => "anchored",
-            MediaMode::Relay => "relay",
-        },
+        options.media,
         options.domain
     );
     println!(

@@ -65,11 +65,64 @@ pub struct PbxConfig {
     pub admin: Option<AdminLogin>,
 }
 
-/// `pbx.dialect`: fixed, or detected from the PBX's `Server` header at login.
+/// `pbx.dialect` (and `callbot dial --dialect`): fixed, or detected from the PBX's `Server`
+/// header at login.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DialectSetting {
     Auto,
     Fixed(Dialect),
+}
+
+impl DialectSetting {
+    /// The dialect spoken before a login has told which one the PBX speaks: modern, that of
+    /// current PBX versions.
+    pub fn initial(self) -> Dialect {
+        match self {
+            DialectSetting::Fixed(dialect) => dialect,
+            DialectSetting::Auto => Dialect::Modern,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialectSetting::Auto => "auto",
+            DialectSetting::Fixed(dialect) => dialect.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for DialectSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DialectSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(DialectSetting::Auto),
+            other => other
+                .parse()
+                .map(DialectSetting::Fixed)
+                .map_err(|_| format!("{other:?} is not auto, modern or legacy")),
+        }
+    }
+}
+
+impl clap::ValueEnum for DialectSetting {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            DialectSetting::Auto,
+            DialectSetting::Fixed(Dialect::Modern),
+            DialectSetting::Fixed(Dialect::Legacy),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
 }
 
 /// How the PBX's TLS certificate is checked.

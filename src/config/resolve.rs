@@ -16,7 +16,6 @@ use super::{
     AdminLogin, BotConfig, Config, DialectSetting, HttpConfig, IceServerConfig, MediaConfig,
     PbxConfig, RecordMode, TlsSetting,
 };
-use crate::protocol::Dialect;
 
 const DEFAULT_MAX_CALLS: u32 = 10;
 /// The most a bot's `script_memory_mb` may be.
@@ -288,13 +287,9 @@ impl Resolver<'_> {
 
     fn dialect(&mut self, value: &Text) -> Option<DialectSetting> {
         let text = self.text(value, "pbx.dialect")?;
-        if text == "auto" {
-            return Some(DialectSetting::Auto);
-        }
-        match text.parse::<Dialect>() {
-            Ok(dialect) => Some(DialectSetting::Fixed(dialect)),
-            Err(_) => {
-                let message = format!("{:?} is not auto, modern or legacy", value.value);
+        match text.parse::<DialectSetting>() {
+            Ok(setting) => Some(setting),
+            Err(message) => {
                 self.report(value.referenced, "pbx.dialect", Problem::Invalid(message));
                 None
             }

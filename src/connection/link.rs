@@ -180,10 +180,7 @@ struct Attempt {
 impl Runner {
     async fn run(mut self) {
         let mut backoff = Backoff::default();
-        let mut dialect = match self.settings.dialect {
-            DialectSetting::Fixed(dialect) => dialect,
-            DialectSetting::Auto => Dialect::Modern,
-        };
+        let mut dialect = self.settings.dialect.initial();
         loop {
             let attempt = self.session(dialect).await;
             dialect = attempt.dialect;

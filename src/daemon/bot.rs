@@ -111,10 +111,7 @@ impl BotTask {
             commands_tx,
         );
         let script = ScriptHost::load(&config.script, api, limits, metrics.script_errors.clone())?;
-        let dialect = match link.dialect {
-            crate::config::DialectSetting::Fixed(dialect) => dialect,
-            crate::config::DialectSetting::Auto => Dialect::Modern,
-        };
+        let dialect = link.dialect.initial();
         let (link, events) = Link::spawn(link);
         let (reports, reports_rx) = mpsc::unbounded_channel();
         let (control_tx, control) = mpsc::channel(8);

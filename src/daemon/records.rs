@@ -131,7 +131,7 @@ impl CdrLog {
     pub fn append(&self, record: &Value) {
         let mut line = record.to_string();
         line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = crate::lock::lock(&self.file);
         if file.is_none() {
             if let Some(dir) = self.path.parent() {
                 let _ = std::fs::create_dir_all(dir);

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -21,6 +21,7 @@ use super::rtp::RtpPacket;
 use super::stats::{GapHistogram, LegStats, ReceiveStats};
 use super::tone::Signal;
 use super::transport::{Transport, TransportError, TransportEvents, TransportState};
+use crate::lock::lock;
 use crate::protocol::{CandidateError, IceCandidate, RemoteCandidate};
 
 /// Received frames queued for echo (or from a bridged leg) beyond this are dropped, bounding
@@ -138,11 +139,6 @@ pub(super) struct LegState {
     pending_recording: Mutex<Option<RecordOptions>>,
     sent: Mutex<Sent>,
     recordings: RecordingWriter,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not take the media path down with it.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LegState {

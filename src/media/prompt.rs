@@ -13,6 +13,7 @@ use rubato::{Fft, FixedSync, Resampler};
 use thiserror::Error;
 
 use super::codec::{Codec, CodecError};
+use crate::lock::lock;
 
 /// Why a prompt cannot be played. Each names the file.
 #[derive(Debug, Error)]
@@ -221,12 +222,6 @@ impl PromptCache {
             .or_default()
             .clone()
     }
-}
-
-/// A panic while holding one of the cache's locks cannot leave it inconsistent (each holds
-/// whole values): keep using it.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ fn cached(sound: Sound, codec: Codec, pcm: impl FnOnce() -> Vec<i16>) -> Option<
     type Cache = Mutex<HashMap<(Sound, Codec), Arc<EncodedAudio>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Cache::default);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cache = crate::lock::lock(cache);
     if let Some(audio) = cache.get(&(sound, codec)) {
         return Some(audio.clone());
     }

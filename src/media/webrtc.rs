@@ -245,7 +245,7 @@ impl WebRtcTransport {
         description: RTCSessionDescription,
     ) -> Result<String, TransportError> {
         let text = description.sdp.clone();
-        *self.mid.lock().unwrap_or_else(|e| e.into_inner()) = sdp::first_mid(&text);
+        *crate::lock::lock(&self.mid) = sdp::first_mid(&text);
         self.pc
             .set_local_description(description)
             .await

@@ -14,7 +14,8 @@ use tracing::{debug, info, warn};
 
 use super::journal::{CallView, LegView};
 use super::switch::{CallKey, CallReport, SocketId, SocketTx, SwitchInput};
-use super::{Context, MediaMode, lock};
+use super::{Context, MediaMode};
+use crate::lock::lock;
 use crate::media::tone::Signal;
 use crate::media::transport::TransportState;
 use crate::media::{LegEvent, MediaLeg};
@@ -1225,10 +1226,7 @@ impl PbxCall {
             from: self.parties[CALLER].endpoint.extension.clone(),
             to: self.to.clone(),
             state,
-            media: match self.ctx.options.media {
-                MediaMode::Anchored => "anchored",
-                MediaMode::Relay => "relay",
-            },
+            media: self.ctx.options.media.as_str(),
             started_ms: self.started_ms,
             answered_ms: self.answered_ms,
             ended_ms: self.finished.then(|| lock(&self.ctx.journal).now_ms()),

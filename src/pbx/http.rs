@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use super::Context;
 use super::chaos::{Chaos, ChaosSettings, Fate, Way};
 use super::field_caps;
 use super::journal::MAX_CALLS;
@@ -34,7 +35,7 @@ use super::limits::{Admitted, Connections, FrameBudget, Limits, LogBudget, warn_
 use super::origin::OriginPolicy;
 use super::sessions::{CloseReason, Sessions};
 use super::switch::SwitchInput;
-use super::{Context, lock};
+use crate::lock::lock;
 use crate::protocol::{ClientFrame, password_digest};
 use crate::untrusted::escaped;
 

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::lock;
+use crate::lock::lock;
 
 /// Limits and timeouts of one emulator (`callbot pbx --max-…`).
 #[derive(Clone, Debug)]

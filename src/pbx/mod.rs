@@ -18,7 +18,7 @@ mod switch;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -40,12 +40,27 @@ pub use journal::{CallView, Event, LegView};
 pub use limits::Limits;
 
 /// Where call media flows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum MediaMode {
     /// The emulator terminates WebRTC on every leg and bridges audio, as a real PBX does.
     Anchored,
     /// SDP and candidates are passed through; peers' media flows directly (cheap, for load).
     Relay,
+}
+
+impl MediaMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaMode::Anchored => "anchored",
+            MediaMode::Relay => "relay",
+        }
+    }
+}
+
+impl std::fmt::Display for MediaMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How `callbot pbx` runs.
@@ -124,10 +139,6 @@ struct CallOptions {
     offer_timeout: Duration,
     /// Live calls one extension may have placed.
     calls_per_extension: usize,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running emulator. Dropping it stops it (sockets are closed, calls end).

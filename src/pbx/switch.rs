@@ -11,9 +11,10 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use super::Context;
 use super::call::{self, CallInput, CallSetup, Endpoint, HandOverReply, PartyState};
 use super::limits::{LogBudget, warn_within};
-use super::{Context, lock};
+use crate::lock::lock;
 use crate::protocol::{
     Bye, CallId, CallInfo, CallScope, ClientFrame, Presence, ServerFrame, SipCode,
 };
@@ -375,14 +376,18 @@ impl Switch {
         callid: CallId,
         offer: String,
     ) {
+        // The caller's socket first: a dial from a socket that is gone starts nothing, and
+        // leaves no routing entries behind.
+        let Some(caller_tx) = self.sockets.get(&socket).map(|s| s.tx.clone()) else {
+            return;
+        };
         let placed = self.placed.get(extension).copied().unwrap_or(0);
         let most = self.ctx.options.calls_per_extension;
         if placed >= most {
             self.refuse_call(socket, extension, callid, &to, most);
             return;
         }
-        let mut journal = lock(&self.ctx.journal);
-        journal.event(
+        lock(&self.ctx.journal).event(
             "dial",
             Some(extension),
             Some(callid.as_str()),
@@ -404,21 +409,17 @@ impl Switch {
         self.callids.insert(callid.clone(), key);
         self.callids.insert(alias.clone(), key);
         self.calls.insert(key, entry);
-        drop(journal);
         let callees = if known {
             self.endpoints(&to, key)
         } else {
             Vec::new()
-        };
-        let Some(caller) = self.sockets.get(&socket) else {
-            return;
         };
         let setup = CallSetup {
             key,
             caller: Endpoint {
                 socket,
                 extension: extension.to_owned(),
-                tx: caller.tx.clone(),
+                tx: caller_tx,
                 callid,
             },
             caller_alias: alias,
@@ -591,5 +592,40 @@ impl Switch {
             .filter(|p| domain || p.extension == extension)
             .map(PartyState::info)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Secret;
+    use crate::pbx::{Accounts, CallOptions, MediaMode};
+    use crate::protocol::Dialect;
+
+    fn switch() -> Switch {
+        let ctx = Arc::new(Context {
+            accounts: Accounts::defaults(Secret::new("admin")),
+            domain: "localhost".into(),
+            options: CallOptions {
+                dialect: Dialect::Legacy,
+                media: MediaMode::Relay,
+                ring_timeout: Duration::from_secs(60),
+                offer_timeout: Duration::from_secs(10),
+            },
+            media: None,
+            journal: Mutex::default(),
+        });
+        Switch::new(ctx, mpsc::unbounded_channel().0)
+    }
+
+    #[tokio::test]
+    async fn a_dial_from_a_socket_that_is_gone_leaves_no_routing_behind() {
+        let mut switch = switch();
+        switch.dial(7, "502", "503".into(), CallId::random(), "v=0".into());
+        assert!(switch.calls.is_empty());
+        assert!(switch.callids.is_empty());
     }
 }

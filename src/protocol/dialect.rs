@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 /// How outbound calls are set up: modern PBXs (v69 and later) answer our `sdp-packet` with their
 /// own offer under their own call id; legacy ones answer our offer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Dialect {
     Modern,
     Legacy,
@@ -49,13 +49,10 @@ impl FromStr for Dialect {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "modern" => Ok(Dialect::Modern),
-            "legacy" => Ok(Dialect::Legacy),
-            other => Err(format!(
-                "unknown dialect {other:?} (expected modern or legacy)"
-            )),
-        }
+        [Dialect::Modern, Dialect::Legacy]
+            .into_iter()
+            .find(|dialect| dialect.as_str() == s)
+            .ok_or_else(|| format!("unknown dialect {s:?} (expected modern or legacy)"))
     }
 }
 
@@ -99,5 +96,14 @@ mod tests {
         assert_eq!("modern".parse::<Dialect>(), Ok(Dialect::Modern));
         assert_eq!("legacy".parse::<Dialect>(), Ok(Dialect::Legacy));
         assert!("auto".parse::<Dialect>().is_err());
+    }
+
+    #[test]
+    fn command_line_names_are_the_config_names() {
+        use clap::ValueEnum;
+        for dialect in Dialect::value_variants() {
+            let name = dialect.to_possible_value().map(|v| v.get_name().to_owned());
+            assert_eq!(name.as_deref(), Some(dialect.as_str()));
+        }
     }
 }

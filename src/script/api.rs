@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map};
@@ -15,6 +15,7 @@ use crate::call::{
 };
 use crate::config::DialPolicy;
 use crate::connection::Client;
+use crate::lock::lock;
 use crate::media::dtmf::Digit;
 use crate::protocol::{CallId, SipCode};
 
@@ -23,10 +24,6 @@ use crate::protocol::{CallId, SipCode};
 const MAX_DTMF_KEYS: usize = 64;
 
 type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn error<T>(message: impl Into<String>) -> ScriptResult<T> {
     Err(message.into().into())
