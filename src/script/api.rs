@@ -22,6 +22,14 @@ use crate::protocol::{CallId, SipCode};
 /// The most keys one `send_dtmf` sends: a whole number or code fits, and in-band keys (about
 /// 150 ms of audio each) stay a short prompt.
 const MAX_DTMF_KEYS: usize = 64;
+/// The longest `pause` or `tone`: an hour of generated audio is already far more than any
+/// menu needs.
+const MAX_MEDIA_MS: i64 = 3_600_000;
+/// The longest timer or gather timeout: a day (longer is a mistake, and would overflow the
+/// clock arithmetic long before it mattered).
+const MAX_WAIT_MS: i64 = 86_400_000;
+/// Tone frequencies a call can carry: G.711 samples at 8 kHz, so 4 kHz is the top.
+const TONE_HZ: std::ops::RangeInclusive<f64> = 20.0..=4000.0;
 
 type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -403,10 +411,36 @@ fn positive(value: &Dynamic, what: &str) -> ScriptResult<u32> {
 }
 
 fn millis(value: &Dynamic, what: &str) -> ScriptResult<Duration> {
-    match value.as_int().ok().and_then(|n| u64::try_from(n).ok()) {
-        Some(ms) => Ok(Duration::from_millis(ms)),
-        None => error(format!("{what} must be a number of milliseconds")),
+    match value.as_int() {
+        Ok(ms) => wait(ms, what),
+        Err(_) => error(format!("{what} must be a number of milliseconds")),
     }
+}
+
+/// `ms` as a timer's or timeout's wait: 0 to a day.
+fn wait(ms: i64, what: &str) -> ScriptResult<Duration> {
+    bounded_ms(ms, what, MAX_WAIT_MS).map(|ms| Duration::from_millis(u64::from(ms)))
+}
+
+/// `ms` if it is 0 to `max` milliseconds.
+fn bounded_ms(ms: i64, what: &str, max: i64) -> ScriptResult<u32> {
+    match u32::try_from(ms) {
+        Ok(ms) if i64::from(ms) <= max => Ok(ms),
+        _ => error(format!("{what} must be 0 to {max} milliseconds, got {ms}")),
+    }
+}
+
+/// `tone(hz, ms)`'s action, if both are in range.
+fn tone(hz: f64, ms: i64) -> ScriptResult<Action> {
+    if !TONE_HZ.contains(&hz) {
+        return error(format!(
+            "tone: {hz} Hz is outside {}-{} Hz",
+            TONE_HZ.start(),
+            TONE_HZ.end()
+        ));
+    }
+    let ms = bounded_ms(ms, "tone", MAX_MEDIA_MS)?;
+    Ok(Action::Tone { hz: hz as f32, ms })
 }
 
 fn client_map(client: &Client) -> Map {
@@ -457,8 +491,8 @@ pub fn register(engine: &mut Engine) {
         .register_fn(
             "set_timer",
             |b: &mut BotApi, name: &str, ms: i64| -> ScriptResult<()> {
+                let after = wait(ms, "set_timer")?;
                 b.0.state.timer_set(name).or_else(error)?;
-                let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
                 let _ =
                     b.0.commands
                         .send(BotCommand::SetTimer(name.to_owned(), after));
@@ -540,8 +574,8 @@ pub fn register(engine: &mut Engine) {
         .register_fn(
             "set_timer",
             |c: &mut CallApi, name: &str, ms: i64| -> ScriptResult<()> {
+                let after = wait(ms, "set_timer")?;
                 c.store.timer_set(name).or_else(error)?;
-                let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
                 c.push(CallCommand::SetTimer(name.to_owned(), after));
                 Ok(())
             },
@@ -565,21 +599,104 @@ pub fn register(engine: &mut Engine) {
             c.play(name, Map::new())
         })
         .register_fn("play", CallApi::play)
-        .register_fn("pause", |c: &mut CallApi, ms: i64| {
-            let ms = u32::try_from(ms).unwrap_or(0);
+        .register_fn("pause", |c: &mut CallApi, ms: i64| -> ScriptResult<()> {
+            let ms = bounded_ms(ms, "pause", MAX_MEDIA_MS)?;
             c.queue(Action::Pause { ms });
+            Ok(())
         })
-        .register_fn("tone", |c: &mut CallApi, hz: i64, ms: i64| {
-            let ms = u32::try_from(ms).unwrap_or(0);
-            c.queue(Action::Tone { hz: hz as f32, ms });
-        })
-        .register_fn("tone", |c: &mut CallApi, hz: f64, ms: i64| {
-            let ms = u32::try_from(ms).unwrap_or(0);
-            c.queue(Action::Tone { hz: hz as f32, ms });
-        })
+        .register_fn(
+            "tone",
+            |c: &mut CallApi, hz: i64, ms: i64| -> ScriptResult<()> {
+                c.queue(tone(hz as f64, ms)?);
+                Ok(())
+            },
+        )
+        .register_fn(
+            "tone",
+            |c: &mut CallApi, hz: f64, ms: i64| -> ScriptResult<()> {
+                c.queue(tone(hz, ms)?);
+                Ok(())
+            },
+        )
         .register_fn("send_dtmf", CallApi::send_dtmf)
         .register_fn("hold", |c: &mut CallApi| c.queue(Action::Hold))
         .register_fn("resume", |c: &mut CallApi| c.queue(Action::Resume))
         .register_fn("transfer", CallApi::transfer)
         .register_fn("attended_transfer", CallApi::attended_transfer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DialPattern;
+
+    /// Runs `source` with `call` and `bot` in scope; the commands it gave, or its error.
+    fn run(source: &str) -> Result<Vec<CallCommand>, String> {
+        let mut engine = super::super::engine::engine("t.rhai", super::super::Limits::default());
+        register(&mut engine);
+        let (bot_commands, _) = mpsc::unbounded_channel();
+        let allow = DialPolicy::new(vec![DialPattern::parse("5??").expect("pattern")]);
+        let bot = BotApi::new(
+            "t",
+            "500",
+            &BTreeMap::new(),
+            "prompts".into(),
+            allow,
+            bot_commands,
+        );
+        let (inbox, _) = call::inbox();
+        let sink = Arc::new(CommandSink::buffered(inbox));
+        let info = CallInfo::new(
+            CallId::random(),
+            Direction::Inbound,
+            ("502", ""),
+            "500",
+            BTreeMap::new(),
+        );
+        let call = CallApi::new(Arc::new(info), sink.clone(), bot.clone(), Arc::default());
+        let mut scope = rhai::Scope::new();
+        scope.push("call", call);
+        scope.push("bot", bot);
+        engine
+            .run_with_scope(&mut scope, source)
+            .map_err(|e| e.to_string())?;
+        Ok(sink.take())
+    }
+
+    #[test]
+    fn good_values_queue_their_actions() {
+        let commands =
+            run("call.pause(500); call.tone(440, 200); call.tone(1000.5, 20);").expect("valid");
+        assert_eq!(
+            commands,
+            vec![
+                CallCommand::Queue(Action::Pause { ms: 500 }),
+                CallCommand::Queue(Action::Tone { hz: 440.0, ms: 200 }),
+                CallCommand::Queue(Action::Tone { hz: 1000.5, ms: 20 }),
+            ]
+        );
+        assert_eq!(
+            run(r#"call.set_timer("t", 0)"#).expect("valid"),
+            vec![CallCommand::SetTimer("t".into(), Duration::ZERO)]
+        );
+    }
+
+    #[test]
+    fn bad_lengths_and_frequencies_are_script_errors_not_zeros() {
+        for source in [
+            "call.pause(-1)",
+            "call.pause(99999999999)",
+            "call.tone(440, -5)",
+            "call.tone(-440, 100)",
+            "call.tone(0, 100)",
+            "call.tone(20000, 100)",
+            "call.tone(440.0, 99999999999)",
+            r#"call.set_timer("t", -1)"#,
+            r#"call.set_timer("t", 9223372036854775807)"#,
+            r#"bot.set_timer("t", -1)"#,
+            r#"call.gather(#{ timeout_ms: 9223372036854775807 })"#,
+        ] {
+            assert!(run(source).is_err(), "{source} was accepted");
+        }
+    }
 }
