@@ -1,5 +1,6 @@
 //! `callbot bench` produces a sane report for a small load (performance itself is measured by
 //! the benchmark, never asserted in tests).
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 

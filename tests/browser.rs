@@ -1,6 +1,7 @@
 //! End-to-end: headless Chromium runs the emulator's softphone page (a second, independent
 //! implementation of the protocol) and calls the bots, is called by them, and calls another
 //! browser. The browser's microphone is a 440 Hz WAV file.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `callbot check` through the real binary: exit codes and messages a user sees.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 

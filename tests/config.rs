@@ -1,4 +1,5 @@
 //! Loading bots.yaml through the library: what a valid file resolves to, and what is refused.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,6 @@
 //! Bots' PBX links against the emulator (relay mode, legacy dialect) on 127.0.0.1: login,
 //! presence, reconnect, and signalling-only calls between two test sockets.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 

@@ -11,6 +11,7 @@
 //! ```text
 //! FUZZ_ITERATIONS=10000000 FUZZ_SEED=7 cargo test --release --test fuzz -- --ignored --nocapture
 //! ```
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 

@@ -8,6 +8,7 @@
 //! ```
 //!
 //! (`FUZZ_ONLY=sdp,machine,script,stack` runs some of the targets.)
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 

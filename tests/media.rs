@@ -5,6 +5,7 @@
 //! (`rfc4733_digits_arrive_once_each_in_order`: PT 101 arrives), offers listing telephone-event at
 //! 48 and 8 kHz (`browser_offer_with_two_telephone_events_keeps_the_8k_one`), and packets lost
 //! right after connect (silence first: `media::player` unit tests).
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 

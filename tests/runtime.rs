@@ -1,6 +1,7 @@
 //! The bot runtime through the real binary: `callbot run` with the example scripts against
 //! `callbot pbx` (anchored media), callers being `callbot dial` or an in-process phone. Every
 //! call test runs in both dialects.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 

@@ -180,7 +180,7 @@ impl BotTask {
                     None => break,
                 },
                 Some(report) = self.reports_rx.recv() => self.call_report(report),
-                Some(command) = self.commands.recv() => self.bot_command(command).await,
+                Some(command) = self.commands.recv() => self.bot_command(command),
                 control = self.control.recv() => match control {
                     Some(BotControl::Reload) => {
                         self.reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
@@ -359,7 +359,7 @@ impl BotTask {
         self.publish_status(None);
     }
 
-    async fn bot_command(&mut self, command: BotCommand) {
+    fn bot_command(&mut self, command: BotCommand) {
         match command {
             BotCommand::Dial {
                 id,

@@ -264,23 +264,23 @@ pub(super) async fn run(
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(CallInput::Frame { socket, frame }) => call.on_frame(socket, frame).await,
-                Some(CallInput::SocketClosed(socket)) => call.on_socket_closed(socket).await,
+                Some(CallInput::SocketClosed(socket)) => call.on_socket_closed(socket),
                 Some(CallInput::HandOver { socket, id2, to, reply }) => {
                     call.hand_over(socket, &id2, to, reply);
                 }
                 None => break,
             },
-            Some((party, event)) = media_rx.recv() => call.on_media(party, event).await,
+            Some((party, event)) = media_rx.recv() => call.on_media(party, event),
             _ = refresh.tick(), if call.anchored() => call.publish_view(),
             () = sleep_until(next_timer.map_or_else(Instant::now, |(at, _)| at)), if next_timer.is_some() => {
                 if let Some((at, timer)) = next_timer {
                     call.timers.retain(|t| *t != (at, timer));
-                    call.on_timer(timer).await;
+                    call.on_timer(timer);
                 }
             }
         }
     }
-    call.finish().await;
+    call.finish();
 }
 
 fn candidate_frame(callid: &CallId, candidate: String) -> ServerFrame {
@@ -511,7 +511,7 @@ impl PbxCall {
             ClientFrame::Sdp200Ok { answer, .. } => self.on_answer(party, answer).await,
             ClientFrame::SipBusy { code, .. } => {
                 self.journal("busy", party, json!({ "code": code.0 }));
-                self.fork_failed(party, code).await;
+                self.fork_failed(party, code);
             }
             ClientFrame::SipAck { .. } => self.journal("ack", party, json!(null)),
             ClientFrame::IceCandidate {
@@ -520,7 +520,7 @@ impl PbxCall {
             } => self.on_remote_candidate(party, candidate.candidate).await,
             ClientFrame::SipBye { .. } => {
                 self.journal("bye", party, json!(null));
-                self.hang_up(party).await;
+                self.hang_up(party);
             }
             ClientFrame::ByeResponse { .. } => self.journal("bye-response", party, json!(null)),
             ClientFrame::CancelResponse { .. } => {
@@ -598,7 +598,7 @@ impl PbxCall {
             return;
         }
         if self.anchored() && !self.apply_answer(party, &answer).await {
-            self.fork_failed(party, SipCode::NOT_ACCEPTABLE_HERE).await;
+            self.fork_failed(party, SipCode::NOT_ACCEPTABLE_HERE);
             return;
         }
         let role = self.parties[party].role;
@@ -761,7 +761,7 @@ impl PbxCall {
     }
 
     /// A fork refused or failed; when it was the last one, the call (or transfer) fails.
-    async fn fork_failed(&mut self, party: PartyIndex, code: SipCode) {
+    fn fork_failed(&mut self, party: PartyIndex, code: SipCode) {
         let role = self.parties[party].role;
         if party == CALLER || self.parties[party].status != Status::Ringing {
             return;
@@ -781,11 +781,11 @@ impl PbxCall {
         self.report();
     }
 
-    async fn hang_up(&mut self, party: PartyIndex) {
+    fn hang_up(&mut self, party: PartyIndex) {
         let status = self.parties[party].status;
         if party != CALLER && status == Status::Ringing {
             // A ringing callee that hangs up declines.
-            self.fork_failed(party, SipCode::DECLINE).await;
+            self.fork_failed(party, SipCode::DECLINE);
             return;
         }
         self.end_party(party);
@@ -1045,7 +1045,7 @@ impl PbxCall {
         self.set_timer(ERROR_TONE, Timer::ErrorTone);
     }
 
-    async fn on_socket_closed(&mut self, socket: SocketId) {
+    fn on_socket_closed(&mut self, socket: SocketId) {
         let gone: Vec<PartyIndex> = (0..self.parties.len())
             .filter(|&i| {
                 self.parties[i].endpoint.socket == socket && self.parties[i].status != Status::Ended
@@ -1054,15 +1054,14 @@ impl PbxCall {
         for party in gone {
             self.journal("socket-lost", party, json!(null));
             if self.parties[party].status == Status::Ringing && party != CALLER {
-                self.fork_failed(party, SipCode::TEMPORARILY_UNAVAILABLE)
-                    .await;
+                self.fork_failed(party, SipCode::TEMPORARILY_UNAVAILABLE);
             } else {
-                self.hang_up(party).await;
+                self.hang_up(party);
             }
         }
     }
 
-    async fn on_media(&mut self, party: PartyIndex, event: LegEvent) {
+    fn on_media(&mut self, party: PartyIndex, event: LegEvent) {
         if self.parties[party].status == Status::Ended {
             return;
         }
@@ -1085,7 +1084,7 @@ impl PbxCall {
                     // and resumes with a new offer: not a reason to hang up.
                     return;
                 }
-                self.hang_up(party).await;
+                self.hang_up(party);
             }
             LegEvent::Digit {
                 digit,
@@ -1110,7 +1109,7 @@ impl PbxCall {
         }
     }
 
-    async fn on_timer(&mut self, timer: Timer) {
+    fn on_timer(&mut self, timer: Timer) {
         match timer {
             Timer::Ring => {
                 if self.transferee.is_some() {
@@ -1249,7 +1248,7 @@ impl PbxCall {
         lock(&self.ctx.journal).call(view);
     }
 
-    async fn finish(mut self) {
+    fn finish(mut self) {
         self.finished = true;
         for party in 0..self.parties.len() {
             if self.parties[party].status != Status::Ended {
