@@ -193,3 +193,133 @@ fn check_compiles_scripts_and_names_the_line_of_an_error() {
         "the script's file and line: {message}"
     );
 }
+
+/// A bot (extension 500, allow_dial 5??, vars test_line) running `script`, with a prompt
+/// folder that holds welcome.wav; returns the config's path.
+fn script_fixture(dir: &Path, script: &str) -> std::path::PathBuf {
+    std::fs::create_dir(dir.join("prompts")).unwrap();
+    std::fs::copy(
+        common::binary::repo("prompts/welcome.wav"),
+        dir.join("prompts/welcome.wav"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("bot.rhai"), script).unwrap();
+    let config = dir.join("bots.yaml");
+    std::fs::write(
+        &config,
+        "pbx: { url: \"https://pbx.example.com\", admin: { user: admin, password: x } }\n\
+         bots:\n  - name: menu\n    extension: \"500\"\n    script: bot.rhai\n    \
+         allow_dial: [\"5??\"]\n    vars: { test_line: \"501\" }\n",
+    )
+    .unwrap();
+    config
+}
+
+/// One script per rule of `callbot check`, each broken once: the exit status, and the
+/// message's file:line (and what it must say).
+#[test]
+fn check_holds_scripts_to_the_contract_and_the_config() {
+    let cases: &[(&str, &str, i32, &str, &[&str])] = &[
+        (
+            "a misspelt handler",
+            "fn on_incomming_call(call) {\n    call.answer();\n}\n",
+            2,
+            "bot.rhai:1: error:",
+            &[
+                "on_incomming_call is not a handler",
+                "did you mean on_incoming_call?",
+            ],
+        ),
+        (
+            "no on_incoming_call",
+            "fn on_call_state(call, state) {\n    call.log(state);\n}\n",
+            0,
+            "bot.rhai: warning:",
+            &["no on_incoming_call", "rejected with 480"],
+        ),
+        (
+            "a method the API does not have",
+            "fn on_incoming_call(call) {\n    call.answer();\n    call.ecco(true);\n}\n",
+            2,
+            "bot.rhai:3:10: error:",
+            &["call has no method ecco", "did you mean echo?"],
+        ),
+        (
+            "a method the API does not have, on a call parameter named otherwise",
+            "fn on_incoming_call(c) {\n    c.answer();\n    c.hangup(1);\n}\n",
+            2,
+            "bot.rhai:3:7: error:",
+            &["call.hangup takes 0 argument(s), not 1"],
+        ),
+        (
+            "an undefined variable",
+            "fn on_incoming_call(call) {\n    call.answer();\n    call.play(greeting);\n}\n",
+            2,
+            "bot.rhai:3:15: error:",
+            &["greeting"],
+        ),
+        (
+            "a prompt that is not in the prompt folder",
+            "fn on_incoming_call(call) {\n    call.answer();\n    call.play(\"welcom.wav\");\n}\n",
+            2,
+            "bot.rhai:3:15: error:",
+            &[
+                "prompt \"welcom.wav\" is not in bot menu's prompt folder",
+                "did you mean welcome.wav?",
+            ],
+        ),
+        (
+            "a transfer outside allow_dial",
+            "fn on_incoming_call(call) {\n    call.answer();\n}\n\
+             fn on_digits(call, digits) {\n    call.transfer(\"0900123456\");\n}\n",
+            2,
+            "bot.rhai:5:19: error:",
+            &["transfer to \"0900123456\" is refused: not in allow_dial of bot menu"],
+        ),
+    ];
+    for (rule, script, status, place, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let config = script_fixture(dir.path(), script);
+        let output = check(&config, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(*status), "{rule}: {message}");
+        let line = message
+            .lines()
+            .find(|line| line.contains(place))
+            .unwrap_or_else(|| panic!("{rule}: no {place:?} in:\n{message}"));
+        for said in *says {
+            assert!(line.contains(said), "{rule}: {said:?} not in {line:?}");
+        }
+    }
+}
+
+#[test]
+fn a_script_that_keeps_the_contract_passes_without_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = script_fixture(
+        dir.path(),
+        "fn on_incoming_call(c) {\n    c.answer();\n    c.play(\"welcome.wav\");\n    \
+         c.gather(#{ max: 2, prompt: \"welcome.wav\" });\n    c.set(\"n\", twice(1));\n}\n\
+         fn twice(x) { x * 2 }\n\
+         fn on_digits(call, digits) {\n    let f = |d| d.len();\n    if f.call(digits) > 1 && \"1\" in digits {\n        \
+         call.transfer(bot.vars.test_line);\n    }\n    for key in digits.split(\"\") { bot.log(`${key}`); }\n    \
+         bot.dial(\"502\", #{ why: digits.to_upper() });\n}\n",
+    );
+    let output = check(&config, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{message}");
+    assert!(message.is_empty(), "no findings expected:\n{message}");
+}
+
+#[test]
+fn every_example_config_passes() {
+    for example in ["bots.example.yaml", "campaign.example.yaml"] {
+        let output = check(
+            &common::binary::repo(example),
+            &[("PBX_ADMIN_PASSWORD", "example-secret")],
+        );
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(0), "{example}: {message}");
+        assert!(!message.contains("error"), "{example}: {message}");
+    }
+}

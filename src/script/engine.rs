@@ -51,6 +51,9 @@ const CLOCK_EVERY: u64 = 4096;
 pub fn engine(script: &str, limits: Limits) -> Engine {
     let mut engine = Engine::new();
     engine.set_module_resolver(DummyModuleResolver::new());
+    // A misspelt variable is a compile error, not a `()` that fails (or worse, does not) at
+    // run time. `bot` is declared to the compiler as a constant (see `compile`).
+    engine.set_strict_variables(true);
     // Rhai reserves `call` (for function pointers), but the scripting contract names every
     // call handler's parameter `call`: let it be an ordinary name. `f.call(x)` keeps working,
     // as method calls are dispatched by name. (`on_parse_token` is marked volatile upstream.)

@@ -3,6 +3,8 @@
 //! they started with.
 
 mod api;
+mod check;
+mod contract;
 mod engine;
 mod memory;
 mod prompts;
@@ -17,6 +19,8 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 pub use api::{BotApi, BotCommand, CallApi, CommandSink, client_value};
+pub use check::{Finding, Severity, check_bot};
+pub use contract::{HANDLERS, Handler};
 pub use engine::Limits;
 pub use memory::{DEFAULT_BYTES as DEFAULT_MEMORY_BYTES, MemoryBudget, Store};
 
@@ -27,9 +31,13 @@ use crate::protocol::SipCode;
 pub enum ScriptError {
     #[error("{path}: {problem}")]
     Unreadable { path: String, problem: String },
-    /// `file:line:column: message`.
-    #[error("{0}")]
-    Compile(String),
+    #[error("{file}:{}:{}: {message}", line.unwrap_or(0), column.unwrap_or(0))]
+    Compile {
+        file: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
 }
 
 /// A compiled script and what it defines.
@@ -65,16 +73,28 @@ fn read(path: &Path) -> Result<String, ScriptError> {
     })
 }
 
-fn compile(engine: &Engine, label: &str, text: &str) -> Result<Compiled, ScriptError> {
-    let ast = engine.compile(text).map_err(|e| {
-        let position = e.position();
-        ScriptError::Compile(format!(
-            "{label}:{}:{}: {}",
-            position.line().unwrap_or(0),
-            position.position().unwrap_or(0),
-            e.err_type()
-        ))
-    })?;
+/// Compiles `text` for `bot`: the `bot` global is declared to the compiler, so strict
+/// variables accept it and nothing else undeclared.
+fn parse(engine: &Engine, label: &str, text: &str, bot: &BotApi) -> Result<AST, ScriptError> {
+    let mut scope = Scope::new();
+    scope.push_constant("bot", bot.clone());
+    engine
+        .compile_with_scope(&scope, text)
+        .map_err(|e| ScriptError::Compile {
+            file: label.to_owned(),
+            line: e.position().line(),
+            column: e.position().position(),
+            message: e.err_type().to_string(),
+        })
+}
+
+fn compile(
+    engine: &Engine,
+    label: &str,
+    text: &str,
+    bot: &BotApi,
+) -> Result<Compiled, ScriptError> {
+    let ast = parse(engine, label, text, bot)?;
     let handlers = ast
         .iter_functions()
         .map(|f| (f.name.to_owned(), f.params.len()))
@@ -84,15 +104,6 @@ fn compile(engine: &Engine, label: &str, text: &str) -> Result<Compiled, ScriptE
         handlers,
         lines: engine::function_lines(text),
     })
-}
-
-/// Compiles `path` without running it (for `callbot check`).
-pub fn check(path: &Path) -> Result<(), ScriptError> {
-    let label = path.display().to_string();
-    let text = read(path)?;
-    let mut engine = engine::engine(&label, Limits::default());
-    api::register(&mut engine);
-    compile(&engine, &label, &text).map(|_| ())
 }
 
 impl ScriptHost {
@@ -130,7 +141,7 @@ impl ScriptHost {
         let global = bot.clone();
         #[allow(deprecated)]
         engine.on_var(move |name, _, _| Ok((name == "bot").then(|| Dynamic::from(global.clone()))));
-        let compiled = compile(&engine, &label, text)?;
+        let compiled = compile(&engine, &label, text, &bot)?;
         Ok(Self {
             engine: Arc::new(engine),
             file: PathBuf::from(&label),
@@ -165,7 +176,7 @@ impl ScriptHost {
 
     /// Like [`ScriptHost::reload`], from text.
     pub fn reload_source(&self, text: &str) -> Result<(), ScriptError> {
-        let compiled = compile(&self.engine, &self.label, text)?;
+        let compiled = compile(&self.engine, &self.label, text, &self.bot)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(compiled);
         Ok(())
     }
@@ -176,6 +187,11 @@ impl ScriptHost {
         let compiled = self.current();
         let mut values = Vec::new();
         args.parse(&mut values);
+        debug_assert!(
+            contract::handler_named(name).is_some_and(|h| h.params.len() == values.len()),
+            "{name} with {} arguments is not in the contract",
+            values.len()
+        );
         if !compiled.handlers.contains(&(name.to_owned(), values.len())) {
             return;
         }
@@ -213,6 +229,19 @@ fn run(
     })
 }
 
+/// The handler a call event goes to, and its argument besides the call.
+fn call_handler(event: &CallEvent) -> (&'static str, Option<Dynamic>) {
+    match event {
+        CallEvent::Incoming => ("on_incoming_call", None),
+        CallEvent::State(state) => ("on_call_state", Some(state.as_str().into())),
+        CallEvent::Dtmf(digit) => ("on_dtmf", Some(digit.to_string().into())),
+        CallEvent::Digits(digits) => ("on_digits", Some(digits.clone().into())),
+        CallEvent::PlayDone(prompt) => ("on_play_done", Some(prompt.clone().into())),
+        CallEvent::Timer(timer) => ("on_call_timer", Some(timer.clone().into())),
+        CallEvent::Recording(path) => ("on_recording", Some(path.display().to_string().into())),
+    }
+}
+
 /// Runs a call's events through the script version the call started with.
 pub struct ScriptCallHandler {
     engine: Arc<Engine>,
@@ -227,21 +256,13 @@ pub struct ScriptCallHandler {
 
 impl CallHandler for ScriptCallHandler {
     fn handle(&mut self, info: &CallInfo, event: &CallEvent) -> Result<Vec<CallCommand>, String> {
-        let (name, extra): (&str, Option<Dynamic>) = match event {
-            CallEvent::Incoming => ("on_incoming_call", None),
-            CallEvent::State(state) => ("on_call_state", Some(state.as_str().into())),
-            CallEvent::Dtmf(digit) => ("on_dtmf", Some(digit.to_string().into())),
-            CallEvent::Digits(digits) => ("on_digits", Some(digits.clone().into())),
-            CallEvent::PlayDone(prompt) => ("on_play_done", Some(prompt.clone().into())),
-            CallEvent::Timer(timer) => {
-                self.store.timer_done(timer);
-                ("on_call_timer", Some(timer.clone().into()))
-            }
-            CallEvent::Recording(path) => ("on_recording", Some(path.display().to_string().into())),
-        };
+        if let CallEvent::Timer(timer) = event {
+            self.store.timer_done(timer);
+        }
+        let (name, extra) = call_handler(event);
         let arity = 1 + usize::from(extra.is_some());
         if !self.compiled.handlers.contains(&(name.to_owned(), arity)) {
-            // SCRIPTING.md: without `on_incoming_call` calls are rejected with 480.
+            // docs/scripting.md "Events": without `on_incoming_call` calls are rejected with 480.
             return Ok(match event {
                 CallEvent::Incoming => vec![CallCommand::Reject(SipCode::TEMPORARILY_UNAVAILABLE)],
                 _ => Vec::new(),
@@ -269,6 +290,34 @@ impl CallHandler for ScriptCallHandler {
                     crate::untrusted::escaped(info.id.as_str())
                 ))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::CallState;
+
+    #[test]
+    fn every_call_event_goes_to_a_handler_of_the_contract() {
+        for event in [
+            CallEvent::Incoming,
+            CallEvent::State(CallState::Ringing),
+            CallEvent::Dtmf('1'),
+            CallEvent::Digits("12".into()),
+            CallEvent::PlayDone("a.wav".into()),
+            CallEvent::Timer("t".into()),
+            CallEvent::Recording("r.wav".into()),
+        ] {
+            let (name, extra) = call_handler(&event);
+            let handler = contract::handler_named(name).expect("in the contract");
+            assert_eq!(
+                handler.params.len(),
+                1 + usize::from(extra.is_some()),
+                "{name}"
+            );
+            assert!(handler.is_call(0), "{name} gets the call first");
         }
     }
 }
