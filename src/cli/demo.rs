@@ -107,7 +107,7 @@ fn unpack(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
 }
 
 fn config_text(
-    pbx: &Pbx,
+    pbx_url: &url::Url,
     dialect: Dialect,
     cert: &Path,
     scripts: &Path,
@@ -145,9 +145,10 @@ bots:
   - name: greeter-b
     extension: "601"
     script: "{greeter}"
+    allow_dial: ["600"]
     vars: {{ peer: "600", role: callee, greeting: greeting_b.wav }}
 "#,
-        url = pbx.url(),
+        url = pbx_url,
         cert = cert.display(),
         prompts = prompts.display(),
         recordings = recordings.display(),
@@ -209,7 +210,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .canonicalize()
         .unwrap_or(args.recordings.clone());
     let text = config_text(
-        &pbx,
+        pbx.url(),
         options.effective_dialect(),
         &cert,
         &scripts,
@@ -251,4 +252,39 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     super::run::serve_until_stopped(daemon, Duration::from_secs(5)).await;
     pbx.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callbot::script::{Severity, check_bot};
+
+    /// The demo's bots, run through `callbot check`'s script checks with the repository's
+    /// scripts and prompts: nothing the demo runs is broken.
+    #[test]
+    fn the_demo_config_passes_the_script_checks() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = url::Url::parse("https://127.0.0.1:8443/").expect("a URL");
+        std::fs::write(dir.path().join("pbx.pem"), "").expect("a CA file");
+        let text = config_text(
+            &url,
+            Dialect::Modern,
+            &dir.path().join("pbx.pem"),
+            &repo.join("scripts"),
+            &repo.join("prompts"),
+            dir.path(),
+            None,
+        );
+        let env = |name: &str| (name == "DEMO_ADMIN_PASSWORD").then(|| "x".to_owned());
+        let config = Config::parse(&text, &dir.path().join("demo.yaml"), &env).expect("valid");
+        for bot in &config.bots {
+            let errors: Vec<String> = check_bot(bot)
+                .into_iter()
+                .filter(|f| f.severity == Severity::Error)
+                .map(|f| f.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", bot.name);
+        }
+    }
 }
