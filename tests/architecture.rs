@@ -104,3 +104,72 @@ fn every_dependency_is_used() {
     }
     assert!(checked > 10, "only {checked} dependencies found");
 }
+
+/// Where the code points a reader (`docs/protocol.md §6`, `docs/scripting.md "Events"`), the
+/// page and the section exist: the documents ship with the code and move with it.
+#[test]
+fn every_docs_reference_in_the_code_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts: Vec<(std::path::PathBuf, String)> = ["src", "tests", "benches"]
+        .iter()
+        .flat_map(|dir| sources(dir))
+        .collect();
+    for other in [
+        "README.md",
+        "src/pbx/web/app.js",
+        "bench/peers/aiortc_bot.py",
+    ] {
+        texts.push((
+            root.join(other),
+            std::fs::read_to_string(root.join(other)).unwrap(),
+        ));
+    }
+    let mut checked = 0;
+    for (path, text) in &texts {
+        for (offset, _) in text.match_indices("docs/") {
+            let rest = &text[offset + "docs/".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+                .collect();
+            // A reference at the end of a sentence.
+            let name = name.trim_end_matches('.');
+            if !(name.ends_with(".md") || name.ends_with(".png")) {
+                continue;
+            }
+            let place = format!("{}: docs/{name}", path.display());
+            let doc = root.join("docs").join(name);
+            let page = std::fs::read_to_string(&doc).unwrap_or_else(|_| {
+                assert!(doc.is_file(), "{place} does not exist");
+                String::new()
+            });
+            let after = rest[name.len()..].trim_start_matches(',').trim_start();
+            if let Some(number) = after.strip_prefix('§') {
+                let number: String = number.chars().take_while(char::is_ascii_digit).collect();
+                assert!(
+                    page.lines()
+                        .any(|l| l.starts_with(&format!("## {number}. "))),
+                    "{place} has no section §{number}"
+                );
+            }
+            let quoted = after
+                .trim_start_matches('§')
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start_matches(',')
+                .trim_start();
+            if let Some(section) = quoted
+                .strip_prefix('"')
+                .and_then(|q| q.split_once('"'))
+                .map(|(section, _)| section)
+            {
+                let heading = page
+                    .lines()
+                    .any(|l| l.starts_with('#') && l.trim_start_matches('#').trim() == section);
+                let lead = page.contains(&format!("**{section}.**"));
+                assert!(heading || lead, "{place} has no section \"{section}\"");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked} references to docs/ found");
+}

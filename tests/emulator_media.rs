@@ -1,4 +1,4 @@
-//! The emulator as a media-anchored B2BUA (PROTOCOL.md §9), in both dialects: media-stack
+//! The emulator as a media-anchored B2BUA (docs/protocol.md §9), in both dialects: media-stack
 //! phones call each other through it; audio, DTMF, hold music and transfer are checked in what
 //! the phones receive and record.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason

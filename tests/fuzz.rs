@@ -1,10 +1,9 @@
 //! A mutation fuzzer for the frame decoders and the config loader that runs on stable Rust.
 //!
-//! It starts from a seed corpus (sample frames of PROTOCOL.md §4–§5, the example frames of
-//! `tests/fixtures/wire/` and the config fixtures),
-//! mutates inputs byte- and token-wise, and feeds them to the same targets as the property tests
-//! (`common::exercise_*`). A panic is caught, the input is saved to `target/fuzz-crashes/`, and
-//! the run fails at the end.
+//! It starts from a seed corpus (sample frames of docs/protocol.md §4–§5, the example frames of
+//! `tests/fixtures/wire/` and the config fixtures), mutates inputs byte- and token-wise, and
+//! feeds them to the same targets as the property tests (`common::exercise_*`). A panic is
+//! caught, the input is saved to `target/fuzz-crashes/`, and the run fails at the end.
 //!
 //! CI runs a short smoke pass. For a long run:
 //!

@@ -1,10 +1,10 @@
 //! Two media legs in one process over 127.0.0.1: prompts, DTMF, rollback, echo, recording.
 //!
-//! The webrtc-rs pitfalls of DESIGN.md each have a test: the event handler that `build()` needs
-//! (every leg here is built with one), telephone-event registered with an empty track codec
-//! (`rfc4733_digits_arrive_once_each_in_order`: PT 101 arrives), offers listing telephone-event at
-//! 48 and 8 kHz (`browser_offer_with_two_telephone_events_keeps_the_8k_one`), and packets lost
-//! right after connect (silence first: `media::player` unit tests).
+//! The webrtc-rs pitfalls of docs/architecture.md "Media" each have a test: the event handler that
+//! `build()` needs (every leg here is built with one), telephone-event registered with an empty
+//! track codec (`rfc4733_digits_arrive_once_each_in_order`: PT 101 arrives), offers listing
+//! telephone-event at 48 and 8 kHz (`browser_offer_with_two_telephone_events_keeps_the_8k_one`),
+//! and packets lost right after connect (silence first: `media::player` unit tests).
 #![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
@@ -79,7 +79,7 @@ impl Peer {
 
     /// Waits until this leg has received what `sender` sent up to now, and a little more: the
     /// packets after it show that nothing sent so far is still on its way. The first packets
-    /// after connect may be lost (DESIGN.md), so a few are allowed for.
+    /// after connect may be lost (docs/architecture.md "Media"), so a few are allowed for.
     async fn received_all_sent_by(&self, sender: &MediaLeg) {
         const LOST_AT_CONNECT: u64 = 3;
         const PAST: u64 = 5;

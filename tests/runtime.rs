@@ -331,7 +331,7 @@ async fn script_errors_are_reported_and_the_daemon_goes_on(dialect: Dialect) {
     assert!(log.contains("no-such-prompt.wav"), "{log}");
 
     // Dialling a number outside allow_dial raises a script error: the incoming call whose
-    // handler failed is rejected with 500 (SCRIPTING.md "Limits and errors").
+    // handler failed is rejected with 500 (docs/scripting.md "Limits and errors").
     let (state, code) = final_state(&caller, "508", Duration::ZERO).await;
     assert_eq!((state, code), (CallState::Rejected, Some(500)));
     let log = daemon.wait_for("dialer.rhai:3:", 1, WAIT);

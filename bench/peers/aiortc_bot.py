@@ -3,7 +3,7 @@
 
 For every --extension it logs in (third-party login), opens the PBX websocket, registers, and then
 answers every incoming call: it plays --prompt in a loop and records the call to
-<record-dir>/<callid>.wav. Protocol references (§n) are to shared/PROTOCOL.md.
+<record-dir>/<callid>.wav. Protocol references (§n) are to docs/protocol.md.
 
 Recording: stereo, 8 kHz, 16-bit, on one timeline paced by what we send (left = the caller,
 right = us; received audio placed by RTP timestamp), like callbot's own recorder. Whatever the

@@ -1,4 +1,4 @@
-//! The order of a script's commands (SCRIPTING.md "Queued commands"): media actions go to the
+//! The order of a script's commands (docs/scripting.md "Queued commands"): media actions go to the
 //! leg's player at once (it plays them in order), but a signalling action (hold, resume,
 //! transfer, hang-up) waits until every media action queued before it has finished, and
 //! whatever is queued after it waits for it. So `play("bye.wav"); hangup()` plays, then hangs up.

@@ -1,6 +1,6 @@
-//! Digit collection (`call.gather`, SCRIPTING.md): up to `max` digits, ended early by the
-//! terminator, or by silence — `timeout` after the prompt for the first digit, `interdigit`
-//! between digits.
+//! Digit collection (`call.gather`, docs/scripting.md "Immediate commands"): up to `max` digits,
+//! ended early by the terminator, or by silence — `timeout` after the prompt for the first digit,
+//! `interdigit` between digits.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! One call's signalling as a pure state machine (PROTOCOL.md §6): frames, media results,
+//! One call's signalling as a pure state machine (docs/protocol.md §6): frames, media results,
 //! commands and timers go in; frames to send, media work to do, state changes and timers come
 //! out. No sockets, no clocks; the call actor runs it.
 
@@ -66,8 +66,8 @@ impl EndReason {
         }
     }
 
-    /// The final state scripts see (SCRIPTING.md): failures keep their own state, every
-    /// other ending is COMPLETED, and an unanswered call is REJECTED.
+    /// The final state scripts see (docs/scripting.md "Events"): failures keep their own state,
+    /// every other ending is COMPLETED, and an unanswered call is REJECTED.
     pub fn state(self) -> CallState {
         match self {
             EndReason::Failed(failure) => failure.call_state(),

@@ -1,7 +1,7 @@
-//! Campaigns larger than one machine (DESIGN.md "Scaling out"): contacts go to a NATS JetStream
-//! work-queue stream; any number of workers pull them with explicit acks; results go to a
-//! second stream. A key-value bucket holds one claim per attempt, taken before the call is
-//! placed, so a contact redelivered after its worker died is never dialled again.
+//! Campaigns larger than one machine (docs/architecture.md "Campaigns"): contacts go to a NATS
+//! JetStream work-queue stream; any number of workers pull them with explicit acks; results go to a
+//! second stream. A key-value bucket holds one claim per attempt, taken before the call is placed,
+//! so a contact redelivered after its worker died is never dialled again.
 
 use std::sync::Arc;
 use std::time::Duration;

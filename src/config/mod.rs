@@ -1,4 +1,5 @@
-//! bots.yaml: the daemon's configuration (../shared/DESIGN.md, "Configuration").
+//! bots.yaml: the daemon's configuration (docs/architecture.md "Configuration"; the
+//! keys are listed in the README).
 //!
 //! Loading happens in two steps: serde reads the YAML into a raw shape that keeps every value's
 //! position ([`raw`]), then [`resolve`] substitutes `${VAR}`s, checks files and patterns, and

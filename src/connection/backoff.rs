@@ -1,4 +1,4 @@
-//! Reconnect delays: exponential with jitter, 1 s … 60 s (PROTOCOL.md §6 "Reconnect").
+//! Reconnect delays: exponential with jitter, 1 s … 60 s (docs/protocol.md §6 "Reconnect").
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! One bot's link to the PBX: a task that logs in, opens the socket, runs the bootstrap, keeps
-//! the socket alive, and reconnects with backoff when anything breaks (PROTOCOL.md §1, §2, §6).
+//! the socket alive, and reconnects with backoff when anything breaks (docs/protocol.md §1,
+//! §2, §6).
 //!
 //! The owner talks to it through two channels: frames to send go in, [`LinkEvent`]s come out.
 

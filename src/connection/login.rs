@@ -1,4 +1,4 @@
-//! Getting a session cookie before the socket opens (PROTOCOL.md §1): third-party login with
+//! Getting a session cookie before the socket opens (docs/protocol.md §1): third-party login with
 //! admin credentials (preferred), or the legacy password login.
 
 use crate::protocol::password_digest;

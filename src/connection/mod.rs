@@ -1,4 +1,4 @@
-//! One bot's link to the PBX (PROTOCOL.md §1–§2, §6, §8): REST login, the websocket over
+//! One bot's link to the PBX (docs/protocol.md §1–§2, §6, §8): REST login, the websocket over
 //! rustls, bootstrap, keepalive, registration refresh, reconnect with backoff, the presence
 //! table, and the router that hands call frames to calls.
 

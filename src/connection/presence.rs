@@ -1,5 +1,5 @@
 //! Who else is online: the presence table fed by `domain-state`, `user-state` and `blf`
-//! (PROTOCOL.md §5), reporting each extension only when its status really changes.
+//! (docs/protocol.md §5), reporting each extension only when its status really changes.
 
 use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! Which call a frame from the PBX is about. The link delivers every call frame to its bot; the
 //! router finds the call by `callid`, adopts the PBX's own call id for our outbound calls in the
-//! modern dialect (PROTOCOL.md §6), and tells new incoming calls apart.
+//! modern dialect (docs/protocol.md §6), and tells new incoming calls apart.
 
 use std::collections::{HashMap, VecDeque};
 

@@ -1,4 +1,4 @@
-//! Opening the PBX websocket (PROTOCOL.md §2): `wss://host/websocket?domain=&user=` with the
+//! Opening the PBX websocket (docs/protocol.md §2): `wss://host/websocket?domain=&user=` with the
 //! session cookie, an `Origin` of the PBX itself, and SNI set to the host.
 
 use std::sync::Arc;

@@ -262,7 +262,7 @@ impl BotTask {
                 } else {
                     self.granted = false;
                     self.metrics.connected.set(0);
-                    // The calls' signalling died with the socket (PROTOCOL.md §6 "Reconnect":
+                    // The calls' signalling died with the socket (docs/protocol.md §6 "Reconnect":
                     // the emulator and PBXs drop them too).
                     self.calls.tell_all(|| ActorInput::LinkLost);
                 }

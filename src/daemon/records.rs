@@ -1,5 +1,5 @@
 //! What stays on disk after a call: one JSON line per finished call in `cdr.jsonl`, and a JSON
-//! sidecar next to each recording (DESIGN.md "Recording").
+//! sidecar next to each recording (docs/architecture.md "Recordings").
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

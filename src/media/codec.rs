@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use thiserror::Error;
 
-/// Packet interval: every codec sends one frame per 20 ms (PROTOCOL.md §7, ptime 20).
+/// Packet interval: every codec sends one frame per 20 ms (docs/protocol.md §7, ptime 20).
 pub const FRAME_MS: u32 = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

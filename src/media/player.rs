@@ -18,7 +18,7 @@ use super::tone;
 pub type ItemId = u64;
 
 /// Intervals of silence sent after media comes up before the queue starts: the first packets
-/// after connect can be lost (DESIGN.md, media stack notes).
+/// after connect can be lost (docs/architecture.md "Media").
 const START_DELAY_TICKS: u32 = 5;
 
 /// What the codec negotiation settled.

@@ -22,7 +22,8 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How often the writer looks for files due a header rewrite.
 const SCAN_EVERY: Duration = Duration::from_millis(200);
 
-/// Both directions of a call on one timeline: left = remote party, right = us (DESIGN.md).
+/// Both directions of a call on one timeline: left = remote party, right = us
+/// (docs/architecture.md "Recordings").
 #[derive(Debug)]
 pub struct Timeline {
     rate: u32,

@@ -3,8 +3,8 @@
 /// Removes telephone-event entries whose clock is not 8000 Hz from a remote offer.
 ///
 /// Browsers offer telephone-event at 48000 and 8000 Hz; webrtc-rs matches codecs without their
-/// clock rate and answers with a duplicate payload type, losing the 8 kHz entry (DESIGN.md,
-/// media stack notes). We only speak telephone-event/8000.
+/// clock rate and answers with a duplicate payload type, losing the 8 kHz entry
+/// (docs/architecture.md "Media"). We only speak telephone-event/8000.
 pub fn without_wideband_telephone_events(sdp: &str) -> String {
     let dropped: Vec<&str> = sdp
         .lines()
@@ -60,7 +60,7 @@ pub fn first_mid(sdp: &str) -> Option<String> {
 }
 
 /// Legacy PBXs sometimes answer with `a=setup:actpass`, which is not a valid answer role; the
-/// PBX then acts as the DTLS server, so we take the client role (PROTOCOL.md §6).
+/// PBX then acts as the DTLS server, so we take the client role (docs/protocol.md §6).
 pub fn answer_with_setup_fixed(sdp: &str) -> String {
     sdp.replace("a=setup:actpass", "a=setup:passive")
 }

@@ -1,4 +1,4 @@
-//! [`Transport`] on webrtc-rs 0.21 (DESIGN.md, "Media stack notes").
+//! [`Transport`] on webrtc-rs 0.21 (docs/architecture.md "Media").
 
 use std::future::Future;
 use std::pin::pin;
@@ -88,7 +88,8 @@ fn media_engine() -> Result<MediaEngine, TransportError> {
             "minptime=10;useinbandfec=1",
             OPUS_PT,
         ),
-        // Registered by hand: webrtc-rs drops RFC 4733 silently otherwise (DESIGN.md).
+        // Registered by hand: webrtc-rs drops RFC 4733 silently otherwise
+        // (docs/architecture.md "Media").
         codec(
             MIME_TYPE_TELEPHONE_EVENT,
             8000,

@@ -2,7 +2,7 @@
 //! to every registered socket), later a transfer target. In relay mode SDP and candidates pass
 //! through and the peers' media flows directly; in anchored mode the emulator is a back-to-back
 //! user agent with a media leg per party, bridging audio and DTMF, playing ringback, hold music
-//! and error tones (PROTOCOL.md §6, §9).
+//! and error tones (docs/protocol.md §6, §9).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,7 +105,7 @@ pub(super) struct PartyState {
 }
 
 impl PartyState {
-    /// The last state a party is listed in (the emulator's word; PROTOCOL.md names none).
+    /// The last state a party is listed in (the emulator's word; docs/protocol.md names none).
     pub(super) fn disconnected() -> PbxCallState {
         PbxCallState::Other("disconnected".into())
     }
@@ -1000,7 +1000,7 @@ impl PbxCall {
         self.journal("transfer", party, json!({ "to": target }));
         self.bye(party, None, "Transferred");
         if !self.anchored() {
-            // Relay: media flows peer to peer, so nobody can be re-bridged (PROTOCOL.md §9).
+            // Relay: media flows peer to peer, so nobody can be re-bridged (docs/protocol.md §9).
             self.report();
             return;
         }

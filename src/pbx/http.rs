@@ -1,6 +1,6 @@
-//! The emulator's HTTPS side: REST login and logout (PROTOCOL.md §1), the websocket (§2), CORS
-//! for browser pages of allowed origins, and the `/emulator/*` views. One TLS port serves them
-//! all, within the limits of [`super::limits`].
+//! The emulator's HTTPS side: REST login and logout (docs/protocol.md §1), the websocket (§2),
+//! CORS for browser pages of allowed origins, and the `/emulator/*` views. One TLS port serves
+//! them all, within the limits of [`super::limits`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

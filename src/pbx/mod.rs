@@ -1,6 +1,6 @@
 //! The PBX emulator (`callbot pbx`): enough of a Vodia PBX, speaking the same protocol, that
 //! bots and browsers can log in, see each other, and call each other on one machine
-//! (PROTOCOL.md §9).
+//! (docs/protocol.md §9).
 
 mod accounts;
 mod auto;

@@ -1,4 +1,4 @@
-//! Login state of the emulator (PROTOCOL.md §1): one-time tokens from third-party logins,
+//! Login state of the emulator (docs/protocol.md §1): one-time tokens from third-party logins,
 //! sessions that open sockets (ending when idle, when old, or at logout, which closes their
 //! sockets), and a brake on password guessing.
 //!

@@ -1,6 +1,6 @@
 //! The emulator's switchboard: one task that knows every socket, who is registered, and which
 //! call each call id belongs to. It answers the bootstrap, pushes presence, starts calls and
-//! hands call frames to the call's own task (PROTOCOL.md §9).
+//! hands call frames to the call's own task (docs/protocol.md §9).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! ICE candidates the PBX sends in flat `candidate` frames (PROTOCOL.md §5).
+//! ICE candidates the PBX sends in flat `candidate` frames (docs/protocol.md §5).
 //!
 //! A Vodia PBX may send one `candidate:` line together with an `adr` list of `[ip, port]` pairs:
 //! the line is a template and each pair is one real candidate. [`RemoteCandidate::lines`] expands it.

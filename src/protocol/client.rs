@@ -1,4 +1,5 @@
-//! Frames a client (a bot, or a browser) sends to the PBX: PROTOCOL.md §4. All are action frames.
+//! Frames a client (a bot, or a browser) sends to the PBX: docs/protocol.md §4. All are action
+//! frames.
 //!
 //! Bots encode them; the emulator decodes them. Both directions live here so the two can never
 //! disagree about a field name.

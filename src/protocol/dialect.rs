@@ -1,4 +1,4 @@
-//! The two dialects of the protocol (PROTOCOL.md §1, §6) and how to tell them apart.
+//! The two dialects of the protocol (docs/protocol.md §1, §6) and how to tell them apart.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,5 +1,6 @@
-//! Reading typed fields out of a decoded JSON object, with the leniency PROTOCOL.md §3 asks for
-//! (numbers or strings for `cseq` and codes, `"true"` strings for flags, SDP as text or object).
+//! Reading typed fields out of a decoded JSON object, with the leniency docs/protocol.md §3 asks
+//! for (numbers or strings for `cseq` and codes, `"true"` strings for flags, SDP as text or
+//! object).
 
 use serde_json::{Map, Value};
 

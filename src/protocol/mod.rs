@@ -1,4 +1,4 @@
-//! The Vodia websocket protocol (../shared/PROTOCOL.md) as plain values.
+//! The Vodia websocket protocol (docs/protocol.md) as plain values.
 //!
 //! Sans-IO: no sockets, no clocks, no async runtime. Text goes in, typed frames come out, and the
 //! other way round; the connection, call and emulator layers build on these types so that a field

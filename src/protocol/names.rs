@@ -1,4 +1,4 @@
-//! The Ozeki-style names scripts see (PROTOCOL.md §8), and how SIP codes map onto call end
+//! The Ozeki-style names scripts see (docs/protocol.md §8), and how SIP codes map onto call end
 //! states (§6).
 
 use super::values::SipCode;

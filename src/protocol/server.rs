@@ -1,4 +1,4 @@
-//! Frames the PBX sends to a client: PROTOCOL.md §5, decoded with the precedence of §3.
+//! Frames the PBX sends to a client: docs/protocol.md §5, decoded with the precedence of §3.
 //!
 //! Bots decode them; the emulator encodes them.
 

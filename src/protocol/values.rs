@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 
 /// A call id as it appears on the wire.
 ///
-/// Ours are 32 lower-hex characters (PROTOCOL.md §4), but the PBX may use any string for its own
-/// calls (the modern dialect adopts the PBX's id, §6), so decoding accepts any non-empty string.
+/// Ours are 32 lower-hex characters (docs/protocol.md §4), but the PBX may use any string for its
+/// own calls (the modern dialect adopts the PBX's id, §6), so decoding accepts any non-empty
+/// string.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(String);
 

@@ -1,4 +1,5 @@
-//! The `bot` and `call` objects scripts see (SCRIPTING.md), registered on the engine.
+//! The `bot` and `call` objects scripts see (docs/scripting.md "bot", "call"), registered on the
+//! engine.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

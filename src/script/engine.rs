@@ -1,6 +1,6 @@
 //! The Rhai engine every bot's script runs in: sandboxed (no files, modules, network or
-//! processes: Rhai has none unless given), with the budgets of SCRIPTING.md "Limits", and
-//! `print`/`debug` routed to the log.
+//! processes: Rhai has none unless given), with strict variables, the budgets of
+//! docs/scripting.md "Limits and errors", and `print`/`debug` routed to the log.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};

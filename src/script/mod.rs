@@ -1,4 +1,4 @@
-//! Bot scripts (SCRIPTING.md): each bot's Rhai file compiled once, its handlers run for bot
+//! Bot scripts (docs/scripting.md): each bot's Rhai file compiled once, its handlers run for bot
 //! and call events with budgets and a sandbox, hot reload that leaves live calls on the code
 //! they started with.
 

@@ -1,5 +1,5 @@
-//! Prompt paths from scripts are confined to the bot's prompt folder (SCRIPTING.md): no
-//! absolute paths, no `..`, and no symlinks that lead out of it.
+//! Prompt paths from scripts are confined to the bot's prompt folder (docs/scripting.md "Prompts"):
+//! no absolute paths, no `..`, and no symlinks that lead out of it.
 
 use std::path::{Component, Path, PathBuf};
 

@@ -30,7 +30,7 @@ pub fn exercise_frame(text: &str) -> bool {
     server.is_ok() || client.is_ok()
 }
 
-/// `frame` as it survives our encoding: the PBX sends SDP as bare text (PROTOCOL.md §3), so
+/// `frame` as it survives our encoding: the PBX sends SDP as bare text (docs/protocol.md §3), so
 /// the type an object-form SDP declared is not sent on.
 fn bare(frame: &ServerFrame) -> ServerFrame {
     let mut frame = frame.clone();

@@ -1,7 +1,7 @@
 /*
  * callbot softphone: a browser client of the Vodia PBX websocket protocol.
  *
- * This page is an independent second implementation of PROTOCOL.md (the "§" references below
+ * This page is an independent second implementation of docs/protocol.md (the "§" references below
  * point at its sections). It talks to whatever serves it: the callbot emulator, or a PBX that
  * speaks the same protocol. Plain ES2020, no framework, no external resources.
  *
