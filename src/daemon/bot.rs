@@ -101,15 +101,7 @@ impl BotTask {
         limits: Limits,
     ) -> Result<BotHandle, crate::script::ScriptError> {
         let (commands_tx, commands) = mpsc::unbounded_channel();
-        let api = BotApi::new(
-            &config.name,
-            &config.extension,
-            &config.vars,
-            config.prompts.clone(),
-            config.allow_dial.clone(),
-            config.script_memory,
-            commands_tx,
-        );
+        let api = BotApi::for_bot(&config, commands_tx);
         let script = ScriptHost::load(&config.script, api, limits, metrics.script_errors.clone())?;
         let dialect = link.dialect.initial();
         let (link, events) = Link::spawn(link);

@@ -14,7 +14,7 @@ use super::prompts;
 use crate::call::{
     self, Action, ActorInput, CallCommand, CallInfo, Direction, GatherOptions, Inbox,
 };
-use crate::config::DialPolicy;
+use crate::config::{BotConfig, DialPolicy};
 use crate::connection::Client;
 use crate::lock::lock;
 use crate::media::dtmf::Digit;
@@ -102,6 +102,19 @@ impl BotApi {
             wire_ids: Mutex::default(),
             commands,
         }))
+    }
+
+    /// The `bot` object of a configured bot.
+    pub fn for_bot(config: &BotConfig, commands: mpsc::UnboundedSender<BotCommand>) -> Self {
+        Self::new(
+            &config.name,
+            &config.extension,
+            &config.vars,
+            config.prompts.clone(),
+            config.allow_dial.clone(),
+            config.script_memory,
+            commands,
+        )
     }
 
     pub fn shared(&self) -> &BotShared {

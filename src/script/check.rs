@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::api::{self, BotApi, CallApi};
 use super::contract::{HANDLER_PREFIX, HANDLERS, Handler, handler_named};
-use super::{Limits, ScriptError, engine, parse, prompts};
+use super::{Limits, ScriptError, engine, parse, prompts, read};
 use crate::config::BotConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,57 +74,11 @@ const KEYWORDS: &[&str] = &[
 
 /// Checks `bot`'s script against the contract and the bot's config; findings in file order.
 pub fn check_bot(bot: &BotConfig) -> Vec<Finding> {
+    let (engine, ast, text) = match compile(bot) {
+        Ok(compiled) => compiled,
+        Err(error) => return vec![Finding::from(error)],
+    };
     let file = bot.script.display().to_string();
-    let text = match std::fs::read_to_string(&bot.script) {
-        Ok(text) => text,
-        Err(e) => {
-            return vec![finding(
-                &file,
-                Position::NONE,
-                Severity::Error,
-                e.to_string(),
-            )];
-        }
-    };
-    let (commands, _) = mpsc::unbounded_channel();
-    let api = BotApi::new(
-        &bot.name,
-        &bot.extension,
-        &bot.vars,
-        bot.prompts.clone(),
-        bot.allow_dial.clone(),
-        bot.script_memory,
-        commands,
-    );
-    let mut engine = engine::engine(&file, Limits::default());
-    api::register(&mut engine);
-    // Literals and positions as written.
-    engine.set_optimization_level(rhai::OptimizationLevel::None);
-    let ast = match parse(&engine, &file, &text, &api) {
-        Ok(ast) => ast,
-        Err(ScriptError::Compile {
-            line,
-            column,
-            message,
-            ..
-        }) => {
-            return vec![Finding {
-                file,
-                line,
-                column,
-                severity: Severity::Error,
-                message,
-            }];
-        }
-        Err(e) => {
-            return vec![finding(
-                &file,
-                Position::NONE,
-                Severity::Error,
-                e.to_string(),
-            )];
-        }
-    };
     let mut checker = Checker::new(bot, file, &engine, &ast, &text);
     checker.handlers();
     checker.bodies(&ast, &text);
@@ -132,6 +86,45 @@ pub fn check_bot(bot: &BotConfig) -> Vec<Finding> {
     findings.sort();
     findings.dedup();
     findings
+}
+
+/// The script compiled as the daemon would for this bot, but with literals and positions as
+/// written (no optimisation).
+fn compile(bot: &BotConfig) -> Result<(Engine, AST, String), ScriptError> {
+    let file = bot.script.display().to_string();
+    let text = read(&bot.script)?;
+    let api = BotApi::for_bot(bot, mpsc::unbounded_channel().0);
+    let mut engine = engine::engine(&file, Limits::default());
+    api::register(&mut engine);
+    engine.set_optimization_level(rhai::OptimizationLevel::None);
+    let ast = parse(&engine, &file, &text, &api)?;
+    Ok((engine, ast, text))
+}
+
+impl From<ScriptError> for Finding {
+    fn from(error: ScriptError) -> Self {
+        match error {
+            ScriptError::Compile {
+                file,
+                line,
+                column,
+                message,
+            } => Finding {
+                file,
+                line,
+                column,
+                severity: Severity::Error,
+                message,
+            },
+            ScriptError::Unreadable { path, problem } => Finding {
+                file: path,
+                line: None,
+                column: None,
+                severity: Severity::Error,
+                message: problem,
+            },
+        }
+    }
 }
 
 fn finding(file: &str, at: Position, severity: Severity, message: String) -> Finding {
