@@ -13,7 +13,7 @@ use callbot::phone::{Phone, PhoneCall, PhoneEvent};
 use callbot::protocol::{CallState, Dialect};
 use common::audio::{channel, dominant, loud_seconds, onset, rms, slice};
 use common::binary::{self, config, daemon, emulator, files, phone, script};
-use common::{both_dialects, wait};
+use common::{both_dialects, ivr, wait};
 use serde_json::Value;
 use tokio::time::timeout;
 
@@ -147,44 +147,7 @@ async fn menu_1_transfers_to_the_test_line_which_echoes(dialect: Dialect) {
     let config = config(dir.path(), &pbx, &bots(dir.path(), &[IVR, TEST_LINE]));
     let _daemon = daemon(&config, 2);
     let caller = phone(&pbx, "502", dir.path()).await;
-    let mut call = caller.dial("500");
-    answered(&mut call).await;
-    let recording = dir.path().join("caller.wav");
-    call.command(CallCommand::Record {
-        path: Some(recording.clone()),
-        stereo: true,
-        max_secs: None,
-    });
-    call.command(CallCommand::Queue(Action::Pause { ms: 800 }));
-    call.command(CallCommand::Queue(Action::SendDtmf { digits: "1".into() }));
-    wait::emulator_leg(&pbx.url, "the transfer to the test line", WAIT, |leg| {
-        leg["role"] == "transfer-target" && leg["extension"] == "501" && leg["state"] == "connected"
-    })
-    .await;
-    // From now on the test line announces itself, then echoes: a tone that outlasts the
-    // announcement (and the silence before it) by the seconds we listen to, then hang up.
-    let announcement = wait::wav_seconds(&binary::repo("prompts/test_line.wav"));
-    let (margin, listen, tail) = (0.6, 2.0, 0.3);
-    call.command(CallCommand::Queue(Action::Tone {
-        hz: 1000.0,
-        ms: ((announcement + margin + listen + tail) * 1000.0) as u32,
-    }));
-    call.command(CallCommand::Queue(Action::Hangup));
-    let info = timeout(WAIT, call.ended()).await.unwrap().unwrap();
-    assert_eq!(
-        info.end.unwrap().reason.as_str(),
-        "local_hangup",
-        "still connected after the transfer"
-    );
-    let (far, rate) = channel(&recording, 0);
-    let seconds = far.len() as f32 / rate as f32;
-    let echoed = slice(&far, rate, seconds - tail - listen, seconds - tail);
-    assert!(rms(echoed) > 0.02, "the echo is audible");
-    let found = dominant(echoed, rate, 300, 1500);
-    assert!(
-        (found - 1000.0).abs() <= 10.0,
-        "heard {found} Hz back, expected the 1 kHz echo"
-    );
+    ivr::press_1_and_hear_the_test_line(&pbx, &caller, &dir.path().join("caller.wav")).await;
     let ivr = sidecars(dir.path(), "ivr").await;
     assert_eq!(ivr[0]["digits"], "1");
     assert_eq!(ivr[0]["reason"], "transferred");

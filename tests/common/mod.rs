@@ -184,5 +184,6 @@ pub(crate) use both_dialects;
 pub mod audio;
 pub mod binary;
 pub mod emulator;
+pub mod ivr;
 pub mod mutate;
 pub mod wait;
