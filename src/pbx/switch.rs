@@ -602,6 +602,8 @@ mod tests {
 
     use super::*;
     use crate::config::Secret;
+    use crate::pbx::journal::Journal;
+    use crate::pbx::limits::Limits;
     use crate::pbx::{Accounts, CallOptions, MediaMode};
     use crate::protocol::Dialect;
 
@@ -614,9 +616,10 @@ mod tests {
                 media: MediaMode::Relay,
                 ring_timeout: Duration::from_secs(60),
                 offer_timeout: Duration::from_secs(10),
+                calls_per_extension: Limits::default().calls_per_extension,
             },
             media: None,
-            journal: Mutex::default(),
+            journal: Mutex::new(Journal::new(Limits::default().journal_bytes)),
         });
         Switch::new(ctx, mpsc::unbounded_channel().0)
     }

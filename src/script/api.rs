@@ -656,6 +656,7 @@ mod tests {
             &BTreeMap::new(),
             "prompts".into(),
             allow,
+            super::super::DEFAULT_MEMORY_BYTES,
             bot_commands,
         );
         let (inbox, _) = call::inbox();
@@ -667,7 +668,7 @@ mod tests {
             "500",
             BTreeMap::new(),
         );
-        let call = CallApi::new(Arc::new(info), sink.clone(), bot.clone(), Arc::default());
+        let call = CallApi::new(Arc::new(info), sink.clone(), bot.clone(), bot.call_store());
         let mut scope = rhai::Scope::new();
         scope.push("call", call);
         scope.push("bot", bot);
