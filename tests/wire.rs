@@ -3,6 +3,7 @@
 //! shape: the same key names and value types (string, number, boolean, object, list, `"true"`
 //! strings), per direction. And every frame the emulator sends, in both dialects and both media
 //! modes, has a shape those examples show for its dialect: SDP as bare text above all.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 
