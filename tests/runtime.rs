@@ -280,9 +280,13 @@ async fn script_errors_are_reported_and_the_daemon_goes_on(dialect: Dialect) {
 
     let (state, code) = final_state(&caller, "506", Duration::ZERO).await;
     assert_eq!((state, code), (CallState::Rejected, Some(500)));
-    // A budget error has no position of its own: the handler's line is named.
+    // A budget error has no position of its own: the handler's line is named. Which budget
+    // runs out first, operations or time, depends on how busy the machine is.
     let log = daemon.wait_for("looper.rhai:1:", 1, WAIT);
-    assert!(log.contains("operations budget"), "{log}");
+    assert!(
+        log.contains("operations budget") || log.contains("time budget"),
+        "{log}"
+    );
 
     let (state, _) = final_state(&caller, "507", Duration::from_millis(1500)).await;
     assert_eq!(
