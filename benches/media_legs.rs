@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use callbot::media::stats::GapHistogram;
 use callbot::media::transport::{NetworkSettings, TransportState};
-use callbot::media::{LegEvent, MediaLeg, MediaRuntime, RecordOptions};
+use callbot::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
 use callbot::protocol::RemoteCandidate;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 const CHILD_ENV: &str = "CALLBOT_BENCH_PAIRS";
 /// Pairs set up at once: keeps ICE checks of many legs from crowding each other out.
@@ -116,10 +115,7 @@ struct Pair {
 }
 
 /// Forwards candidates to `to` and reports when the leg is connected.
-fn forward(
-    mut events: mpsc::UnboundedReceiver<LegEvent>,
-    to: Arc<MediaLeg>,
-) -> tokio::sync::oneshot::Receiver<()> {
+fn forward(mut events: LegEvents, to: Arc<MediaLeg>) -> tokio::sync::oneshot::Receiver<()> {
     let (connected, done) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let mut connected = Some(connected);
@@ -170,6 +166,7 @@ async fn run(pairs: usize, secs: u64) -> Value {
     let media = MediaRuntime::start(NetworkSettings {
         addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         ice_servers: vec![],
+        ..NetworkSettings::default()
     })
     .expect("media runtime");
     // The shared prompt copy belongs to the baseline, not to any leg.

@@ -20,7 +20,7 @@ use callbot::media::player::Outcome;
 use callbot::media::prompt::{PromptError, load};
 use callbot::media::recorder::RecordingReport;
 use callbot::media::transport::TransportState;
-use callbot::media::{LegEvent, MediaLeg, MediaRuntime, RecordOptions};
+use callbot::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
 use callbot::protocol::RemoteCandidate;
 use common::audio::channel;
 use common::emulator::media_runtime;
@@ -112,10 +112,7 @@ impl Peer {
 }
 
 /// Sends `from`'s local candidates to `to`; everything else goes to the returned receiver.
-fn forward(
-    mut raw: mpsc::UnboundedReceiver<LegEvent>,
-    to: Arc<MediaLeg>,
-) -> mpsc::UnboundedReceiver<LegEvent> {
+fn forward(mut raw: LegEvents, to: Arc<MediaLeg>) -> mpsc::UnboundedReceiver<LegEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(event) = raw.recv().await {

@@ -104,6 +104,7 @@ pub fn loopback_media() -> MediaRuntime {
     MediaRuntime::start(NetworkSettings {
         addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         ice_servers: vec![],
+        ..NetworkSettings::default()
     })
     .expect("media runtime")
 }

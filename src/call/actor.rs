@@ -21,7 +21,7 @@ use crate::media::player::{ItemId, Outcome};
 use crate::media::recorder::RecordingReport;
 use crate::media::stats::LegStats;
 use crate::media::transport::TransportState;
-use crate::media::{LegEvent, MediaLeg, MediaRuntime, RecordOptions};
+use crate::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
 use crate::protocol::{CallId, CallState, ClientFrame, Dialect, Invite, ServerFrame, SipCode};
 
 /// How long an unanswered call rings, either way: an inbound call the script never answers,
@@ -735,7 +735,7 @@ impl Actor {
 
     /// The call is over: the state event, recordings closed (waiting a moment for the
     /// writer), the leg shut, the report sent.
-    async fn finish(mut self, leg_events: &mut mpsc::UnboundedReceiver<LegEvent>) {
+    async fn finish(mut self, leg_events: &mut LegEvents) {
         self.gather = None;
         self.timers.clear();
         if let Some(state) = self.info.state {

@@ -13,7 +13,7 @@ use callbot::bench::target::{Environment, Peer, Target, spawn_until};
 use callbot::config::{DialectSetting, Secret, TlsSetting};
 use callbot::connection::{Credentials, LinkSettings, tls};
 use callbot::media::MediaRuntime;
-use callbot::media::transport::NetworkSettings;
+use callbot::media::transport::{NetworkSettings, Sockets};
 use callbot::phone::Phone;
 
 /// Measure a bot process under load: N concurrent calls through the emulator.
@@ -190,6 +190,9 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     let media = MediaRuntime::start(NetworkSettings {
         addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         ice_servers: vec![],
+        // The callers stand for browsers and phones: a socket per call.
+        sockets: Sockets::PerLeg,
+        ..NetworkSettings::default()
     })
     .map_err(|e| format!("media: {e}"))?;
     let settings = LinkSettings {

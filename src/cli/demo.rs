@@ -188,6 +188,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         network: NetworkSettings {
             addresses: args.media_addresses.clone(),
             ice_servers: vec![],
+            ..NetworkSettings::default()
         },
         ring_timeout: Duration::from_secs(60),
         offer_timeout: Duration::from_secs(10),

@@ -10,7 +10,7 @@ use callbot::call::{Action, CallCommand, CallEvent};
 use callbot::config::{Config, DialectSetting, Secret, TlsSetting};
 use callbot::connection::{Credentials, LinkSettings, tls};
 use callbot::media::MediaRuntime;
-use callbot::media::transport::NetworkSettings;
+use callbot::media::transport::{NetworkSettings, Sockets};
 use callbot::phone::{Phone, PhoneEvent};
 use callbot::protocol::CallState;
 use url::Url;
@@ -146,6 +146,9 @@ fn target(args: &DialArgs) -> Result<Target, String> {
         network: NetworkSettings {
             addresses: args.media_addresses.clone(),
             ice_servers: vec![],
+            // A phone: one call, on a socket of its own.
+            sockets: Sockets::PerLeg,
+            ..NetworkSettings::default()
         },
     })
 }

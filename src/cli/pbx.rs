@@ -135,6 +135,7 @@ impl PbxArgs {
             network: NetworkSettings {
                 addresses: self.media_addresses.clone(),
                 ice_servers: vec![],
+                ..NetworkSettings::default()
             },
             ring_timeout: Duration::from_secs(self.ring_timeout),
             offer_timeout: Duration::from_secs(self.offer_timeout),

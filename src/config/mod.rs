@@ -178,6 +178,7 @@ impl MediaConfig {
                     credential: server.credential.clone().unwrap_or_default(),
                 })
                 .collect(),
+            ..NetworkSettings::default()
         }
     }
 }

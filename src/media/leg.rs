@@ -1,32 +1,22 @@
-//! A media leg: one WebRTC peer connection that plays, listens, echoes and records. The call
-//! layer drives its signalling; the media clock drives its sending; the stack's receive task
-//! feeds what arrives.
+//! A media leg as its owner (a call, the emulator's bridge, a test) sees it: signalling steps,
+//! the player's queue, the recorder, statistics, and a bounded stream of [`LegEvent`]s.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::mpsc;
 
-use super::codec::{Codec, Decoder, Encoder, FRAME_MS, convert_rate};
-use super::dtmf::{Digit, EventReceiver};
-use super::inband::InbandDetector;
-use super::player::{EchoFrame, ItemId, Negotiated, Outcome, Player};
-use super::prompt::{EncodedAudio, PromptCache};
-use super::recorder::{RecordingReport, RecordingWriter, Timeline, WriteBatch};
-use super::rtp::RtpPacket;
-use super::stats::{GapHistogram, LegStats, ReceiveStats};
+use super::dtmf::Digit;
+use super::engine::{Control, EngineLeg, SignalOp, Signalled};
+use super::legacy::leg::LegacyLeg;
+use super::player::{ItemId, Negotiated, Outcome};
+use super::recorder::RecordingReport;
+use super::stats::{GapHistogram, LegStats};
 use super::tone::Signal;
-use super::transport::{Transport, TransportError, TransportEvents, TransportState};
-use crate::lock::lock;
+use super::transport::{TransportError, TransportState};
 use crate::protocol::{CandidateError, IceCandidate, RemoteCandidate};
-
-/// Received frames queued for echo (or from a bridged leg) beyond this are dropped, bounding
-/// the delay they add.
-const MAX_ECHO_FRAMES: usize = 5;
 
 #[derive(Debug, Error)]
 pub enum MediaError {
@@ -67,482 +57,103 @@ pub struct RecordOptions {
     pub max_secs: Option<u32>,
 }
 
-struct Receive {
-    negotiated: Option<Negotiated>,
-    /// When (since the leg was created) the first audible packet arrived.
-    first_loud: Option<Duration>,
-    arrival: GapHistogram,
-    decoder: Option<Decoder>,
-    events: EventReceiver,
-    /// Only when the far end did not accept telephone-event.
-    inband: Option<InbandDetector>,
-    stats: ReceiveStats,
-    pcm: Vec<i16>,
-}
+/// A leg's event stream: bounded, so a stalled owner cannot grow it without limit.
+pub type LegEvents = tokio::sync::mpsc::Receiver<LegEvent>;
 
-/// Audio to send when nothing is queued: our own received frames in echo mode, or a bridged
-/// leg's received frames.
-#[derive(Default)]
-struct Passthrough {
-    echo: bool,
-    frames: VecDeque<EchoFrame>,
-}
-
-impl Passthrough {
-    fn push(&mut self, frame: EchoFrame) {
-        if self.frames.len() >= MAX_ECHO_FRAMES {
-            self.frames.pop_front();
-        }
-        self.frames.push_back(frame);
-    }
-}
-
-struct Recording {
-    id: u64,
-    timeline: Timeline,
-}
-
-/// The recording in progress, and those stopped whose last samples the clock still has to hand
-/// to the writer (so a file's close always follows its samples).
-#[derive(Default)]
-struct Recordings {
-    active: Option<Recording>,
-    stopping: Vec<Recording>,
-}
-
-#[derive(Default)]
-struct Sent {
-    packets: u64,
-    bytes: u64,
-    dropped: u64,
-    pacing: GapHistogram,
-    connect_time: Option<Duration>,
-    first_audio: Option<Duration>,
-}
-
-/// The state the clock, the receive task and the owner share. Each part has its own lock, held
-/// for a few microseconds and never across an await or while taking another.
-pub(super) struct LegState {
-    id: u64,
-    created: Instant,
-    events: mpsc::UnboundedSender<LegEvent>,
-    closed: AtomicBool,
-    player: Mutex<Player>,
-    receive: Mutex<Receive>,
-    passthrough: Mutex<Passthrough>,
-    /// The leg that sends what this one receives (a bridged call in the PBX emulator).
-    bridge: Mutex<Option<Weak<LegState>>>,
-    /// Encodes audio bridged in from a leg with another codec.
-    transcoder: Mutex<Option<Encoder>>,
-    recording: Mutex<Recordings>,
-    /// A recording asked for before the codec (and so the rate) was known.
-    pending_recording: Mutex<Option<RecordOptions>>,
-    sent: Mutex<Sent>,
-    recordings: RecordingWriter,
-}
-
-impl LegState {
-    pub(super) fn new(
-        id: u64,
-        ssrc: u32,
-        recordings: RecordingWriter,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<LegEvent>) {
-        let (events, receiver) = mpsc::unbounded_channel();
-        let state = Arc::new(Self {
-            id,
-            created: Instant::now(),
-            events,
-            closed: AtomicBool::new(false),
-            player: Mutex::new(Player::new(ssrc)),
-            receive: Mutex::new(Receive {
-                negotiated: None,
-                first_loud: None,
-                arrival: GapHistogram::default(),
-                decoder: None,
-                events: EventReceiver::default(),
-                inband: None,
-                stats: ReceiveStats::default(),
-                pcm: Vec::new(),
-            }),
-            passthrough: Mutex::default(),
-            bridge: Mutex::default(),
-            transcoder: Mutex::new(None),
-            recording: Mutex::default(),
-            pending_recording: Mutex::new(None),
-            sent: Mutex::default(),
-            recordings,
-        });
-        (state, receiver)
-    }
-
-    pub(super) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
-    }
-
-    fn emit(&self, event: LegEvent) {
-        let _ = self.events.send(event);
-    }
-
-    /// One 20 ms interval: produce, send, record. Called by the media clock.
-    pub(super) fn tick(&self, transport: &dyn Transport, writes: &mut WriteBatch) {
-        let passthrough = lock(&self.passthrough).frames.pop_front();
-        let (tick, codec) = {
-            let mut player = lock(&self.player);
-            (
-                player.tick(passthrough),
-                player.negotiated().map(|n| n.codec),
-            )
-        };
-        for event in &tick.events {
-            self.emit(LegEvent::Played {
-                id: event.id,
-                outcome: event.outcome.clone(),
-            });
-        }
-        if !tick.packets.is_empty() {
-            let (mut sent, mut bytes, mut dropped) = (0, 0, 0);
-            for packet in tick.packets.iter().cloned() {
-                let size = packet.payload.len() as u64;
-                if transport.try_send(packet) {
-                    sent += 1;
-                    bytes += size;
-                } else {
-                    dropped += 1;
-                }
-            }
-            let mut stats = lock(&self.sent);
-            stats.packets += sent;
-            stats.bytes += bytes;
-            stats.dropped += dropped;
-            if sent > 0
-                && tick.pcm.is_some()
-                && stats.first_audio.is_none()
-                && let Some(connected) = stats.connect_time
-            {
-                stats.first_audio = Some(self.created.elapsed().saturating_sub(connected));
-            }
-            if sent > 0 {
-                stats
-                    .pacing
-                    .record(Instant::now(), Duration::from_millis(FRAME_MS.into()));
-            }
-        }
-        let mut recordings = lock(&self.recording);
-        if let (Some(active), Some(codec)) = (recordings.active.as_mut(), codec) {
-            active
-                .timeline
-                .push_local(tick.pcm(), codec.frame_samples());
-            writes.samples(active.id, active.timeline.take_ready());
-            if active.timeline.is_full() {
-                recordings.stop();
-            }
-        }
-        recordings.finish(writes);
-    }
-
-    /// The leg is gone: its recordings get their last samples and are closed.
-    pub(super) fn finish(&self, writes: &mut WriteBatch) {
-        let mut recordings = lock(&self.recording);
-        recordings.stop();
-        recordings.finish(writes);
-    }
-
-    fn configure(self: &Arc<Self>, negotiated: Negotiated, prompts: &Arc<PromptCache>) {
-        let to_load = lock(&self.player).configure(negotiated);
-        for (id, path) in to_load {
-            self.load_prompt(id, path, negotiated.codec, prompts);
-        }
-        {
-            let mut receive = lock(&self.receive);
-            receive.negotiated = Some(negotiated);
-            receive.decoder = Decoder::new(negotiated.codec)
-                .inspect_err(|e| tracing::warn!(leg = self.id, "no decoder: {e}"))
-                .ok();
-            if negotiated.telephone_event.is_none() {
-                tracing::info!(
-                    leg = self.id,
-                    "the far end has no telephone-event: keys go both ways as in-band tones"
-                );
-            }
-            receive.inband = negotiated
-                .telephone_event
-                .is_none()
-                .then(InbandDetector::new);
-        }
-        if let Some(options) = lock(&self.pending_recording).take() {
-            self.start_recording(options, negotiated.codec);
-        }
-    }
-
-    /// Hands a prompt to the player: at once when cached, otherwise after loading it off the
-    /// runtime's worker threads.
-    fn load_prompt(
-        self: &Arc<Self>,
-        id: ItemId,
-        path: PathBuf,
-        codec: Codec,
-        prompts: &Arc<PromptCache>,
-    ) {
-        if let Some(audio) = prompts.get_if_cached(&path, codec) {
-            lock(&self.player).loaded(id, Ok(audio));
-            return;
-        }
-        let prompts = prompts.clone();
-        let state = Arc::downgrade(self);
-        tokio::task::spawn_blocking(move || {
-            let result = prompts.get(&path, codec);
-            if let Err(e) = &result {
-                tracing::warn!("{e}");
-            }
-            if let Some(state) = state.upgrade() {
-                lock(&state.player).loaded(id, result);
-            }
-        });
-    }
-
-    fn start_recording(&self, options: RecordOptions, codec: Codec) {
-        let rate = codec.clock_rate();
-        let timeline = Timeline::new(rate, options.stereo, options.max_secs);
-        let id = rand::random();
-        let events = self.events.clone();
-        self.recordings.open(
-            id,
-            &options.path,
-            timeline.channels(),
-            rate,
-            move |report| {
-                let _ = events.send(LegEvent::Recording(report));
-            },
-        );
-        let mut recordings = lock(&self.recording);
-        recordings.stop();
-        recordings.active = Some(Recording { id, timeline });
-    }
-
-    fn stop_recording(&self) {
-        lock(&self.recording).stop();
-        lock(&self.pending_recording).take();
-    }
-
-    fn on_audio(&self, packet: &RtpPacket, negotiated: Negotiated, receive: &mut Receive) {
-        let recording = lock(&self.recording).active.is_some();
-        let echo_on = lock(&self.passthrough).echo;
-        let bridged = lock(&self.bridge).as_ref().and_then(Weak::upgrade);
-        let bridged_codec = bridged
-            .as_ref()
-            .and_then(|leg| lock(&leg.player).negotiated())
-            .map(|n| n.codec);
-        let transcode = bridged_codec.is_some_and(|codec| codec != negotiated.codec);
-        // Until something audible arrived, frames are decoded to notice it (first-audio time).
-        let needs_pcm =
-            recording || receive.inband.is_some() || transcode || receive.first_loud.is_none();
-        receive.pcm.clear();
-        if needs_pcm && let Some(decoder) = receive.decoder.as_mut() {
-            decoder.decode(&packet.payload, &mut receive.pcm);
-        }
-        if receive.first_loud.is_none() && is_audible(&receive.pcm) {
-            receive.first_loud = Some(self.created.elapsed());
-        }
-        if let (Some(leg), Some(codec)) = (&bridged, bridged_codec) {
-            leg.bridged_in(&packet.payload, &receive.pcm, negotiated.codec, codec);
-        }
-        if let Some(detector) = receive.inband.as_mut() {
-            let digits = match negotiated.codec {
-                Codec::Opus => detector.push(&convert_rate(&receive.pcm, 48000, 8000)),
-                _ => detector.push(&receive.pcm),
-            };
-            for digit in digits {
-                self.emit(LegEvent::Digit {
-                    digit,
-                    duration: Duration::ZERO,
-                    inband: true,
-                });
-            }
-        }
-        if echo_on {
-            let pcm = (recording && !receive.pcm.is_empty()).then(|| {
-                Arc::new(EncodedAudio {
-                    codec: negotiated.codec,
-                    frames: vec![packet.payload.clone()],
-                    pcm: receive.pcm.clone(),
-                })
-            });
-            lock(&self.passthrough).push(EchoFrame {
-                payload: packet.payload.clone(),
-                pcm,
-            });
-        }
-        if recording
-            && !receive.pcm.is_empty()
-            && let Some(active) = lock(&self.recording).active.as_mut()
-        {
-            active.timeline.push_remote(packet.timestamp, &receive.pcm);
-        }
-    }
-}
-
-impl Recordings {
-    fn stop(&mut self) {
-        self.stopping.extend(self.active.take());
-    }
-
-    fn finish(&mut self, writes: &mut WriteBatch) {
-        for mut done in self.stopping.drain(..) {
-            writes.samples(done.id, done.timeline.take_all());
-            writes.close(done.id);
-        }
-    }
-}
-
-/// Louder than about -40 dBFS: a prompt or a voice, not silence or comfort noise.
-fn is_audible(pcm: &[i16]) -> bool {
-    if pcm.is_empty() {
-        return false;
-    }
-    let energy: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-    (energy / pcm.len() as f64).sqrt() > 330.0
-}
-
-impl LegState {
-    /// Audio a bridged leg received, to be sent by this one: passed on as it is when both legs
-    /// speak the same codec, otherwise converted from `pcm` (decoded at `from`'s rate).
-    fn bridged_in(&self, payload: &bytes::Bytes, pcm: &[i16], from: Codec, to: Codec) {
-        let payload = if from == to {
-            payload.clone()
-        } else {
-            if pcm.is_empty() {
-                return;
-            }
-            let mut transcoder = lock(&self.transcoder);
-            if transcoder.as_ref().is_none_or(|e| e.codec() != to) {
-                *transcoder = Encoder::new(to)
-                    .inspect_err(|e| tracing::warn!(leg = self.id, "no encoder: {e}"))
-                    .ok();
-            }
-            let Some(encoder) = transcoder.as_mut() else {
-                return;
-            };
-            encoder.encode(&convert_rate(pcm, from.clock_rate(), to.clock_rate()))
-        };
-        lock(&self.passthrough).push(EchoFrame { payload, pcm: None });
-    }
-}
-
-impl TransportEvents for LegState {
-    fn local_candidate(&self, candidate: IceCandidate) {
-        self.emit(LegEvent::LocalCandidate(candidate));
-    }
-
-    fn state(&self, state: TransportState) {
-        if state == TransportState::Connected {
-            lock(&self.sent)
-                .connect_time
-                .get_or_insert_with(|| self.created.elapsed());
-            lock(&self.player).connected();
-        }
-        self.emit(LegEvent::State(state));
-    }
-
-    fn rtp(&self, packet: RtpPacket) {
-        let mut receive = lock(&self.receive);
-        let Some(negotiated) = receive.negotiated else {
-            return;
-        };
-        receive.stats.record(
-            packet.sequence,
-            packet.timestamp,
-            packet.payload.len(),
-            Instant::now(),
-            self.created,
-            negotiated.codec.clock_rate(),
-        );
-        if Some(packet.payload_type) == negotiated.telephone_event {
-            for received in receive.events.receive(packet.timestamp, &packet.payload) {
-                self.emit(LegEvent::Digit {
-                    digit: received.digit,
-                    duration: Duration::from_millis(u64::from(received.duration) / 8),
-                    inband: false,
-                });
-            }
-        } else if packet.payload_type == negotiated.payload_type {
-            receive
-                .arrival
-                .record(Instant::now(), Duration::from_millis(FRAME_MS.into()));
-            self.on_audio(&packet, negotiated, &mut receive);
-        }
-    }
-}
-
-/// Signalling progress: remote candidates wait until there is a remote description.
-#[derive(Default)]
-struct Signalling {
-    remote_description: bool,
-    pending_candidates: Vec<String>,
+enum Inner {
+    Engine(EngineLeg),
+    Legacy(LegacyLeg),
 }
 
 /// One WebRTC audio leg. Dropping it without [`MediaLeg::close`] still stops its media.
 pub struct MediaLeg {
-    state: Arc<LegState>,
-    transport: Arc<dyn Transport>,
-    prompts: Arc<PromptCache>,
-    signalling: tokio::sync::Mutex<Signalling>,
+    inner: Inner,
+    next_item: AtomicU64,
+    negotiated: Mutex<Option<Negotiated>>,
 }
 
 impl MediaLeg {
-    pub(super) fn new(
-        state: Arc<LegState>,
-        transport: Arc<dyn Transport>,
-        prompts: Arc<PromptCache>,
-    ) -> Self {
+    pub(super) fn engine(leg: EngineLeg) -> Self {
+        Self::new(Inner::Engine(leg))
+    }
+
+    pub(super) fn legacy(leg: LegacyLeg) -> Self {
+        Self::new(Inner::Legacy(leg))
+    }
+
+    fn new(inner: Inner) -> Self {
         Self {
-            state,
-            transport,
-            prompts,
-            signalling: tokio::sync::Mutex::default(),
+            inner,
+            next_item: AtomicU64::new(1),
+            negotiated: Mutex::new(None),
         }
     }
 
     /// Identifies the leg in logs.
     pub fn id(&self) -> u64 {
-        self.state.id
+        match &self.inner {
+            Inner::Engine(leg) => leg.id(),
+            Inner::Legacy(leg) => leg.id(),
+        }
+    }
+
+    fn item(&self) -> ItemId {
+        self.next_item.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn settled(&self, negotiated: Negotiated) {
+        *self.negotiated.lock().unwrap_or_else(|e| e.into_inner()) = Some(negotiated);
     }
 
     /// Our offer, for an outbound call.
     pub async fn create_offer(&self) -> Result<String, MediaError> {
-        Ok(self.transport.create_offer().await?)
+        match &self.inner {
+            Inner::Engine(leg) => match leg.signal(SignalOp::CreateOffer).await? {
+                Signalled::Offer(offer) => Ok(offer),
+                other => Err(unexpected(&other)),
+            },
+            Inner::Legacy(leg) => leg.create_offer().await,
+        }
     }
 
     /// Answers a remote offer (an incoming call, or the PBX's offer after a rollback).
     pub async fn accept_offer(&self, offer: &str) -> Result<String, MediaError> {
-        let mut signalling = self.signalling.lock().await;
-        let answer = self.transport.accept_offer(offer).await?;
-        self.remote_description_set(&mut signalling).await?;
-        Ok(answer)
+        match &self.inner {
+            Inner::Engine(leg) => {
+                match leg.signal(SignalOp::AcceptOffer(offer.to_owned())).await? {
+                    Signalled::Answer(answer, negotiated) => {
+                        self.settled(negotiated);
+                        Ok(answer)
+                    }
+                    other => Err(unexpected(&other)),
+                }
+            }
+            Inner::Legacy(leg) => leg.accept_offer(offer).await,
+        }
     }
 
     /// Applies the answer to our offer.
     pub async fn apply_answer(&self, answer: &str) -> Result<(), MediaError> {
-        let mut signalling = self.signalling.lock().await;
-        self.transport.apply_answer(answer).await?;
-        self.remote_description_set(&mut signalling).await
+        match &self.inner {
+            Inner::Engine(leg) => {
+                match leg.signal(SignalOp::ApplyAnswer(answer.to_owned())).await? {
+                    Signalled::Applied(negotiated) => {
+                        self.settled(negotiated);
+                        Ok(())
+                    }
+                    other => Err(unexpected(&other)),
+                }
+            }
+            Inner::Legacy(leg) => leg.apply_answer(answer).await,
+        }
     }
 
     /// Withdraws our offer so the far end's own offer can be answered (modern PBX flow).
     pub async fn rollback(&self) -> Result<(), MediaError> {
-        let _signalling = self.signalling.lock().await;
-        Ok(self.transport.rollback().await?)
-    }
-
-    async fn remote_description_set(&self, signalling: &mut Signalling) -> Result<(), MediaError> {
-        signalling.remote_description = true;
-        for candidate in std::mem::take(&mut signalling.pending_candidates) {
-            if let Err(e) = self.transport.add_remote_candidate(&candidate).await {
-                tracing::debug!(leg = self.id(), "remote candidate refused: {e}");
-            }
+        match &self.inner {
+            Inner::Engine(leg) => leg.signal(SignalOp::Rollback).await.map(drop),
+            Inner::Legacy(leg) => leg.rollback().await,
         }
-        let negotiated = self.transport.negotiated().await?;
-        self.state.configure(negotiated, &self.prompts);
-        Ok(())
     }
 
     /// Adds a candidate from the far end, expanding `adr` lists; queued until a remote
@@ -551,137 +162,162 @@ impl MediaLeg {
         &self,
         candidate: &RemoteCandidate,
     ) -> Result<(), MediaError> {
-        let lines = candidate.lines()?;
-        let mut signalling = self.signalling.lock().await;
-        if !signalling.remote_description {
-            signalling.pending_candidates.extend(lines);
-            return Ok(());
+        match &self.inner {
+            Inner::Engine(leg) => {
+                let lines = candidate.lines()?;
+                leg.signal(SignalOp::AddCandidates(lines)).await.map(drop)
+            }
+            Inner::Legacy(leg) => leg.add_remote_candidate(candidate).await,
         }
-        for line in lines {
-            self.transport.add_remote_candidate(&line).await?;
-        }
-        Ok(())
     }
 
     /// The codecs settled with the far end, once known.
     pub fn negotiated(&self) -> Option<Negotiated> {
-        lock(&self.state.player).negotiated()
+        match &self.inner {
+            Inner::Engine(_) => *self.negotiated.lock().unwrap_or_else(|e| e.into_inner()),
+            Inner::Legacy(leg) => leg.negotiated(),
+        }
     }
 
     /// Queues a WAV prompt, `loops` times; it is loaded (once per codec, cached) in the
     /// background and reported with a `Played` event.
     pub fn play(&self, path: PathBuf, loops: u32) -> ItemId {
-        let (id, load_now) = lock(&self.state.player).enqueue_prompt(path.clone(), loops);
-        if load_now && let Some(negotiated) = self.negotiated() {
-            self.state
-                .load_prompt(id, path, negotiated.codec, &self.prompts);
+        let id = self.item();
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Play { id, path, loops }),
+            Inner::Legacy(leg) => leg.play(id, path, loops),
         }
         id
     }
 
     pub fn pause(&self, ms: u32) -> ItemId {
-        lock(&self.state.player).enqueue_pause(ms)
+        let id = self.item();
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Pause { id, ms }),
+            Inner::Legacy(leg) => leg.pause(id, ms),
+        }
+        id
     }
 
     pub fn tone(&self, hz: f32, ms: u32) -> ItemId {
-        lock(&self.state.player).enqueue_tone(hz, ms)
+        let id = self.item();
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Tone { id, hz, ms }),
+            Inner::Legacy(leg) => leg.tone(id, hz, ms),
+        }
+        id
     }
 
     /// Queues DTMF (`"12#"`): RFC 4733 events, or tones when the far end has no telephone-event.
     pub fn send_dtmf(&self, digits: &str) -> Result<ItemId, MediaError> {
         let parsed = Digit::parse_all(digits).ok_or_else(|| MediaError::Digits(digits.into()))?;
-        Ok(lock(&self.state.player).enqueue_dtmf(parsed))
+        let id = self.item();
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Dtmf { id, digits: parsed }),
+            Inner::Legacy(leg) => leg.send_dtmf(id, parsed),
+        }
+        Ok(id)
     }
 
     /// Clears the queue and cuts the current item (barge-in).
     pub fn stop(&self) {
-        let events = lock(&self.state.player).stop();
-        for event in events {
-            self.state.emit(LegEvent::Played {
-                id: event.id,
-                outcome: event.outcome,
-            });
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Stop),
+            Inner::Legacy(leg) => leg.stop(),
         }
     }
 
     /// Queues a call-progress signal (ringback, hold music, error tone), `loops` times.
     pub fn play_signal(&self, signal: Signal, loops: u32) -> ItemId {
-        lock(&self.state.player).enqueue_signal(signal, loops)
+        let id = self.item();
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Signal { id, signal, loops }),
+            Inner::Legacy(leg) => leg.play_signal(id, signal, loops),
+        }
+        id
     }
 
     /// Echo mode: what arrives is sent back (re-timed) whenever nothing is queued.
     pub fn set_echo(&self, on: bool) {
-        let mut passthrough = lock(&self.state.passthrough);
-        passthrough.echo = on;
-        passthrough.frames.clear();
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Echo(on)),
+            Inner::Legacy(leg) => leg.set_echo(on),
+        }
     }
 
     /// Sends what this leg receives out through `to` (whenever `to` has nothing queued),
     /// transcoding if the two legs chose different codecs. One direction; bridge both legs to
     /// each other for a two-way call. `None` ends the bridge.
     pub fn bridge_to(&self, to: Option<&MediaLeg>) {
-        *lock(&self.state.bridge) = to.map(|leg| Arc::downgrade(&leg.state));
+        match &self.inner {
+            Inner::Engine(leg) => {
+                let to = to.and_then(|to| match &to.inner {
+                    Inner::Engine(to) => Some(to.address()),
+                    Inner::Legacy(_) => None,
+                });
+                leg.control(Control::Bridge(to));
+            }
+            Inner::Legacy(leg) => {
+                let to = to.and_then(|to| match &to.inner {
+                    Inner::Legacy(to) => Some(to),
+                    Inner::Engine(_) => None,
+                });
+                leg.bridge_to(to);
+            }
+        }
     }
 
     /// Local hold: send nothing (the recording goes on with silence).
     pub fn set_muted(&self, muted: bool) {
-        lock(&self.state.player).set_muted(muted);
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Mute(muted)),
+            Inner::Legacy(leg) => leg.set_muted(muted),
+        }
     }
 
     /// Starts recording (replacing a recording in progress). Before the codec is known the
     /// recording waits for it.
     pub fn record(&self, options: RecordOptions) {
-        match self.negotiated() {
-            Some(negotiated) => self.state.start_recording(options, negotiated.codec),
-            None => *lock(&self.state.pending_recording) = Some(options),
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Record(options)),
+            Inner::Legacy(leg) => leg.record(options),
         }
     }
 
     pub fn stop_recording(&self) {
-        self.state.stop_recording();
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::StopRecording),
+            Inner::Legacy(leg) => leg.stop_recording(),
+        }
     }
 
+    /// The leg's statistics: as of the last half second while it runs, final once it is closed.
     pub fn stats(&self) -> LegStats {
-        let mut stats = LegStats::default();
-        {
-            let sent = lock(&self.state.sent);
-            stats.packets_sent = sent.packets;
-            stats.bytes_sent = sent.bytes;
-            stats.packets_dropped = sent.dropped;
-            stats.connect_time = sent.connect_time;
-            stats.first_audio = sent.first_audio;
+        match &self.inner {
+            Inner::Engine(leg) => leg.stats(),
+            Inner::Legacy(leg) => leg.stats(),
         }
-        let receive = lock(&self.state.receive);
-        let clock_rate = receive.negotiated.map_or(8000, |n| n.codec.clock_rate());
-        receive.stats.fill(&mut stats, clock_rate);
-        stats.arrival = receive.arrival.clone();
-        stats.first_audio_received = receive
-            .first_loud
-            .zip(stats.connect_time)
-            .map(|(loud, connected)| loud.saturating_sub(connected));
-        stats
     }
 
     /// How regularly this leg's packets left.
     pub fn send_pacing(&self) -> GapHistogram {
-        lock(&self.state.sent).pacing.clone()
+        match &self.inner {
+            Inner::Engine(leg) => leg.send_pacing(),
+            Inner::Legacy(leg) => leg.send_pacing(),
+        }
     }
 
-    /// Ends the leg: the media clock closes its recording, and the connection is shut.
+    /// Ends the leg: its recording is closed, and the connection is shut.
     pub async fn close(&self) {
-        if !self.state.closed.swap(true, Ordering::Relaxed) {
-            self.transport.close().await;
+        match &self.inner {
+            Inner::Engine(leg) => leg.close().await,
+            Inner::Legacy(leg) => leg.close().await,
         }
     }
 }
 
-impl Drop for MediaLeg {
-    fn drop(&mut self) {
-        if !self.state.closed.swap(true, Ordering::Relaxed) {
-            let transport = self.transport.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { transport.close().await });
-            }
-        }
-    }
+fn unexpected(answer: &Signalled) -> MediaError {
+    MediaError::Transport(TransportError::Stack(format!(
+        "the media engine answered {answer:?}"
+    )))
 }

@@ -5,8 +5,10 @@
 
 pub mod codec;
 pub mod dtmf;
+mod engine;
 pub mod inband;
 mod leg;
+mod legacy;
 pub mod player;
 pub mod prompt;
 pub mod recorder;
@@ -16,7 +18,9 @@ pub mod sdp;
 pub mod stats;
 pub mod tone;
 pub mod transport;
-mod webrtc;
 
-pub use leg::{LegEvent, MediaError, MediaLeg, RecordOptions};
+pub use leg::{LegEvent, LegEvents, MediaError, MediaLeg, RecordOptions};
 pub use runtime::MediaRuntime;
+
+/// Events a leg keeps for an owner that has not read them yet.
+const EVENT_QUEUE: usize = 256;

@@ -128,7 +128,6 @@ pub struct Player {
     start_delay: u32,
     queue: VecDeque<Item>,
     current: Option<Current>,
-    next_id: ItemId,
     first_packet: bool,
     /// Send nothing at all (local hold).
     muted: bool,
@@ -143,7 +142,6 @@ impl Player {
             start_delay: START_DELAY_TICKS,
             queue: VecDeque::new(),
             current: None,
-            next_id: 1,
             first_packet: true,
             muted: false,
         }
@@ -180,55 +178,69 @@ impl Player {
             .collect()
     }
 
-    fn push(&mut self, kind: Kind) -> ItemId {
-        let id = self.next_id;
-        self.next_id += 1;
+    /// Items are numbered by whoever queues them (the leg's handle), so that the number is known
+    /// before the player sees the item.
+    fn push(&mut self, id: ItemId, kind: Kind) {
         self.queue.push_back(Item { id, kind });
-        id
     }
 
     /// Queues a prompt file; the caller loads it (off the clock) and reports with
-    /// [`Player::loaded`]. Returns the id and whether loading can start now (codec known).
-    pub fn enqueue_prompt(&mut self, path: PathBuf, loops: u32) -> (ItemId, bool) {
-        let id = self.push(Kind::Prompt {
-            prompt: Prompt::Loading(path),
-            loops: loops.max(1),
-        });
-        (id, self.negotiated.is_some())
+    /// [`Player::loaded`]. Returns whether loading can start now (codec known).
+    pub fn enqueue_prompt(&mut self, id: ItemId, path: PathBuf, loops: u32) -> bool {
+        self.push(
+            id,
+            Kind::Prompt {
+                prompt: Prompt::Loading(path),
+                loops: loops.max(1),
+            },
+        );
+        self.negotiated.is_some()
     }
 
     /// Queues audio that is already encoded for the negotiated codec.
     #[cfg(test)]
-    pub fn enqueue_audio(&mut self, audio: Arc<EncodedAudio>, loops: u32) -> ItemId {
-        self.push(Kind::Prompt {
-            prompt: Prompt::Ready(audio),
-            loops: loops.max(1),
-        })
+    pub fn enqueue_audio(&mut self, id: ItemId, audio: Arc<EncodedAudio>, loops: u32) {
+        self.push(
+            id,
+            Kind::Prompt {
+                prompt: Prompt::Ready(audio),
+                loops: loops.max(1),
+            },
+        );
     }
 
-    pub fn enqueue_pause(&mut self, ms: u32) -> ItemId {
-        self.push(Kind::Pause {
-            ticks: ms.div_ceil(super::codec::FRAME_MS),
-        })
+    pub fn enqueue_pause(&mut self, id: ItemId, ms: u32) {
+        self.push(
+            id,
+            Kind::Pause {
+                ticks: ms.div_ceil(super::codec::FRAME_MS),
+            },
+        );
     }
 
-    pub fn enqueue_tone(&mut self, hz: f32, ms: u32) -> ItemId {
-        self.push(Kind::Tone { hz, ms })
+    pub fn enqueue_tone(&mut self, id: ItemId, hz: f32, ms: u32) {
+        self.push(id, Kind::Tone { hz, ms });
     }
 
     /// Queues a call-progress signal (ringback, hold music, error tone), `loops` times.
-    pub fn enqueue_signal(&mut self, signal: tone::Signal, loops: u32) -> ItemId {
-        self.push(Kind::Signal {
-            signal,
-            loops: loops.max(1),
-        })
+    pub fn enqueue_signal(&mut self, id: ItemId, signal: tone::Signal, loops: u32) {
+        self.push(
+            id,
+            Kind::Signal {
+                signal,
+                loops: loops.max(1),
+            },
+        );
     }
 
     /// Queues DTMF: RFC 4733 events when negotiated, otherwise in-band tones.
-    pub fn enqueue_dtmf(&mut self, digits: Vec<Digit>) -> ItemId {
-        self.push(Kind::Dtmf {
-            digits: digits.into(),
-        })
+    pub fn enqueue_dtmf(&mut self, id: ItemId, digits: Vec<Digit>) {
+        self.push(
+            id,
+            Kind::Dtmf {
+                digits: digits.into(),
+            },
+        );
     }
 
     /// A prompt finished loading (or failed to).
@@ -584,9 +596,10 @@ mod tests {
     #[test]
     fn prompts_play_in_order_with_continuous_numbering() {
         let mut p = ready_player();
-        let a = p.enqueue_audio(audio(3), 1);
-        let b = p.enqueue_pause(40);
-        let c = p.enqueue_audio(audio(2), 2);
+        let (a, b, c) = (1, 2, 3);
+        p.enqueue_audio(a, audio(3), 1);
+        p.enqueue_pause(b, 40);
+        p.enqueue_audio(c, audio(2), 2);
         let ticks: Vec<Tick> = (0..12).map(|_| p.tick(None)).collect();
         let with_audio: Vec<bool> = ticks.iter().map(|t| t.pcm.is_some()).collect();
         assert_eq!(
@@ -611,7 +624,8 @@ mod tests {
     #[test]
     fn a_tone_repeats_its_shared_piece_for_exactly_its_length() {
         let mut p = ready_player();
-        let id = p.enqueue_tone(1000.0, 2_510);
+        let id = 7;
+        p.enqueue_tone(id, 1000.0, 2_510);
         let ticks: Vec<Tick> = (0..140).map(|_| p.tick(None)).collect();
         let sounding = ticks.iter().filter(|t| t.pcm.is_some()).count();
         assert_eq!(sounding, 126, "2510 ms is 126 frames of 20 ms");
@@ -624,8 +638,9 @@ mod tests {
     #[test]
     fn stop_interrupts_current_and_queued() {
         let mut p = ready_player();
-        let a = p.enqueue_audio(audio(10), 1);
-        let b = p.enqueue_tone(440.0, 100);
+        let (a, b) = (1, 2);
+        p.enqueue_audio(a, audio(10), 1);
+        p.enqueue_tone(b, 440.0, 100);
         p.tick(None);
         let events = p.stop();
         let ids: Vec<ItemId> = events.iter().map(|e| e.id).collect();
@@ -641,9 +656,10 @@ mod tests {
     #[test]
     fn loading_prompts_keep_their_place_and_failures_are_reported_in_order() {
         let mut p = Player::new(1);
-        let (a, can_load) = p.enqueue_prompt("a.wav".into(), 1);
+        let (a, b) = (1, 2);
+        let can_load = p.enqueue_prompt(a, "a.wav".into(), 1);
         assert!(!can_load, "codec not known yet");
-        let (b, _) = p.enqueue_prompt("b.wav".into(), 1);
+        p.enqueue_prompt(b, "b.wav".into(), 1);
         let to_load = p.configure(PCMU);
         p.connected();
         assert_eq!(to_load, vec![(a, "a.wav".into()), (b, "b.wav".into())]);
@@ -663,7 +679,8 @@ mod tests {
     #[test]
     fn dtmf_events_share_a_timestamp_and_audio_resumes_in_step() {
         let mut p = ready_player();
-        let id = p.enqueue_dtmf(Digit::parse_all("12").unwrap());
+        let id = 3;
+        p.enqueue_dtmf(id, Digit::parse_all("12").unwrap());
         let ticks: Vec<Tick> = (0..20).map(|_| p.tick(None)).collect();
         let mut receiver = EventReceiver::default();
         let mut digits = String::new();
@@ -713,7 +730,7 @@ mod tests {
             ..PCMU
         });
         p.connected();
-        p.enqueue_dtmf(vec![Digit::from_char('5').unwrap()]);
+        p.enqueue_dtmf(1, vec![Digit::from_char('5').unwrap()]);
         let ticks: Vec<Tick> = (0..20).map(|_| p.tick(None)).collect();
         assert!(
             ticks
@@ -741,7 +758,7 @@ mod tests {
         assert_eq!(p.tick(Some(echo)).packets[0].payload[0], 7);
         p.set_muted(true);
         assert!(p.tick(None).packets.is_empty());
-        p.enqueue_audio(audio(3), 1);
+        p.enqueue_audio(1, audio(3), 1);
         let tick = p.tick(None);
         assert!(
             tick.packets.is_empty() && tick.pcm.is_none(),
@@ -752,7 +769,7 @@ mod tests {
     #[test]
     fn loops_repeat_a_prompt() {
         let mut p = ready_player();
-        p.enqueue_audio(audio(2), 3);
+        p.enqueue_audio(1, audio(2), 3);
         let played = (0..8).filter(|_| p.tick(None).pcm.is_some()).count();
         assert_eq!(played, 6);
     }

@@ -1,19 +1,13 @@
-//! What all legs share: the 20 ms media clock, the prompt cache, the recording writer and the
-//! network settings.
+//! What all legs share: the engine that runs them, the prompt cache and the recording writer.
 
-use std::sync::{Arc, mpsc as std_mpsc};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
-use super::codec::FRAME_MS;
-use super::leg::{LegEvent, LegState, MediaLeg};
+use super::engine::Engine;
+use super::leg::{LegEvents, MediaLeg};
+use super::legacy::runtime::LegacyRuntime;
 use super::prompt::PromptCache;
-use super::recorder::{RecordingWriter, WriteBatch};
-use super::transport::{NetworkSettings, Transport, TransportError};
-use super::webrtc::WebRtcTransport;
-
-type ClockEntry = (Arc<LegState>, Arc<dyn Transport>);
+use super::recorder::RecordingWriter;
+use super::transport::{EngineKind, NetworkSettings, TransportError};
 
 /// A handle on the media machinery; cheap to clone.
 #[derive(Clone)]
@@ -22,29 +16,31 @@ pub struct MediaRuntime {
 }
 
 struct Inner {
-    network: NetworkSettings,
     prompts: Arc<PromptCache>,
-    recordings: RecordingWriter,
-    clock: std_mpsc::Sender<ClockEntry>,
+    engine: Engines,
+}
+
+enum Engines {
+    SansIo(Engine),
+    Legacy(LegacyRuntime),
 }
 
 impl MediaRuntime {
-    /// Starts the media clock and the recording writer, each on a thread of its own. Both stop
-    /// when the last handle and the last leg are gone. Legs need a tokio runtime.
+    /// Starts the engine and the recording writer, on threads of their own. They stop when the
+    /// last handle and the last leg are gone.
     pub fn start(network: NetworkSettings) -> std::io::Result<Self> {
-        let (clock, legs) = std_mpsc::channel();
         let recordings = RecordingWriter::start()?;
-        let writer = recordings.clone();
-        std::thread::Builder::new()
-            .name("callbot-media-clock".into())
-            .spawn(move || run_clock(legs, writer))?;
+        let prompts = Arc::new(PromptCache::default());
+        let engine = match network.engine {
+            EngineKind::SansIo => {
+                Engines::SansIo(Engine::start(&network, prompts.clone(), recordings)?)
+            }
+            EngineKind::Legacy => {
+                Engines::Legacy(LegacyRuntime::start(network, prompts.clone(), recordings)?)
+            }
+        };
         Ok(Self {
-            inner: Arc::new(Inner {
-                network,
-                prompts: Arc::new(PromptCache::default()),
-                recordings,
-                clock,
-            }),
+            inner: Arc::new(Inner { prompts, engine }),
         })
     }
 
@@ -52,80 +48,26 @@ impl MediaRuntime {
         &self.inner.prompts
     }
 
+    /// The UDP ports the engine threads serve their legs on (none for per-leg sockets or the
+    /// first engine).
+    pub fn ports(&self) -> Vec<u16> {
+        match &self.inner.engine {
+            Engines::SansIo(engine) => engine.ports().to_vec(),
+            Engines::Legacy(_) => Vec::new(),
+        }
+    }
+
     /// A new leg with its event stream.
-    pub async fn new_leg(
-        &self,
-    ) -> Result<(MediaLeg, mpsc::UnboundedReceiver<LegEvent>), TransportError> {
-        let ssrc: u32 = rand::random();
-        let id = u64::from(ssrc);
-        let (state, events) = LegState::new(id, ssrc, self.inner.recordings.clone());
-        let transport: Arc<dyn Transport> =
-            Arc::new(WebRtcTransport::new(&self.inner.network, ssrc, state.clone()).await?);
-        let _ = self.inner.clock.send((state.clone(), transport.clone()));
-        let leg = MediaLeg::new(state, transport, self.inner.prompts.clone());
-        Ok((leg, events))
-    }
-}
-
-/// Sub-ticks per 20 ms interval (1 ms each): each leg belongs to one of them. Measured with
-/// `cargo bench --bench media_legs`: 10 and 40 slots gave more send jitter than 20.
-const SLOTS: usize = 20;
-
-/// One clock for all legs, on a thread of its own so that a busy async runtime cannot delay it.
-///
-/// Every leg sends exactly every 20 ms, but legs are spread over [`SLOTS`] 1 ms slots, so each
-/// wake-up handles a twentieth of them: a leg's packets leave at a steady offset whatever the others do, and
-/// the network work that follows each send is spread evenly instead of arriving in one burst.
-fn run_clock(new_legs: std_mpsc::Receiver<ClockEntry>, recordings: RecordingWriter) {
-    raise_priority();
-    let slot_period = Duration::from_millis(FRAME_MS.into()) / SLOTS as u32;
-    let mut slots: Vec<Vec<ClockEntry>> = (0..SLOTS).map(|_| Vec::new()).collect();
-    let mut slot = 0;
-    let mut next = Instant::now();
-    loop {
-        if slots.iter().all(Vec::is_empty) {
-            // Nothing to pace: sleep until a leg arrives (or every handle is gone).
-            match new_legs.recv() {
-                Ok(entry) => slots[slot].push(entry),
-                Err(_) => return,
+    pub async fn new_leg(&self) -> Result<(MediaLeg, LegEvents), TransportError> {
+        match &self.inner.engine {
+            Engines::SansIo(engine) => {
+                let (leg, events) = engine.new_leg().await?;
+                Ok((MediaLeg::engine(leg), events))
             }
-            next = Instant::now();
-        }
-        for entry in new_legs.try_iter() {
-            let emptiest = (0..SLOTS).min_by_key(|&i| slots[i].len()).unwrap_or(0);
-            slots[emptiest].push(entry);
-        }
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else if now - next > slot_period * SLOTS as u32 * 5 {
-            // Far behind (the machine stalled): skip ahead rather than burst.
-            next = now;
-        }
-        next += slot_period;
-        let mut writes = WriteBatch::default();
-        slots[slot].retain(|(state, transport)| {
-            if state.is_closed() {
-                state.finish(&mut writes);
-                return false;
+            Engines::Legacy(runtime) => {
+                let (leg, events) = runtime.new_leg().await?;
+                Ok((MediaLeg::legacy(leg), events))
             }
-            state.tick(transport.as_ref(), &mut writes);
-            true
-        });
-        recordings.send(writes);
-        slot = (slot + 1) % SLOTS;
-    }
-}
-
-/// Asks the OS to run the clock thread ahead of the busy network threads (nice -10). Needs
-/// CAP_SYS_NICE; without it the clock still runs, with more jitter under load.
-fn raise_priority() {
-    // SAFETY: setpriority only reads its integer arguments; 0 means the calling thread on Linux.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
-    if result != 0 {
-        tracing::debug!(
-            "media clock keeps normal priority: {}",
-            std::io::Error::last_os_error()
-        );
+        }
     }
 }

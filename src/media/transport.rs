@@ -1,15 +1,11 @@
-//! The seam between a media leg and the WebRTC stack under it. Everything callbot needs from a
-//! stack is here, so another one (str0m, say) could replace webrtc-rs by implementing it.
+//! What the media engines share with the rest of callbot: connection states, errors and the
+//! network settings legs are built with.
 
 use std::net::IpAddr;
 
-use async_trait::async_trait;
 use thiserror::Error;
 
-use super::player::Negotiated;
-use super::rtp::RtpPacket;
 use crate::config::Secret;
-use crate::protocol::IceCandidate;
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -45,31 +41,45 @@ pub struct NetworkSettings {
     /// 127.0.0.1.
     pub addresses: Vec<IpAddr>,
     pub ice_servers: Vec<IceServer>,
+    /// Engine threads, each with its own UDP port; 0 means one per core.
+    pub threads: usize,
+    /// The ports the threads bind, one each; `None` lets the OS choose.
+    pub ports: Option<PortRange>,
+    pub sockets: Sockets,
+    pub engine: EngineKind,
 }
 
-/// What the stack reports. Called on the stack's own tasks, so implementations must be quick and
-/// must not block.
-pub trait TransportEvents: Send + Sync + 'static {
-    fn local_candidate(&self, candidate: IceCandidate);
-    fn state(&self, state: TransportState);
-    fn rtp(&self, packet: RtpPacket);
+/// Consecutive UDP ports, `first..=last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
 }
 
-/// One audio peer connection: offer/answer with rollback, trickle ICE, RTP both ways.
-#[async_trait]
-pub trait Transport: Send + Sync {
-    /// Creates our offer and makes it the local description.
-    async fn create_offer(&self) -> Result<String, TransportError>;
-    /// Applies a remote offer and returns our answer (also made the local description).
-    async fn accept_offer(&self, offer: &str) -> Result<String, TransportError>;
-    async fn apply_answer(&self, answer: &str) -> Result<(), TransportError>;
-    /// Withdraws our pending offer, so a remote offer can be answered instead.
-    async fn rollback(&self) -> Result<(), TransportError>;
-    /// Adds one `candidate:` line; only valid once a remote description is set.
-    async fn add_remote_candidate(&self, candidate: &str) -> Result<(), TransportError>;
-    /// The codecs both sides settled on, once the offer/answer exchange is complete.
-    async fn negotiated(&self) -> Result<Negotiated, TransportError>;
-    /// Hands a packet to the stack without waiting; `false` if it could not take it right now.
-    fn try_send(&self, packet: RtpPacket) -> bool;
-    async fn close(&self);
+impl PortRange {
+    pub fn len(self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+}
+
+/// How legs get their sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sockets {
+    /// All legs of an engine thread share its port: one known port per thread to open in a
+    /// firewall. A leg whose far end also serves several calls from one port moves to a socket
+    /// of its own.
+    #[default]
+    Shared,
+    /// Every leg has a socket of its own, as a browser or a phone has (the load generator's
+    /// callers).
+    PerLeg,
+}
+
+/// Which media engine builds the legs: the sans-IO engine, or the first one, kept while the two
+/// are compared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    #[default]
+    SansIo,
+    Legacy,
 }

@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use url::Url;
 
 use crate::media::MediaRuntime;
-use crate::media::transport::NetworkSettings;
+use crate::media::transport::{NetworkSettings, Sockets};
 use crate::protocol::Dialect;
 
 pub use accounts::{Accounts, AccountsError, AutoAction, AutoAnswer, Extension};
@@ -178,7 +178,14 @@ impl Pbx {
             .any(|e| e.auto.is_some());
         let media = match (options.media, has_auto) {
             (MediaMode::Relay, false) => None,
-            _ => Some(MediaRuntime::start(options.network.clone()).map_err(PbxError::Media)?),
+            _ => {
+                // A PBX gives every call a port of its own.
+                let network = NetworkSettings {
+                    sockets: Sockets::PerLeg,
+                    ..options.network.clone()
+                };
+                Some(MediaRuntime::start(network).map_err(PbxError::Media)?)
+            }
         };
         let ctx = Arc::new(Context {
             accounts: options.accounts,

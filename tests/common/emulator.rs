@@ -20,6 +20,7 @@ pub fn loopback() -> NetworkSettings {
     NetworkSettings {
         addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         ice_servers: vec![],
+        ..NetworkSettings::default()
     }
 }
 

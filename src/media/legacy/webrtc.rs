@@ -1,4 +1,4 @@
-//! [`Transport`] on webrtc-rs 0.21 (docs/architecture.md "Media").
+//! [`Transport`] on the async webrtc-rs 0.21 crate (docs/architecture.md "Media").
 
 use std::future::Future;
 use std::pin::pin;
@@ -28,13 +28,12 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
-use super::codec::Codec;
-use super::player::Negotiated;
-use super::rtp::RtpPacket;
-use super::sdp;
-use super::transport::{
-    NetworkSettings, Transport, TransportError, TransportEvents, TransportState,
-};
+use super::transport::{Transport, TransportEvents};
+use crate::media::codec::Codec;
+use crate::media::player::Negotiated;
+use crate::media::rtp::RtpPacket;
+use crate::media::sdp;
+use crate::media::transport::{NetworkSettings, TransportError, TransportState};
 use crate::protocol::IceCandidate;
 
 /// Payload types we offer for the dynamic codecs (answers take the offer's numbers).

@@ -1,0 +1,796 @@
+//! One engine thread: its UDP socket, the legs placed on it, and the 1 ms loop that drives them.
+//!
+//! Every millisecond the thread reads what arrived on its sockets (one `recvmmsg` per ready
+//! socket), feeds the connections whose timers are due, runs the player and recorder of the
+//! legs in this millisecond's slot (each leg has one of 20, so it sends every 20 ms and the
+//! thread's work is spread evenly), and then sends everything the connections produced with one
+//! `sendmmsg` per socket. Commands from the legs' owners arrive on the thread's queue; an idle
+//! thread sleeps in `epoll` until one does.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use tokio::sync::{mpsc, oneshot};
+
+use super::demux::{LegId, Route, Router};
+use super::leg::{
+    BridgedFrame, Control, Leg, LegAddress, LegEnv, PublishedStats, SignalOp, Signalled,
+};
+use super::loader::{Loaded, Loader, Reply};
+use super::peer::PeerFactory;
+use super::udp::{self, Outgoing, Received};
+use crate::media::codec::FRAME_MS;
+use crate::media::recorder::{RecordingWriter, WriteBatch};
+use crate::media::transport::{Sockets, TransportError};
+use crate::media::{LegEvent, MediaError};
+
+/// Sub-intervals of the 20 ms media interval, 1 ms each: every leg belongs to one.
+const SLOTS: usize = FRAME_MS as usize;
+const SLOT: Duration = Duration::from_millis(1);
+/// Far behind (the machine stalled): skip ahead rather than burst.
+const MAX_LAG: Duration = Duration::from_millis(100);
+/// Datagrams read from one socket per millisecond at most, so one flooded socket cannot starve
+/// the rest of the loop.
+const MAX_READS: usize = 16;
+
+const WAKER: u64 = 0;
+/// Shared sockets are tokens 1..=2 (IPv4, IPv6); a leg's own sockets count up from here.
+const FIRST_PRIVATE: u64 = 16;
+
+/// Something for an engine thread.
+pub enum Command {
+    Open {
+        leg: LegId,
+        ssrc: u32,
+        events: mpsc::Sender<LegEvent>,
+        published: PublishedStats,
+        reply: oneshot::Sender<Result<(), TransportError>>,
+    },
+    Signal {
+        leg: LegId,
+        op: SignalOp,
+        reply: oneshot::Sender<Result<Signalled, MediaError>>,
+    },
+    Control {
+        leg: LegId,
+        control: Control,
+    },
+    /// Ends the leg; the reply says its final statistics are published.
+    Close {
+        leg: LegId,
+        reply: Option<oneshot::Sender<()>>,
+    },
+    Bridged {
+        leg: LegId,
+        frame: BridgedFrame,
+    },
+    Loaded(Loaded),
+}
+
+/// What a thread is started with.
+pub struct Setup {
+    pub index: usize,
+    pub port: u16,
+    pub sockets: Sockets,
+    /// The addresses host candidates name.
+    pub host_ips: Vec<IpAddr>,
+    pub peers: PeerFactory,
+    pub recordings: RecordingWriter,
+    pub loader: Loader,
+}
+
+/// An engine thread as others see it.
+#[derive(Clone)]
+pub struct ThreadHandle {
+    commands: SyncSender<Command>,
+    waker: Arc<EventFd>,
+}
+
+/// Commands waiting at most per thread; more are refused.
+const QUEUE: usize = 65536;
+
+impl ThreadHandle {
+    /// Queues a command and wakes the thread. `Err` gives the command back when the queue is
+    /// full or the thread is gone.
+    pub fn send(&self, command: Command) -> Result<(), Command> {
+        self.commands.try_send(command).map_err(|e| match e {
+            TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
+        })?;
+        let _ = self.waker.write(1);
+        Ok(())
+    }
+
+    /// Queues without waking: for media the thread will pick up within a millisecond anyway.
+    fn send_quietly(&self, command: Command) {
+        let _ = self.commands.try_send(command);
+    }
+}
+
+/// Socket tokens of the shared sockets.
+fn shared_token(ip: IpAddr) -> u64 {
+    if ip.is_ipv4() { 1 } else { 2 }
+}
+
+struct SharedSocket {
+    socket: UdpSocket,
+    port: u16,
+    outgoing: Vec<Outgoing>,
+}
+
+struct PrivateSocket {
+    socket: UdpSocket,
+    port: u16,
+    leg: LegId,
+    outgoing: Vec<Outgoing>,
+}
+
+/// A leg with the thread's bookkeeping.
+struct Entry {
+    leg: Leg,
+    slot: usize,
+    /// Needs its connection's output drained.
+    dirty: bool,
+    /// Its connection's next timer, as last asked.
+    deadline: Option<Instant>,
+    private: Vec<u64>,
+}
+
+pub struct EngineThread {
+    index: usize,
+    commands: Receiver<Command>,
+    waker: Arc<EventFd>,
+    epoll: Epoll,
+    sockets: Sockets,
+    host_ips: Vec<IpAddr>,
+    shared: HashMap<u64, SharedSocket>,
+    private: HashMap<u64, PrivateSocket>,
+    next_token: u64,
+    legs: HashMap<LegId, Entry>,
+    router: Router,
+    slots: Vec<Vec<LegId>>,
+    slot: usize,
+    timers: BinaryHeap<Reverse<(Instant, LegId)>>,
+    dirty: Vec<LegId>,
+    /// Legs that met an address another leg holds, and need a socket of their own.
+    collided: Vec<LegId>,
+    received: Vec<(u64, Received)>,
+    receiver: udp::Receiver,
+    sender: udp::Sender,
+    peers: PeerFactory,
+    recordings: RecordingWriter,
+    loader: Loader,
+    loaded: Arc<Reply>,
+    writes: WriteBatch,
+    bridged: Vec<(LegAddress, BridgedFrame)>,
+    /// Every engine thread of the runtime, this one included (for bridged audio).
+    threads: Arc<std::sync::OnceLock<Vec<ThreadHandle>>>,
+}
+
+impl EngineThread {
+    /// Starts an engine thread: binds its sockets (on the thread, where its buffers stay) and
+    /// returns its handle and the ports of its shared sockets.
+    pub fn spawn(
+        setup: Setup,
+        threads: Arc<std::sync::OnceLock<Vec<ThreadHandle>>>,
+    ) -> std::io::Result<(ThreadHandle, Vec<u16>)> {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("callbot-media-{}", setup.index))
+            .spawn(move || match Self::new(setup, threads) {
+                Ok((thread, handle)) => {
+                    let ports = thread.shared.values().map(|s| s.port).collect();
+                    let _ = started_tx.send(Ok((handle, ports)));
+                    thread.run();
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            })?;
+        started
+            .recv()
+            .map_err(|_| std::io::Error::other("the media engine thread did not start"))?
+    }
+
+    fn new(
+        setup: Setup,
+        threads: Arc<std::sync::OnceLock<Vec<ThreadHandle>>>,
+    ) -> std::io::Result<(Self, ThreadHandle)> {
+        let (commands_tx, commands) = std::sync::mpsc::sync_channel(QUEUE);
+        let waker = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
+        )?);
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(waker.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER))?;
+        let mut shared = HashMap::new();
+        if setup.sockets == Sockets::Shared {
+            let mut port = setup.port;
+            if setup.host_ips.iter().any(IpAddr::is_ipv4) {
+                let socket = udp::bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+                port = udp::port(&socket)?;
+                shared.insert(1, shared_socket(socket)?);
+            }
+            if setup.host_ips.iter().any(IpAddr::is_ipv6) {
+                let socket = udp::bind_v6_only(port)?;
+                shared.insert(2, shared_socket(socket)?);
+            }
+            for (&token, socket) in &shared {
+                epoll.add(
+                    socket.socket.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, token),
+                )?;
+            }
+        }
+        let handle = ThreadHandle {
+            commands: commands_tx.clone(),
+            waker: waker.clone(),
+        };
+        let index = setup.index;
+        let loaded: Arc<Reply> = {
+            let queue = commands_tx;
+            Arc::new(Box::new(move |loaded: Loaded| {
+                let _ = queue.try_send(Command::Loaded(loaded));
+            }))
+        };
+        let thread = Self {
+            index,
+            commands,
+            waker,
+            epoll,
+            sockets: setup.sockets,
+            host_ips: setup.host_ips,
+            shared,
+            private: HashMap::new(),
+            next_token: FIRST_PRIVATE,
+            legs: HashMap::new(),
+            router: Router::default(),
+            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            slot: 0,
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            collided: Vec::new(),
+            received: Vec::new(),
+            receiver: udp::Receiver::default(),
+            sender: udp::Sender::default(),
+            peers: setup.peers,
+            recordings: setup.recordings,
+            loader: setup.loader,
+            loaded,
+            writes: WriteBatch::default(),
+            bridged: Vec::new(),
+            threads,
+        };
+        Ok((thread, handle))
+    }
+
+    /// Runs until every handle is gone and every leg has ended.
+    fn run(mut self) {
+        raise_priority();
+        let mut next_slot = Instant::now();
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            if self.legs.is_empty() {
+                // Nothing to pace: wait for a command.
+                match self.commands.try_recv() {
+                    Ok(command) => self.command(command, Instant::now()),
+                    Err(TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Empty) => {
+                        let _ = self.epoll.wait(&mut events, EpollTimeout::NONE);
+                    }
+                }
+                next_slot = Instant::now();
+            } else {
+                let now = Instant::now();
+                if next_slot > now {
+                    std::thread::sleep(next_slot - now);
+                } else if now - next_slot > MAX_LAG {
+                    next_slot = now;
+                }
+            }
+            let _ = self.waker.read();
+            let now = Instant::now();
+            self.take_commands(now);
+            self.receive(&mut events, now);
+            self.timeouts(now);
+            if !self.legs.is_empty() {
+                self.run_slot(now);
+                next_slot += SLOT;
+            }
+            self.flush(now);
+            self.recordings.send(std::mem::take(&mut self.writes));
+        }
+    }
+
+    fn take_commands(&mut self, now: Instant) {
+        loop {
+            match self.commands.try_recv() {
+                Ok(command) => self.command(command, now),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn env(&mut self) -> (LegEnvParts<'_>, &mut HashMap<LegId, Entry>) {
+        (
+            LegEnvParts {
+                recordings: &self.recordings,
+                loader: &self.loader,
+                loaded: &self.loaded,
+                bridged: &mut self.bridged,
+            },
+            &mut self.legs,
+        )
+    }
+
+    fn command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Open {
+                leg,
+                ssrc,
+                events,
+                published,
+                reply,
+            } => {
+                let _ = reply.send(self.open(leg, ssrc, events, published, now));
+            }
+            Command::Signal { leg, op, reply } => {
+                let (mut parts, legs) = self.env();
+                let result = match legs.get_mut(&leg) {
+                    Some(entry) => entry.leg.signal(op, now, &mut parts.env()),
+                    None => Err(MediaError::Transport(TransportError::Stack(
+                        "the leg has ended".into(),
+                    ))),
+                };
+                self.mark_dirty(leg);
+                // A description may name a new ufrag (an ICE restart by the far end).
+                if let Some(entry) = self.legs.get(&leg)
+                    && let Some(ufrag) = entry.leg.peer.local_ufrag()
+                {
+                    self.router.add_ufrag(&ufrag, leg);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Control { leg, control } => {
+                let (mut parts, legs) = self.env();
+                if let Some(entry) = legs.get_mut(&leg) {
+                    entry.leg.control(control, &mut parts.env());
+                }
+                self.mark_dirty(leg);
+            }
+            Command::Close { leg, reply } => {
+                self.close(leg);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            Command::Bridged { leg, frame } => {
+                if let Some(entry) = self.legs.get_mut(&leg) {
+                    entry.leg.bridged_in(frame);
+                }
+            }
+            Command::Loaded(loaded) => {
+                if let Some(entry) = self.legs.get_mut(&loaded.leg) {
+                    entry.leg.loaded(loaded.item, loaded.result);
+                }
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        id: LegId,
+        ssrc: u32,
+        events: mpsc::Sender<LegEvent>,
+        published: PublishedStats,
+        now: Instant,
+    ) -> Result<(), TransportError> {
+        let ufrag = random_text(16);
+        let password = random_text(32);
+        let peer = self.peers.build(&ufrag, &password, ssrc, now)?;
+        let mut private = Vec::new();
+        let addresses = match self.sockets {
+            Sockets::Shared => self.shared_addresses(),
+            Sockets::PerLeg => self
+                .bind_private(id, &mut private)
+                .map_err(|e| TransportError::Stack(format!("cannot bind a media socket: {e}")))?,
+        };
+        let mut leg = Leg::new(id, peer, ssrc, events, published, now);
+        leg.add_local_addresses(&addresses);
+        self.router.add_ufrag(&ufrag, id);
+        let slot = (0..SLOTS).min_by_key(|&i| self.slots[i].len()).unwrap_or(0);
+        self.slots[slot].push(id);
+        self.legs.insert(
+            id,
+            Entry {
+                leg,
+                slot,
+                dirty: true,
+                deadline: None,
+                private,
+            },
+        );
+        self.dirty.push(id);
+        Ok(())
+    }
+
+    /// The host candidates of the shared sockets.
+    fn shared_addresses(&self) -> Vec<SocketAddr> {
+        self.host_ips
+            .iter()
+            .filter_map(|&ip| {
+                let socket = self.shared.get(&shared_token(ip))?;
+                Some(SocketAddr::new(ip, socket.port))
+            })
+            .collect()
+    }
+
+    /// Binds a socket of the leg's own (one per address family) and returns its host addresses.
+    fn bind_private(
+        &mut self,
+        leg: LegId,
+        tokens: &mut Vec<u64>,
+    ) -> std::io::Result<Vec<SocketAddr>> {
+        let mut addresses = Vec::new();
+        for v4 in [true, false] {
+            if !self.host_ips.iter().any(|ip| ip.is_ipv4() == v4) {
+                continue;
+            }
+            let socket = if v4 {
+                udp::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?
+            } else {
+                udp::bind_v6_only(0)?
+            };
+            let port = udp::port(&socket)?;
+            let token = self.next_token;
+            self.next_token += 1;
+            self.epoll
+                .add(socket.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+            self.private.insert(
+                token,
+                PrivateSocket {
+                    socket,
+                    port,
+                    leg,
+                    outgoing: Vec::new(),
+                },
+            );
+            tokens.push(token);
+            addresses.extend(
+                self.host_ips
+                    .iter()
+                    .filter(|ip| ip.is_ipv4() == v4)
+                    .map(|&ip| SocketAddr::new(ip, port)),
+            );
+        }
+        Ok(addresses)
+    }
+
+    fn close(&mut self, id: LegId) {
+        let Some(mut entry) = self.legs.remove(&id) else {
+            return;
+        };
+        entry.leg.finish(&mut self.writes);
+        // The close_notify goes out now; nothing more will be read for the leg.
+        let mut sent = Vec::new();
+        while let Some(datagram) = entry.leg.peer.poll_datagram() {
+            sent.push(datagram);
+        }
+        for (from, to, data) in sent {
+            self.route_out(id, &entry.private, from, to, data);
+        }
+        self.send_all();
+        self.slots[entry.slot].retain(|&l| l != id);
+        self.router.remove_leg(id);
+        for token in entry.private {
+            if let Some(private) = self.private.remove(&token) {
+                let _ = self.epoll.delete(private.socket.as_fd());
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, id: LegId) {
+        if let Some(entry) = self.legs.get_mut(&id)
+            && !std::mem::replace(&mut entry.dirty, true)
+        {
+            self.dirty.push(id);
+        }
+    }
+
+    /// Reads every ready socket and hands each datagram to its leg.
+    fn receive(&mut self, events: &mut [EpollEvent], now: Instant) {
+        let ready = match self.epoll.wait(events, EpollTimeout::ZERO) {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        for event in &events[..ready] {
+            let token = event.data();
+            let (socket, port) = match token {
+                WAKER => continue,
+                1 | 2 => match self.shared.get(&token) {
+                    Some(s) => (&s.socket, s.port),
+                    None => continue,
+                },
+                _ => match self.private.get(&token) {
+                    Some(s) => (&s.socket, s.port),
+                    None => continue,
+                },
+            };
+            let mut batch = Vec::new();
+            for _ in 0..MAX_READS {
+                match self.receiver.receive(socket, port, &mut batch) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!("receive: {e}");
+                        break;
+                    }
+                }
+            }
+            self.received
+                .extend(batch.into_iter().map(|datagram| (token, datagram)));
+        }
+        let _ = now;
+        for (token, datagram) in std::mem::take(&mut self.received) {
+            let route = if token < FIRST_PRIVATE {
+                self.router.inbound(datagram.from, &datagram.data)
+            } else {
+                match self.private.get(&token) {
+                    Some(private) => Route::Leg(private.leg),
+                    None => Route::Unknown,
+                }
+            };
+            match route {
+                Route::Leg(id) => {
+                    if let Some(entry) = self.legs.get_mut(&id) {
+                        entry.leg.peer.receive(
+                            datagram.to,
+                            datagram.from,
+                            datagram.at,
+                            datagram.data,
+                        );
+                        if !std::mem::replace(&mut entry.dirty, true) {
+                            self.dirty.push(id);
+                        }
+                    }
+                }
+                Route::Collision(id) => self.collided.push(id),
+                Route::Unknown => {
+                    tracing::trace!(from = %datagram.from, "datagram for no leg");
+                }
+            }
+        }
+    }
+
+    /// Feeds the connections whose timers are due.
+    fn timeouts(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, id))) = self.timers.peek() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(entry) = self.legs.get_mut(&id) else {
+                continue;
+            };
+            if entry.deadline != Some(deadline) {
+                continue; // a stale entry: the leg's timer moved since
+            }
+            entry.deadline = None;
+            entry.leg.peer.handle_timeout(now);
+            if !std::mem::replace(&mut entry.dirty, true) {
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Plays and records the 20 ms interval of this slot's legs.
+    fn run_slot(&mut self, now: Instant) {
+        let slot = self.slot;
+        self.slot = (self.slot + 1) % SLOTS;
+        for i in 0..self.slots[slot].len() {
+            let id = self.slots[slot][i];
+            if let Some(entry) = self.legs.get_mut(&id) {
+                entry.leg.tick(now, &mut self.writes);
+                if !std::mem::replace(&mut entry.dirty, true) {
+                    self.dirty.push(id);
+                }
+            }
+        }
+    }
+
+    /// Drains every touched connection (datagrams, events, RTP), moves collided legs to sockets
+    /// of their own, delivers bridged audio, and sends.
+    fn flush(&mut self, now: Instant) {
+        // Bounded: a collision adds candidates, which may make more output.
+        for _ in 0..4 {
+            for id in std::mem::take(&mut self.dirty) {
+                self.drain(id, now);
+            }
+            for id in std::mem::take(&mut self.collided) {
+                self.give_own_socket(id);
+            }
+            if self.dirty.is_empty() {
+                break;
+            }
+        }
+        self.deliver_bridged();
+        self.send_all();
+    }
+
+    fn drain(&mut self, id: LegId, now: Instant) {
+        let (mut parts, legs) = self.env();
+        let Some(entry) = legs.get_mut(&id) else {
+            return;
+        };
+        entry.dirty = false;
+        let mut datagrams = Vec::new();
+        loop {
+            entry.leg.poll_events(now);
+            entry.leg.poll_rtp(&mut parts.env());
+            let before = datagrams.len();
+            while let Some(datagram) = entry.leg.peer.poll_datagram() {
+                datagrams.push(datagram);
+            }
+            if datagrams.len() == before {
+                break;
+            }
+        }
+        let deadline = entry.leg.peer.poll_timeout();
+        let private = std::mem::take(&mut entry.private);
+        if deadline != entry.deadline {
+            entry.deadline = deadline;
+            if let Some(deadline) = deadline {
+                self.timers.push(Reverse((deadline, id)));
+            }
+        }
+        for (from, to, data) in datagrams {
+            self.route_out(id, &private, from, to, data);
+        }
+        if let Some(entry) = self.legs.get_mut(&id) {
+            entry.private = private;
+        }
+    }
+
+    /// Puts a leg's datagram on the socket it comes from.
+    fn route_out(
+        &mut self,
+        id: LegId,
+        private: &[u64],
+        from: SocketAddr,
+        to: SocketAddr,
+        data: bytes::BytesMut,
+    ) {
+        let datagram = Outgoing { from, to, data };
+        if let Some(token) = private.iter().find(|token| {
+            self.private
+                .get(token)
+                .is_some_and(|s| s.port == from.port())
+        }) {
+            if let Some(socket) = self.private.get_mut(token) {
+                socket.outgoing.push(datagram);
+            }
+            return;
+        }
+        let token = shared_token(from.ip());
+        let Some(shared) = self.shared.get_mut(&token) else {
+            return;
+        };
+        if shared.port != from.port() {
+            return;
+        }
+        match self.router.outbound(id, to) {
+            Route::Leg(_) => shared.outgoing.push(datagram),
+            _ => self.collided.push(id),
+        }
+    }
+
+    /// A leg met an address another leg of this socket holds: it gets a socket of its own and
+    /// offers it as a new candidate.
+    fn give_own_socket(&mut self, id: LegId) {
+        let Some(entry) = self.legs.get_mut(&id) else {
+            return;
+        };
+        if !entry.private.is_empty() {
+            return;
+        }
+        let mut tokens = Vec::new();
+        match self.bind_private(id, &mut tokens) {
+            Ok(addresses) => {
+                tracing::debug!(
+                    leg = id,
+                    "the far end shares a port with another call: the leg moves to {addresses:?}"
+                );
+                if let Some(entry) = self.legs.get_mut(&id) {
+                    entry.private = tokens;
+                    entry.leg.add_local_addresses(&addresses);
+                    if !std::mem::replace(&mut entry.dirty, true) {
+                        self.dirty.push(id);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(leg = id, "cannot bind a media socket: {e}"),
+        }
+    }
+
+    fn deliver_bridged(&mut self) {
+        let threads = self.threads.get();
+        for (to, frame) in std::mem::take(&mut self.bridged) {
+            if to.thread == self.index {
+                if let Some(entry) = self.legs.get_mut(&to.leg) {
+                    entry.leg.bridged_in(frame);
+                }
+            } else if let Some(thread) = threads.and_then(|t| t.get(to.thread)) {
+                thread.send_quietly(Command::Bridged { leg: to.leg, frame });
+            }
+        }
+    }
+
+    fn send_all(&mut self) {
+        for shared in self.shared.values_mut() {
+            if !shared.outgoing.is_empty() {
+                self.sender.send(&shared.socket, &mut shared.outgoing);
+            }
+        }
+        for private in self.private.values_mut() {
+            if !private.outgoing.is_empty() {
+                self.sender.send(&private.socket, &mut private.outgoing);
+            }
+        }
+    }
+}
+
+/// Borrowed pieces of the thread that legs use, apart from the leg table.
+struct LegEnvParts<'a> {
+    recordings: &'a RecordingWriter,
+    loader: &'a Loader,
+    loaded: &'a Arc<Reply>,
+    bridged: &'a mut Vec<(LegAddress, BridgedFrame)>,
+}
+
+impl LegEnvParts<'_> {
+    fn env(&mut self) -> LegEnv<'_> {
+        LegEnv {
+            recordings: self.recordings,
+            loader: self.loader,
+            loaded: self.loaded,
+            bridged: self.bridged,
+        }
+    }
+}
+
+fn shared_socket(socket: UdpSocket) -> std::io::Result<SharedSocket> {
+    let port = udp::port(&socket)?;
+    Ok(SharedSocket {
+        socket,
+        port,
+        outgoing: Vec::new(),
+    })
+}
+
+/// ICE username fragments and passwords: letters and digits (RFC 8445 allows `ice-char`).
+fn random_text(length: usize) -> String {
+    use rand::RngExt;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..length)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect()
+}
+
+/// Asks the OS to run engine threads ahead of the busy async threads (nice -10). Needs
+/// CAP_SYS_NICE; without it they still run, with more jitter under load.
+fn raise_priority() {
+    // SAFETY: setpriority only reads its integer arguments; 0 means the calling thread on Linux.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
+    if result != 0 {
+        tracing::debug!(
+            "media engine keeps normal priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
