@@ -534,7 +534,7 @@ impl Leg {
 
     /// What the connection reported since last asked.
     pub fn poll_events(&mut self, now: Instant) {
-        while let Some(event) = self.peer.poll_event() {
+        while let Some(event) = self.peer.poll_event(now) {
             match event {
                 PeerEvent::LocalCandidate(candidate) => {
                     self.emit(LegEvent::LocalCandidate(candidate));

@@ -131,6 +131,9 @@ impl PeerFactory {
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), None)
+            // A far end's check often arrives before its trickled candidate, which makes the
+            // pair peer-reflexive; by default such a pair is not chosen for a second.
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
             .with_ice_credentials(ufrag.to_owned(), password.to_owned())
             .build();
         let configuration = RTCConfigurationBuilder::new()
@@ -368,8 +371,10 @@ impl Peer {
             .map(|m| (m.transport.local_addr, m.transport.peer_addr, m.message))
     }
 
-    /// The next thing to tell the leg's owner. Feeds the kept early datagrams once ICE connects.
-    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+    /// The next thing to tell the leg's owner. Once ICE connects, feeds the kept early datagrams
+    /// and lets the DTLS client's first flight out (the stack queues it on connecting but only
+    /// sends it on a timeout, up to a retransmission interval later).
+    pub fn poll_event(&mut self, now: Instant) -> Option<PeerEvent> {
         loop {
             let event = self.pc.poll_event()?;
             match event {
@@ -395,6 +400,7 @@ impl Peer {
                                 tracing::trace!("early datagram refused: {e}");
                             }
                         }
+                        self.handle_timeout(now);
                     }
                 }
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
