@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use callbot::config::{Config, ConfigErrors, DialectSetting, RecordMode, TlsSetting};
+use callbot::media::transport::PortRange;
 use callbot::protocol::Dialect;
 
 /// A folder with a script and a prompt folder, as a real deployment has.
@@ -277,6 +278,37 @@ fn media_section_gives_addresses_and_ice_servers() {
 }
 
 #[test]
+fn media_threads_and_ports() {
+    let d = Deployment::new();
+    let parse = |media: &str| {
+        d.parse(&format!("{PBX}media:\n{media}bots:\n{ONE_BOT}"))
+            .unwrap()
+            .media
+            .network_settings()
+    };
+    let range = parse("  ports: 40000-40003\n");
+    assert_eq!(range.threads, 0, "as many as ports");
+    assert_eq!(
+        range.ports,
+        Some(PortRange {
+            first: 40000,
+            last: 40003
+        })
+    );
+    assert_eq!(range.ports.unwrap().len(), 4);
+    let one = parse("  threads: 1\n  ports: 5004\n");
+    assert_eq!((one.threads, one.ports.map(PortRange::len)), (1, Some(1)));
+    let threads = parse("  threads: 3\n");
+    assert_eq!((threads.threads, threads.ports), (3, None));
+    let default = d
+        .parse(&with_bots(ONE_BOT))
+        .unwrap()
+        .media
+        .network_settings();
+    assert_eq!((default.threads, default.ports), (0, None));
+}
+
+#[test]
 fn media_section_errors() {
     let d = Deployment::new();
     let cases = [
@@ -295,6 +327,18 @@ fn media_section_errors() {
         (
             "media:\n  ice_servers:\n    - { urls: [] }\n",
             "media.ice_servers[0]: urls",
+        ),
+        ("media:\n  threads: 0\n", "media.threads: must be 1 to 256"),
+        (
+            "media:\n  ports: 0\n",
+            "media.ports: \"0\" is not a UDP port",
+        ),
+        ("media:\n  ports: 5003-5000\n", "media.ports: \"5003-5000\""),
+        ("media:\n  ports: 1000-2000\n", "a range of at most 256"),
+        ("media:\n  ports: http\n", "media.ports: \"http\""),
+        (
+            "media:\n  threads: 3\n  ports: 5000-5001\n",
+            "media.threads: 3 thread(s) need as many ports; media.ports gives 2",
         ),
     ];
     for (media, expected) in cases {

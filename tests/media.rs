@@ -19,7 +19,7 @@ use callbot::media::inband::goertzel_power;
 use callbot::media::player::Outcome;
 use callbot::media::prompt::{PromptError, load};
 use callbot::media::recorder::RecordingReport;
-use callbot::media::transport::TransportState;
+use callbot::media::transport::{NetworkSettings, PortRange, Sockets, TransportState};
 use callbot::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
 use callbot::protocol::RemoteCandidate;
 use common::audio::channel;
@@ -34,6 +34,8 @@ const WAIT: Duration = Duration::from_secs(15);
 struct Peer {
     leg: Arc<MediaLeg>,
     events: mpsc::UnboundedReceiver<LegEvent>,
+    /// The local candidates seen so far.
+    candidates: Vec<String>,
 }
 
 impl Peer {
@@ -42,6 +44,9 @@ impl Peer {
         timeout(WAIT, async {
             loop {
                 let event = self.events.recv().await.expect("leg events ended");
+                if let LegEvent::LocalCandidate(candidate) = &event {
+                    self.candidates.push(candidate.candidate.clone());
+                }
                 if let Some(found) = pick(&event) {
                     return found;
                 }
@@ -111,34 +116,36 @@ impl Peer {
     }
 }
 
-/// Sends `from`'s local candidates to `to`; everything else goes to the returned receiver.
+/// Sends `from`'s local candidates to `to`, and every event (candidates too) to the returned
+/// receiver.
 fn forward(mut raw: LegEvents, to: Arc<MediaLeg>) -> mpsc::UnboundedReceiver<LegEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(event) = raw.recv().await {
-            match event {
-                LegEvent::LocalCandidate(candidate) => {
-                    let remote = RemoteCandidate {
-                        callid: None,
-                        candidate: candidate.candidate,
-                        addresses: vec![],
-                    };
-                    to.add_remote_candidate(&remote)
-                        .await
-                        .expect("add candidate");
-                }
-                other => {
-                    let _ = tx.send(other);
-                }
+            if let LegEvent::LocalCandidate(candidate) = &event {
+                let remote = RemoteCandidate {
+                    callid: None,
+                    candidate: candidate.candidate.clone(),
+                    addresses: vec![],
+                };
+                to.add_remote_candidate(&remote)
+                    .await
+                    .expect("add candidate");
             }
+            let _ = tx.send(event);
         }
     });
     rx
 }
 
 async fn two_legs(media: &MediaRuntime) -> (Peer, Peer) {
-    let (a, a_raw) = media.new_leg().await.expect("leg a");
-    let (b, b_raw) = media.new_leg().await.expect("leg b");
+    two_legs_on(media, media).await
+}
+
+/// Leg A on `a_media`, leg B on `b_media`.
+async fn two_legs_on(a_media: &MediaRuntime, b_media: &MediaRuntime) -> (Peer, Peer) {
+    let (a, a_raw) = a_media.new_leg().await.expect("leg a");
+    let (b, b_raw) = b_media.new_leg().await.expect("leg b");
     let (a, b) = (Arc::new(a), Arc::new(b));
     let a_events = forward(a_raw, b.clone());
     let b_events = forward(b_raw, a.clone());
@@ -146,17 +153,22 @@ async fn two_legs(media: &MediaRuntime) -> (Peer, Peer) {
         Peer {
             leg: a,
             events: a_events,
+            candidates: Vec::new(),
         },
         Peer {
             leg: b,
             events: b_events,
+            candidates: Vec::new(),
         },
     )
 }
 
 /// A offers, B answers the offer after `edit`; both connect.
 async fn connected_pair(media: &MediaRuntime, edit: impl Fn(&str) -> String) -> (Peer, Peer) {
-    let (mut a, mut b) = two_legs(media).await;
+    connect(two_legs(media).await, edit).await
+}
+
+async fn connect((mut a, mut b): (Peer, Peer), edit: impl Fn(&str) -> String) -> (Peer, Peer) {
     let offer = a.leg.create_offer().await.expect("offer");
     let answer = b.leg.accept_offer(&edit(&offer)).await.expect("answer");
     a.leg.apply_answer(&answer).await.expect("apply answer");
@@ -549,4 +561,110 @@ fn absurd_sample_rates_are_unsupported_not_fatal() {
             "{rate} Hz"
         );
     }
+}
+
+/// Waits until `peer` has received `count` packets (statistics are published every 100 ms).
+async fn received(peer: &Peer, count: u64) -> u64 {
+    timeout(WAIT, async {
+        loop {
+            let got = peer.leg.stats().packets_received;
+            if got >= count {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{count} packets never arrived: {:?}", peer.leg.stats()))
+}
+
+/// One engine thread, so every leg shares its socket: the two pairs' far ends are on that same
+/// port, and the engine has to tell the calls apart (some legs move to a socket of their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legs_sharing_one_port_with_their_far_ends_connect_and_talk() {
+    let media = MediaRuntime::start(NetworkSettings {
+        threads: 1,
+        ..common::emulator::loopback()
+    })
+    .expect("media runtime");
+    let shared = format!("127.0.0.1 {} typ host", media.ports()[0]);
+    let (a, b) = connected_pair(&media, |sdp| sdp.to_owned()).await;
+    let (c, d) = connected_pair(&media, |sdp| sdp.to_owned()).await;
+    let moved = [&a, &b, &c, &d]
+        .iter()
+        .filter(|peer| peer.candidates.iter().any(|c| !c.contains(&shared)))
+        .count();
+    assert!(
+        moved >= 2,
+        "legs that moved to a port of their own: {moved}"
+    );
+    for (from, to) in [(&a, &b), (&b, &a), (&c, &d), (&d, &c)] {
+        from.leg.tone(440.0, 1000);
+        received(to, 20).await;
+    }
+    // Each leg hears its own far end only: four streams of about 50 packets a second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for peer in [&a, &b, &c, &d] {
+        let stats = peer.leg.stats();
+        assert_eq!(stats.packets_lost, 0, "{stats:?}");
+        assert!(
+            stats.packets_received < 200,
+            "another call's packets: {stats:?}"
+        );
+    }
+}
+
+/// `media.ports`: the engine thread binds the port, and host candidates name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_port_carries_the_calls() {
+    let port = {
+        let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let ports = Some(PortRange {
+        first: port,
+        last: port,
+    });
+    let media = MediaRuntime::start(NetworkSettings {
+        ports,
+        ..common::emulator::loopback()
+    })
+    .expect("media runtime on the chosen port");
+    assert_eq!(media.ports(), vec![port]);
+    // A second engine cannot have the port.
+    let taken = MediaRuntime::start(NetworkSettings {
+        ports,
+        ..common::emulator::loopback()
+    });
+    let error = taken.err().expect("the port is taken").to_string();
+    assert!(error.contains(&port.to_string()), "{error}");
+    // The far end has sockets of its own, as a phone has.
+    let phones = MediaRuntime::start(NetworkSettings {
+        sockets: Sockets::PerLeg,
+        ..common::emulator::loopback()
+    })
+    .expect("media runtime");
+    let (mut a, mut b) = two_legs_on(&media, &phones).await;
+    let offer = a.leg.create_offer().await.unwrap();
+    let answer = b.leg.accept_offer(&offer).await.unwrap();
+    a.leg.apply_answer(&answer).await.unwrap();
+    let host = format!("127.0.0.1 {port} typ host");
+    let ours = a
+        .wait_for(|e| match e {
+            LegEvent::LocalCandidate(c) => Some(c.candidate.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(ours.contains(&host), "{ours}");
+    let theirs = b
+        .wait_for(|e| match e {
+            LegEvent::LocalCandidate(c) => Some(c.candidate.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(!theirs.contains(&host), "the phone's own port: {theirs}");
+    a.connected().await;
+    b.connected().await;
+    a.leg.tone(440.0, 1000);
+    received(&b, 20).await;
 }

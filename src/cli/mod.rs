@@ -129,3 +129,13 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+/// `--engine`: `sans-io` (the media engine) or `legacy` (the first one, kept for comparisons).
+fn engine_kind(text: &str) -> Result<callbot::media::transport::EngineKind, String> {
+    use callbot::media::transport::EngineKind;
+    match text {
+        "sans-io" => Ok(EngineKind::SansIo),
+        "legacy" => Ok(EngineKind::Legacy),
+        other => Err(format!("unknown engine {other:?} (sans-io or legacy)")),
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use callbot::config::Config;
 use callbot::daemon::Daemon;
+use callbot::media::transport::EngineKind;
 use callbot::script::Limits;
 
 /// Run the bots of a config until SIGTERM or Ctrl-C.
@@ -22,16 +23,21 @@ pub struct RunArgs {
     /// Seconds live calls may go on after SIGTERM before they are hung up.
     #[arg(long, default_value_t = 30)]
     grace: u64,
+    /// The media engine (the first one is kept only to be measured against; `callbot bench
+    /// --engine legacy` uses it).
+    #[arg(long, hide = true, default_value = "sans-io", value_parser = super::engine_kind)]
+    engine: EngineKind,
 }
 
 pub async fn run(args: RunArgs) -> ExitCode {
-    let config = match Config::load(&args.config) {
+    let mut config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::from(super::EXIT_CONFIG_ERRORS);
         }
     };
+    config.media.engine = args.engine;
     let daemon = match Daemon::start(config, Limits::default()).await {
         Ok(daemon) => daemon,
         Err(e) => {

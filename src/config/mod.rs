@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use crate::media::transport::{IceServer, NetworkSettings};
+use crate::media::transport::{EngineKind, IceServer, NetworkSettings, PortRange};
 use crate::protocol::Dialect;
 
 pub use dial::{DialPattern, DialPolicy, PatternError};
@@ -154,6 +154,12 @@ pub struct MediaConfig {
     /// Addresses to offer host candidates on; empty: every non-loopback interface plus 127.0.0.1.
     pub addresses: Vec<IpAddr>,
     pub ice_servers: Vec<IceServerConfig>,
+    /// Media engine threads; 0: one per core (or one per port of `ports`).
+    pub threads: usize,
+    /// The UDP ports the engine threads serve calls on, one per thread; `None`: chosen by the OS.
+    pub ports: Option<PortRange>,
+    /// Not from the file: `callbot run --engine` picks the first engine to compare with.
+    pub engine: EngineKind,
 }
 
 /// A STUN or TURN server.
@@ -178,6 +184,9 @@ impl MediaConfig {
                     credential: server.credential.clone().unwrap_or_default(),
                 })
                 .collect(),
+            threads: self.threads,
+            ports: self.ports,
+            engine: self.engine,
             ..NetworkSettings::default()
         }
     }

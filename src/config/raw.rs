@@ -67,6 +67,8 @@ pub(super) struct RawHttp {
 pub(super) struct RawMedia {
     #[serde(default)]
     pub addresses: Vec<Text>,
+    pub threads: Option<Spanned<u32>>,
+    pub ports: Option<Text>,
     #[serde(default)]
     pub ice_servers: Vec<Spanned<RawIceServer>>,
 }

@@ -16,10 +16,13 @@ use super::{
     AdminLogin, BotConfig, Config, DialectSetting, HttpConfig, IceServerConfig, MediaConfig,
     PbxConfig, RecordMode, TlsSetting,
 };
+use crate::media::transport::PortRange;
 
 const DEFAULT_MAX_CALLS: u32 = 10;
 /// The most a bot's `script_memory_mb` may be.
 const MAX_SCRIPT_MEMORY_MB: u32 = 4096;
+/// Media engine threads at most (each is a core's worth of calls).
+const MAX_MEDIA_THREADS: u32 = 256;
 /// Outbound calls per second a bot may place unless its config says otherwise.
 const DEFAULT_MAX_CPS: f64 = 10.0;
 
@@ -326,9 +329,53 @@ impl Resolver<'_> {
             .enumerate()
             .filter_map(|(i, server)| self.ice_server(i, server))
             .collect();
+        let threads = match &raw.threads {
+            Some(value) if !(1..=MAX_MEDIA_THREADS).contains(&value.value) => {
+                let message = format!("must be 1 to {MAX_MEDIA_THREADS}");
+                self.report(value.referenced, "media.threads", Problem::Invalid(message));
+                None
+            }
+            Some(value) => Some(value.value as usize),
+            None => None,
+        };
+        let ports = raw.ports.as_ref().and_then(|value| self.port_range(value));
+        if let (Some(threads), Some(ports), Some(value)) = (threads, ports, &raw.threads)
+            && threads != ports.len()
+        {
+            let message = format!(
+                "{threads} thread(s) need as many ports; media.ports gives {}",
+                ports.len()
+            );
+            self.report(value.referenced, "media.threads", Problem::Invalid(message));
+        }
         MediaConfig {
             addresses,
             ice_servers,
+            threads: threads.unwrap_or(0),
+            ports,
+            engine: Default::default(),
+        }
+    }
+
+    /// `5000` or `5000-5003`: one UDP port per media thread.
+    fn port_range(&mut self, value: &Text) -> Option<PortRange> {
+        let text = self.text(value, "media.ports")?;
+        let (first, last) = text.split_once('-').unwrap_or((&text, &text));
+        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&p| p > 0);
+        match (port(first), port(last)) {
+            (Some(first), Some(last))
+                if first <= last && usize::from(last - first) < MAX_MEDIA_THREADS as usize =>
+            {
+                Some(PortRange { first, last })
+            }
+            _ => {
+                let message = format!(
+                    "{:?} is not a UDP port or a range of at most {MAX_MEDIA_THREADS} such as 40000-40003",
+                    value.value
+                );
+                self.report(value.referenced, "media.ports", Problem::Invalid(message));
+                None
+            }
         }
     }
 

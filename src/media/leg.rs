@@ -291,7 +291,7 @@ impl MediaLeg {
         }
     }
 
-    /// The leg's statistics: as of the last half second while it runs, final once it is closed.
+    /// The leg's statistics: at most 100 ms old while it runs, final once it is closed.
     pub fn stats(&self) -> LegStats {
         match &self.inner {
             Inner::Engine(leg) => leg.stats(),

@@ -91,10 +91,25 @@ impl ReceiveStats {
 /// How regular a packet stream is: the gap between successive packets (sent, or received)
 /// minus the 20 ms interval, in 0.1 ms buckets (the last bucket collects everything from
 /// 25 ms up).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct GapHistogram {
     last: Option<Instant>,
     buckets: Vec<u32>,
+}
+
+impl Clone for GapHistogram {
+    fn clone(&self) -> Self {
+        Self {
+            last: self.last,
+            buckets: self.buckets.clone(),
+        }
+    }
+
+    /// Copies into the existing buckets (the media engine publishes histograms often).
+    fn clone_from(&mut self, source: &Self) {
+        self.last = source.last;
+        self.buckets.clone_from(&source.buckets);
+    }
 }
 
 const BUCKET_US: u64 = 100;

@@ -31,7 +31,7 @@ const MAX_ECHO_FRAMES: usize = 5;
 /// Events kept for an owner that is not reading; beyond this they are dropped.
 const MAX_UNSENT_EVENTS: usize = 1024;
 /// How often (in the leg's 20 ms intervals) its statistics are published to its handle.
-const PUBLISH_EVERY: u32 = 25;
+const PUBLISH_EVERY: u32 = 5;
 
 /// Which engine thread a leg lives on, and its id there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +47,8 @@ pub struct BridgedFrame {
     pub codec: Codec,
 }
 
-/// The statistics a leg's handle reads: refreshed by the engine every half second, on state
-/// changes and when the leg ends.
+/// The statistics a leg's handle reads: refreshed by the engine every 100 ms, on state changes
+/// and when the leg ends.
 #[derive(Debug, Default)]
 pub struct Published {
     pub stats: LegStats,
