@@ -1,7 +1,9 @@
 //! Media engine benchmark: N leg pairs in one process over 127.0.0.1, every leg playing a prompt
 //! and recording stereo. Reports CPU and RSS per leg and send pacing jitter.
 //!
-//! `cargo bench --bench media_legs -- [PAIRS…] [--secs S]` (default: 50 200 500 pairs, 10 s).
+//! `cargo bench --bench media_legs -- [PAIRS…] [--secs S] [--engine sans-io|legacy]` (default:
+//! 50 200 500 pairs, 10 s, the sans-IO engine). Leg A of each pair is on the engine's shared
+//! ports, as a bot's legs are; leg B (the far end) has a socket of its own, as a phone has.
 //! Each size runs in a fresh child process so memory figures do not mix.
 
 #[path = "support/mod.rs"]
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callbot::media::stats::GapHistogram;
-use callbot::media::transport::{NetworkSettings, TransportState};
+use callbot::media::transport::{EngineKind, NetworkSettings, Sockets, TransportState};
 use callbot::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
 use callbot::protocol::RemoteCandidate;
 use serde_json::{Value, json};
@@ -27,24 +29,30 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let secs: u64 = args
-        .iter()
-        .position(|a| a == "--secs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let option = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let secs: u64 = option("--secs").and_then(|s| s.parse().ok()).unwrap_or(10);
+    let engine = option("--engine").unwrap_or_else(|| "sans-io".into());
     if let Ok(pairs) = std::env::var(CHILD_ENV) {
         let pairs = pairs.parse().expect("pair count");
+        let engine = match engine.as_str() {
+            "legacy" => EngineKind::Legacy,
+            _ => EngineKind::SansIo,
+        };
         let result = tokio::runtime::Runtime::new()
             .expect("tokio")
-            .block_on(run(pairs, secs));
+            .block_on(run(pairs, secs, engine));
         println!("{result}");
         return;
     }
     let mut sizes: Vec<usize> = args
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i == 0 || args[i - 1] != "--secs")
+        .filter(|(i, _)| *i == 0 || !["--secs", "--engine"].contains(&args[i - 1].as_str()))
         .filter_map(|(_, a)| a.parse().ok())
         .collect();
     if sizes.is_empty() {
@@ -52,7 +60,7 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "media_legs: {secs} s per size, {cores} cores, every leg plays a prompt and records stereo"
+        "media_legs: {engine} engine, {secs} s per size, {cores} cores, every leg plays a prompt and records stereo"
     );
     println!(
         "{:>6} {:>6} {:>8} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8} {:>8}",
@@ -71,7 +79,7 @@ fn main() {
     for pairs in sizes {
         let output = Command::new(std::env::current_exe().expect("bench binary"))
             .env(CHILD_ENV, pairs.to_string())
-            .args(["--secs", &secs.to_string()])
+            .args(["--secs", &secs.to_string(), "--engine", &engine])
             .output()
             .expect("run bench child");
         let line = String::from_utf8_lossy(&output.stdout);
@@ -141,9 +149,9 @@ fn forward(mut events: LegEvents, to: Arc<MediaLeg>) -> tokio::sync::oneshot::Re
     done
 }
 
-async fn connect(media: &MediaRuntime) -> Pair {
+async fn connect(media: &MediaRuntime, far: &MediaRuntime) -> Pair {
     let (a, a_events) = media.new_leg().await.expect("leg");
-    let (b, b_events) = media.new_leg().await.expect("leg");
+    let (b, b_events) = far.new_leg().await.expect("leg");
     let (a, b) = (Arc::new(a), Arc::new(b));
     let a_up = forward(a_events, b.clone());
     let b_up = forward(b_events, a.clone());
@@ -158,22 +166,26 @@ async fn connect(media: &MediaRuntime) -> Pair {
     Pair { a, b }
 }
 
-async fn run(pairs: usize, secs: u64) -> Value {
+async fn run(pairs: usize, secs: u64, engine: EngineKind) -> Value {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = tempfile::tempdir().expect("temp dir");
     let prompt = dir.path().join("prompt.wav");
     support::write_tone(&prompt, 440.0, 5000);
-    let media = MediaRuntime::start(NetworkSettings {
+    let settings = |sockets| NetworkSettings {
         addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        ice_servers: vec![],
+        sockets,
+        engine,
         ..NetworkSettings::default()
-    })
-    .expect("media runtime");
+    };
+    let media = MediaRuntime::start(settings(Sockets::Shared)).expect("media runtime");
+    let far = MediaRuntime::start(settings(Sockets::PerLeg)).expect("media runtime");
     // The shared prompt copy belongs to the baseline, not to any leg.
-    media
-        .prompts()
-        .get(&prompt, callbot::media::codec::Codec::Pcmu)
-        .expect("prompt");
+    for runtime in [&media, &far] {
+        runtime
+            .prompts()
+            .get(&prompt, callbot::media::codec::Codec::Pcmu)
+            .expect("prompt");
+    }
     let baseline_rss = rss_kib();
 
     let setup_start = Instant::now();
@@ -182,8 +194,8 @@ async fn run(pairs: usize, secs: u64) -> Value {
         let batch = SETUP_BATCH.min(pairs - all.len());
         let connecting: Vec<_> = (0..batch)
             .map(|_| {
-                let media = media.clone();
-                tokio::spawn(async move { connect(&media).await })
+                let (media, far) = (media.clone(), far.clone());
+                tokio::spawn(async move { connect(&media, &far).await })
             })
             .collect();
         for pair in connecting {

@@ -295,9 +295,9 @@ fn media_threads_and_ports() {
             last: 40003
         })
     );
-    assert_eq!(range.ports.unwrap().len(), 4);
+    assert_eq!(range.ports.unwrap().count(), 4);
     let one = parse("  threads: 1\n  ports: 5004\n");
-    assert_eq!((one.threads, one.ports.map(PortRange::len)), (1, Some(1)));
+    assert_eq!((one.threads, one.ports.map(PortRange::count)), (1, Some(1)));
     let threads = parse("  threads: 3\n");
     assert_eq!((threads.threads, threads.ports), (3, None));
     let default = d

@@ -14,6 +14,9 @@ use crate::procstat::{Usage, usage};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
     Callbot,
+    /// `callbot run --engine legacy`: the first media engine, kept to be measured against.
+    #[value(hide = true)]
+    CallbotLegacy,
     Aiortc,
     Chromium,
 }
@@ -22,6 +25,7 @@ impl Peer {
     pub fn name(self) -> &'static str {
         match self {
             Peer::Callbot => "callbot",
+            Peer::CallbotLegacy => "callbot-legacy",
             Peer::Aiortc => "aiortc",
             Peer::Chromium => "chromium",
         }
@@ -150,7 +154,11 @@ impl Target {
     pub async fn start(peer: Peer, env: &Environment, calls: usize) -> Result<Self, String> {
         let first = env.first_extension.to_string();
         match peer {
-            Peer::Callbot => {
+            Peer::Callbot | Peer::CallbotLegacy => {
+                let engine = match peer {
+                    Peer::CallbotLegacy => "legacy",
+                    _ => "sans-io",
+                };
                 let recordings = env.work.join("callbot-recordings");
                 let prompts = env.work.join("prompts");
                 std::fs::create_dir_all(&prompts).map_err(|e| e.to_string())?;
@@ -174,7 +182,7 @@ impl Target {
                 std::fs::write(&path, config).map_err(|e| e.to_string())?;
                 let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
                 command
-                    .args(["run", "--grace", "5", "-c"])
+                    .args(["run", "--engine", engine, "--grace", "5", "-c"])
                     .arg(&path)
                     .env("PBX_ADMIN_PASSWORD", &env.admin_password)
                     .env("RUST_LOG", "warn,callbot::connection=info");

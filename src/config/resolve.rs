@@ -340,11 +340,11 @@ impl Resolver<'_> {
         };
         let ports = raw.ports.as_ref().and_then(|value| self.port_range(value));
         if let (Some(threads), Some(ports), Some(value)) = (threads, ports, &raw.threads)
-            && threads != ports.len()
+            && threads != ports.count()
         {
             let message = format!(
                 "{threads} thread(s) need as many ports; media.ports gives {}",
-                ports.len()
+                ports.count()
             );
             self.report(value.referenced, "media.threads", Problem::Invalid(message));
         }

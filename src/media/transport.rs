@@ -57,8 +57,9 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub fn len(self) -> usize {
-        usize::from(self.last - self.first) + 1
+    /// How many ports (and so engine threads); never 0.
+    pub fn count(self) -> usize {
+        usize::from(self.last.saturating_sub(self.first)) + 1
     }
 }
 

@@ -131,7 +131,7 @@ impl Events {
     fn emit(&mut self, event: LegEvent) {
         if self.unsent.is_empty() {
             match self.sender.try_send(event) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                 Err(mpsc::error::TrySendError::Full(event)) => self.unsent.push_back(event),
             }
         } else if self.unsent.len() < MAX_UNSENT_EVENTS {

@@ -44,7 +44,7 @@ impl Engine {
         recordings: RecordingWriter,
     ) -> std::io::Result<Self> {
         let count = match (network.ports, network.threads) {
-            (Some(ports), _) => ports.len(),
+            (Some(ports), _) => ports.count(),
             (None, 0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             (None, n) => n,
         };

@@ -66,7 +66,6 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCR
             rtcp_feedback: vec![],
         },
         payload_type: pt,
-        ..Default::default()
     }
 }
 
@@ -388,20 +387,16 @@ impl Peer {
                         sdp_mline_index: Some(0),
                     }));
                 }
-                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
-                    if matches!(
-                        state,
-                        RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
-                    ) && !self.ice_connected
-                    {
-                        self.ice_connected = true;
-                        for message in std::mem::take(&mut self.early) {
-                            if let Err(e) = self.pc.handle_read(message) {
-                                tracing::trace!("early datagram refused: {e}");
-                            }
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed,
+                ) if !self.ice_connected => {
+                    self.ice_connected = true;
+                    for message in std::mem::take(&mut self.early) {
+                        if let Err(e) = self.pc.handle_read(message) {
+                            tracing::trace!("early datagram refused: {e}");
                         }
-                        self.handle_timeout(now);
                     }
+                    self.handle_timeout(now);
                 }
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                     let state = match state {
