@@ -19,7 +19,7 @@ use callbot::media::inband::goertzel_power;
 use callbot::media::player::Outcome;
 use callbot::media::prompt::{PromptError, load};
 use callbot::media::recorder::RecordingReport;
-use callbot::media::transport::{NetworkSettings, PortRange, Sockets, TransportState};
+use callbot::media::transport::{IceServer, NetworkSettings, PortRange, Sockets, TransportState};
 use callbot::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
 use callbot::protocol::RemoteCandidate;
 use common::audio::channel;
@@ -53,7 +53,12 @@ impl Peer {
             }
         })
         .await
-        .expect("timed out waiting for a leg event")
+        .unwrap_or_else(|_| {
+            panic!(
+                "timed out waiting for a leg event; candidates {:?}",
+                self.candidates
+            )
+        })
     }
 
     async fn connected(&mut self) {
@@ -667,4 +672,83 @@ async fn the_configured_port_carries_the_calls() {
     b.connected().await;
     a.leg.tone(440.0, 1000);
     received(&b, 20).await;
+}
+
+/// A STUN server on loopback that tells every asker it came from 203.0.113.7 (the outside of a
+/// NAT), keeping the asker's port.
+async fn fake_stun_server() -> std::net::SocketAddr {
+    use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
+    use rtc::stun::xoraddr::XorMappedAddress;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buffer = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buffer).await {
+            let answer = {
+                let mut request = Message::new();
+                if request.unmarshal_binary(&buffer[..n]).is_err() {
+                    continue;
+                }
+                let mut answer = Message::new();
+                let setters: [Box<dyn Setter>; 3] = [
+                    Box::new(BINDING_SUCCESS),
+                    Box::new(request.transaction_id),
+                    Box::new(XorMappedAddress {
+                        ip: [203, 0, 113, 7].into(),
+                        port: from.port(),
+                    }),
+                ];
+                answer.build(&setters).unwrap();
+                answer.raw
+            };
+            let _ = socket.send_to(&answer, from).await;
+        }
+    });
+    address
+}
+
+/// `media.ice_servers`: each socket asks the STUN server what it looks like from outside, and
+/// its legs offer that as a server-reflexive candidate (the call itself still goes over the
+/// host candidates here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stun_server_yields_server_reflexive_candidates() {
+    let server = fake_stun_server().await;
+    let settings = |sockets| NetworkSettings {
+        ice_servers: vec![IceServer {
+            urls: vec![format!("stun:{server}")],
+            ..IceServer::default()
+        }],
+        threads: 1,
+        sockets,
+        ..common::emulator::loopback()
+    };
+    let media = MediaRuntime::start(settings(Sockets::Shared)).unwrap();
+    let phones = MediaRuntime::start(settings(Sockets::PerLeg)).unwrap();
+    let (mut a, mut b) = two_legs_on(&media, &phones).await;
+    let offer = a.leg.create_offer().await.unwrap();
+    let answer = b.leg.accept_offer(&offer).await.unwrap();
+    a.leg.apply_answer(&answer).await.unwrap();
+    a.connected().await;
+    b.connected().await;
+    for (peer, port) in [(&mut a, Some(media.ports()[0])), (&mut b, None)] {
+        let reflexive = match peer.candidates.iter().find(|c| c.contains("typ srflx")) {
+            Some(seen) => seen.clone(),
+            None => {
+                peer.wait_for(|e| match e {
+                    LegEvent::LocalCandidate(c) if c.candidate.contains("typ srflx") => {
+                        Some(c.candidate.clone())
+                    }
+                    _ => None,
+                })
+                .await
+            }
+        };
+        assert!(reflexive.contains("203.0.113.7"), "{reflexive}");
+        if let Some(port) = port {
+            assert!(
+                reflexive.contains(&format!("203.0.113.7 {port} typ srflx")),
+                "{reflexive}"
+            );
+        }
+    }
 }

@@ -3,7 +3,6 @@
 //! the thread's command queue and hears from it through a bounded event queue.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::demux::LegId;
 use super::loader::{Loader, Reply, Request};
-use super::peer::{Peer, PeerEvent};
+use super::peer::{LocalCandidate, Peer, PeerEvent};
 use crate::media::codec::{Codec, Decoder, Encoder, FRAME_MS, convert_rate};
 use crate::media::dtmf::{Digit, EventReceiver};
 use crate::media::inband::InbandDetector;
@@ -232,7 +231,7 @@ struct Signalling {
     /// nothing to pair them with before, and the description itself then lists none (they are
     /// trickled, as browsers do).
     local_description: bool,
-    local_addresses: Vec<SocketAddr>,
+    local_candidates: Vec<LocalCandidate>,
 }
 
 pub struct Leg {
@@ -343,20 +342,22 @@ impl Leg {
     fn local_description_set(&mut self) {
         if !self.signalling.local_description {
             self.signalling.local_description = true;
-            let addresses = std::mem::take(&mut self.signalling.local_addresses);
-            self.add_local_addresses(&addresses);
+            let candidates = std::mem::take(&mut self.signalling.local_candidates);
+            self.add_local_candidates(&candidates);
         }
     }
 
-    /// Offers host candidates on `addresses` (the thread's socket, or one of the leg's own).
-    pub fn add_local_addresses(&mut self, addresses: &[SocketAddr]) {
+    /// Offers candidates of ours (on the thread's socket, or one of the leg's own).
+    pub fn add_local_candidates(&mut self, candidates: &[LocalCandidate]) {
         if !self.signalling.local_description {
-            self.signalling.local_addresses.extend_from_slice(addresses);
+            self.signalling
+                .local_candidates
+                .extend_from_slice(candidates);
             return;
         }
-        for &address in addresses {
-            if let Err(e) = self.peer.add_local_candidate(address) {
-                tracing::warn!(leg = self.id, "cannot offer {address}: {e}");
+        for candidate in candidates {
+            if let Err(e) = self.peer.add_local_candidate(candidate) {
+                tracing::warn!(leg = self.id, "cannot offer {candidate:?}: {e}");
             }
         }
     }
@@ -710,6 +711,17 @@ impl Leg {
         self.recordings.stop();
         self.recordings.finish(writes);
         self.peer.close();
+        self.events.flush();
+        self.publish();
+    }
+
+    /// The leg's connection failed beyond repair (the stack panicked on it): the owner hears it,
+    /// and its recordings are closed.
+    pub fn fail(&mut self, writes: &mut WriteBatch) {
+        self.recordings.stop();
+        self.recordings.finish(writes);
+        self.state = TransportState::Failed;
+        self.emit(LegEvent::State(TransportState::Failed));
         self.events.flush();
         self.publish();
     }

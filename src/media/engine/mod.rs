@@ -8,6 +8,7 @@ mod demux;
 mod leg;
 mod loader;
 mod peer;
+mod reflexive;
 mod thread;
 pub mod udp;
 
@@ -21,6 +22,7 @@ pub use self::leg::{Control, LegAddress, SignalOp, Signalled};
 use self::leg::{Published, PublishedStats};
 use self::loader::Loader;
 use self::peer::PeerFactory;
+use self::reflexive::StunServer;
 use self::thread::{Command, EngineThread, Setup, ThreadHandle};
 use super::prompt::PromptCache;
 use super::recorder::RecordingWriter;
@@ -49,6 +51,7 @@ impl Engine {
             (None, n) => n,
         };
         let host_ips = host_ips(&network.addresses);
+        let stun = stun_servers(network);
         let peers = PeerFactory::new().map_err(std::io::Error::other)?;
         let loader = Loader::start(prompts)?;
         let handles = Arc::new(OnceLock::new());
@@ -64,6 +67,7 @@ impl Engine {
                 peers: peers.clone(),
                 recordings: recordings.clone(),
                 loader: loader.clone(),
+                stun: stun.clone(),
             };
             let (handle, bound) = EngineThread::spawn(setup, handles.clone())
                 .map_err(|e| std::io::Error::new(e.kind(), format!("media port {port}: {e}")))?;
@@ -144,6 +148,39 @@ fn host_ips(configured: &[IpAddr]) -> Vec<IpAddr> {
     ips.dedup();
     ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
     ips
+}
+
+/// The STUN servers of the configured ICE servers, resolved now. TURN servers answer STUN too,
+/// so they give server-reflexive candidates; this engine does not relay media through them.
+fn stun_servers(network: &NetworkSettings) -> Vec<StunServer> {
+    use rtc::ice::url::{SchemeType, Url};
+    use std::net::ToSocketAddrs;
+    let mut servers = Vec::new();
+    for text in network.ice_servers.iter().flat_map(|s| &s.urls) {
+        let Ok(url) = Url::parse_url(text.split('?').next().unwrap_or(text)) else {
+            tracing::warn!("{text:?} is not an ICE server URL");
+            continue;
+        };
+        match url.scheme {
+            SchemeType::Stun => {}
+            SchemeType::Turn => tracing::warn!(
+                "{text}: the media engine does not relay through TURN; the server is asked only \
+                 for server-reflexive candidates"
+            ),
+            _ => {
+                tracing::warn!("{text}: only stun: and turn: over UDP are used");
+                continue;
+            }
+        }
+        match (url.host.as_str(), url.port).to_socket_addrs() {
+            Ok(addresses) => servers.extend(addresses.map(|address| StunServer {
+                address,
+                url: text.clone(),
+            })),
+            Err(e) => tracing::warn!("{text}: {e}"),
+        }
+    }
+    servers
 }
 
 /// A leg's owner's side: commands go to the leg's engine thread; statistics are read from what

@@ -22,7 +22,8 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
+    RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp::{Header, Packet};
@@ -172,6 +173,19 @@ impl PeerFactory {
     }
 }
 
+/// A candidate of ours: a socket's address, or the address a STUN server saw it come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalCandidate {
+    Host(SocketAddr),
+    Reflexive {
+        address: SocketAddr,
+        /// The host address behind it.
+        base: SocketAddr,
+        /// The STUN server that told us.
+        url: String,
+    },
+}
+
 /// Something a connection reports.
 #[derive(Debug)]
 pub enum PeerEvent {
@@ -253,23 +267,44 @@ impl Peer {
         Ok(text)
     }
 
-    /// Offers a host candidate on `address` (trickled through a `LocalCandidate` event).
-    pub fn add_local_candidate(&mut self, address: SocketAddr) -> Result<(), TransportError> {
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: address.ip().to_string(),
-                port: address.port(),
-                component: 1,
-                ..Default::default()
-            },
+    /// Offers a candidate of ours (trickled through a `LocalCandidate` event).
+    pub fn add_local_candidate(
+        &mut self,
+        candidate: &LocalCandidate,
+    ) -> Result<(), TransportError> {
+        let config = |address: SocketAddr| CandidateConfig {
+            network: "udp".to_owned(),
+            address: address.ip().to_string(),
+            port: address.port(),
+            component: 1,
             ..Default::default()
-        }
-        .new_candidate_host()
-        .map_err(stack_error)?;
-        let init = RTCIceCandidate::from(&candidate)
+        };
+        let (candidate, url) = match candidate {
+            LocalCandidate::Host(address) => {
+                let host = CandidateHostConfig {
+                    base_config: config(*address),
+                    ..Default::default()
+                };
+                (host.new_candidate_host(), None)
+            }
+            LocalCandidate::Reflexive { address, base, url } => {
+                let reflexive = CandidateServerReflexiveConfig {
+                    base_config: config(*address),
+                    rel_addr: base.ip().to_string(),
+                    rel_port: base.port(),
+                    url: Some(url.clone()),
+                };
+                (
+                    reflexive.new_candidate_server_reflexive(),
+                    Some(url.clone()),
+                )
+            }
+        };
+        let candidate = candidate.map_err(stack_error)?;
+        let mut init = RTCIceCandidate::from(&candidate)
             .to_json()
             .map_err(stack_error)?;
+        init.url = url;
         self.pc.add_local_candidate(init).map_err(stack_error)
     }
 

@@ -24,7 +24,8 @@ use super::leg::{
     BridgedFrame, Control, Leg, LegAddress, LegEnv, PublishedStats, SignalOp, Signalled,
 };
 use super::loader::{Loaded, Loader, Reply};
-use super::peer::PeerFactory;
+use super::peer::{LocalCandidate, PeerFactory};
+use super::reflexive::{Mapped, Reflexive, StunServer};
 use super::udp::{self, Outgoing, Received};
 use crate::media::codec::FRAME_MS;
 use crate::media::recorder::{RecordingWriter, WriteBatch};
@@ -84,6 +85,8 @@ pub struct Setup {
     pub peers: PeerFactory,
     pub recordings: RecordingWriter,
     pub loader: Loader,
+    /// Asked what each socket looks like from outside (server-reflexive candidates).
+    pub stun: Vec<StunServer>,
 }
 
 /// An engine thread as others see it.
@@ -169,6 +172,9 @@ pub struct EngineThread {
     loaded: Arc<Reply>,
     writes: WriteBatch,
     bridged: Vec<(LegAddress, BridgedFrame)>,
+    reflexive: Reflexive,
+    /// The shared sockets' server-reflexive candidates, offered to every leg on them.
+    shared_reflexive: Vec<LocalCandidate>,
     /// Every engine thread of the runtime, this one included (for bridged audio).
     threads: Arc<std::sync::OnceLock<Vec<ThreadHandle>>>,
 }
@@ -264,6 +270,8 @@ impl EngineThread {
             loaded,
             writes: WriteBatch::default(),
             bridged: Vec::new(),
+            reflexive: Reflexive::new(setup.stun),
+            shared_reflexive: Vec::new(),
             threads,
         };
         Ok((thread, handle))
@@ -272,16 +280,26 @@ impl EngineThread {
     /// Runs until every handle is gone and every leg has ended.
     fn run(mut self) {
         raise_priority();
+        let shared: Vec<(u64, u16)> = self.shared.iter().map(|(&t, s)| (t, s.port)).collect();
+        for (token, port) in shared {
+            self.ask_reflexive(token, port, token == 1, Instant::now());
+        }
+        self.send_all();
         let mut next_slot = Instant::now();
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             if self.legs.is_empty() {
-                // Nothing to pace: wait for a command.
+                // Nothing to pace: wait for a command (or a STUN server's answer).
                 match self.commands.try_recv() {
                     Ok(command) => self.command(command, Instant::now()),
                     Err(TryRecvError::Disconnected) => return,
                     Err(TryRecvError::Empty) => {
-                        let _ = self.epoll.wait(&mut events, EpollTimeout::NONE);
+                        let timeout = if self.reflexive.waiting() {
+                            EpollTimeout::from(100u16)
+                        } else {
+                            EpollTimeout::NONE
+                        };
+                        let _ = self.epoll.wait(&mut events, timeout);
                     }
                 }
                 next_slot = Instant::now();
@@ -297,6 +315,9 @@ impl EngineThread {
             let now = Instant::now();
             self.take_commands(now);
             self.receive(&mut events, now);
+            for request in self.reflexive.retries(now) {
+                self.queue_stun(request);
+            }
             self.timeouts(now);
             if !self.legs.is_empty() {
                 self.run_slot(now);
@@ -340,13 +361,13 @@ impl EngineThread {
                 let _ = reply.send(self.open(leg, ssrc, events, published, now));
             }
             Command::Signal { leg, op, reply } => {
-                let (mut parts, legs) = self.env();
-                let result = match legs.get_mut(&leg) {
-                    Some(entry) => entry.leg.signal(op, now, &mut parts.env()),
-                    None => Err(MediaError::Transport(TransportError::Stack(
-                        "the leg has ended".into(),
-                    ))),
-                };
+                let result = self
+                    .on_leg(leg, |l, env| l.signal(op, now, env))
+                    .unwrap_or_else(|| {
+                        Err(MediaError::Transport(TransportError::Stack(
+                            "the leg has ended".into(),
+                        )))
+                    });
                 self.mark_dirty(leg);
                 // A description may name a new ufrag (an ICE restart by the far end).
                 if let Some(entry) = self.legs.get(&leg)
@@ -357,10 +378,7 @@ impl EngineThread {
                 let _ = reply.send(result);
             }
             Command::Control { leg, control } => {
-                let (mut parts, legs) = self.env();
-                if let Some(entry) = legs.get_mut(&leg) {
-                    entry.leg.control(control, &mut parts.env());
-                }
+                self.on_leg(leg, |l, env| l.control(control, env));
                 self.mark_dirty(leg);
             }
             Command::Close { leg, reply } => {
@@ -370,16 +388,50 @@ impl EngineThread {
                 }
             }
             Command::Bridged { leg, frame } => {
-                if let Some(entry) = self.legs.get_mut(&leg) {
-                    entry.leg.bridged_in(frame);
-                }
+                self.on_leg(leg, |l, _| l.bridged_in(frame));
             }
             Command::Loaded(loaded) => {
-                if let Some(entry) = self.legs.get_mut(&loaded.leg) {
-                    entry.leg.loaded(loaded.item, loaded.result);
-                }
+                self.on_leg(loaded.leg, |l, _| l.loaded(loaded.item, loaded.result));
             }
         }
+    }
+
+    /// Runs `work` on a leg. A panic in it (the stack tripping over some input) ends that leg
+    /// alone: the thread and its other calls go on.
+    fn on_leg<R>(
+        &mut self,
+        id: LegId,
+        work: impl FnOnce(&mut Leg, &mut LegEnv<'_>) -> R,
+    ) -> Option<R> {
+        let (mut parts, legs) = self.env();
+        let entry = legs.get_mut(&id)?;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            work(&mut entry.leg, &mut parts.env())
+        }));
+        match outcome {
+            Ok(result) => Some(result),
+            Err(_) => {
+                self.fail(id);
+                None
+            }
+        }
+    }
+
+    /// Ends a leg whose connection panicked: its owner hears it failed, its recordings are
+    /// closed, and nothing more is sent for it.
+    fn fail(&mut self, id: LegId) {
+        tracing::error!(
+            leg = id,
+            "the media stack failed on this leg's input: the leg is ended, the others go on"
+        );
+        let Some(mut entry) = self.legs.remove(&id) else {
+            return;
+        };
+        let writes = &mut self.writes;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            entry.leg.fail(writes);
+        }));
+        self.forget(id, entry);
     }
 
     fn open(
@@ -394,14 +446,18 @@ impl EngineThread {
         let password = random_text(32);
         let peer = self.peers.build(&ufrag, &password, ssrc, now)?;
         let mut private = Vec::new();
-        let addresses = match self.sockets {
-            Sockets::Shared => self.shared_addresses(),
+        let candidates = match self.sockets {
+            Sockets::Shared => {
+                let mut candidates = self.shared_candidates();
+                candidates.extend(self.shared_reflexive.iter().cloned());
+                candidates
+            }
             Sockets::PerLeg => self
-                .bind_private(id, &mut private)
+                .bind_private(id, &mut private, now)
                 .map_err(|e| TransportError::Stack(format!("cannot bind a media socket: {e}")))?,
         };
         let mut leg = Leg::new(id, peer, ssrc, events, published, now);
-        leg.add_local_addresses(&addresses);
+        leg.add_local_candidates(&candidates);
         self.router.add_ufrag(&ufrag, id);
         let slot = (0..SLOTS).min_by_key(|&i| self.slots[i].len()).unwrap_or(0);
         self.slots[slot].push(id);
@@ -420,23 +476,25 @@ impl EngineThread {
     }
 
     /// The host candidates of the shared sockets.
-    fn shared_addresses(&self) -> Vec<SocketAddr> {
+    fn shared_candidates(&self) -> Vec<LocalCandidate> {
         self.host_ips
             .iter()
             .filter_map(|&ip| {
                 let socket = self.shared.get(&shared_token(ip))?;
-                Some(SocketAddr::new(ip, socket.port))
+                Some(LocalCandidate::Host(SocketAddr::new(ip, socket.port)))
             })
             .collect()
     }
 
-    /// Binds a socket of the leg's own (one per address family) and returns its host addresses.
+    /// Binds a socket of the leg's own (one per address family), asks the STUN servers about
+    /// it, and returns its host candidates.
     fn bind_private(
         &mut self,
         leg: LegId,
         tokens: &mut Vec<u64>,
-    ) -> std::io::Result<Vec<SocketAddr>> {
-        let mut addresses = Vec::new();
+        now: Instant,
+    ) -> std::io::Result<Vec<LocalCandidate>> {
+        let mut candidates = Vec::new();
         for v4 in [true, false] {
             if !self.host_ips.iter().any(|ip| ip.is_ipv4() == v4) {
                 continue;
@@ -461,33 +519,114 @@ impl EngineThread {
                 },
             );
             tokens.push(token);
-            addresses.extend(
+            candidates.extend(
                 self.host_ips
                     .iter()
                     .filter(|ip| ip.is_ipv4() == v4)
-                    .map(|&ip| SocketAddr::new(ip, port)),
+                    .map(|&ip| LocalCandidate::Host(SocketAddr::new(ip, port))),
             );
+            self.ask_reflexive(token, port, v4, now);
         }
-        Ok(addresses)
+        Ok(candidates)
+    }
+
+    fn ask_reflexive(&mut self, token: u64, port: u16, v4: bool, now: Instant) {
+        for request in self.reflexive.ask(token, port, v4, now) {
+            tracing::debug!("asking {} about socket {token} (port {port})", request.to);
+            self.queue_stun(request);
+        }
+    }
+
+    /// Puts a STUN request on its socket's queue (sent with the rest of the slot).
+    fn queue_stun(&mut self, request: super::reflexive::Request) {
+        let unspecified: IpAddr = if request.to.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        };
+        let datagram = Outgoing {
+            from: SocketAddr::new(unspecified, request.port),
+            to: request.to,
+            data: request.data,
+        };
+        if let Some(shared) = self.shared.get_mut(&request.socket) {
+            shared.outgoing.push(datagram);
+        } else if let Some(private) = self.private.get_mut(&request.socket) {
+            private.outgoing.push(datagram);
+        }
+    }
+
+    /// A STUN server told us a socket's outside address: its legs offer it.
+    fn reflexive_found(&mut self, mapped: Mapped) {
+        tracing::debug!(
+            "{} sees socket {} as {}",
+            mapped.url,
+            mapped.socket,
+            mapped.address
+        );
+        let v4 = mapped.address.is_ipv4();
+        let base_ip = self
+            .host_ips
+            .iter()
+            .copied()
+            .filter(|ip| ip.is_ipv4() == v4)
+            .min_by_key(IpAddr::is_loopback);
+        let (port, owner) = if let Some(shared) = self.shared.get(&mapped.socket) {
+            (shared.port, None)
+        } else if let Some(private) = self.private.get(&mapped.socket) {
+            (private.port, Some(private.leg))
+        } else {
+            return;
+        };
+        let Some(base_ip) = base_ip else {
+            return;
+        };
+        let candidate = LocalCandidate::Reflexive {
+            address: mapped.address,
+            base: SocketAddr::new(base_ip, port),
+            url: mapped.url,
+        };
+        let legs: Vec<LegId> = match owner {
+            Some(leg) => vec![leg],
+            None => {
+                self.shared_reflexive.push(candidate.clone());
+                self.legs.keys().copied().collect()
+            }
+        };
+        for id in legs {
+            let candidate = candidate.clone();
+            self.on_leg(id, |leg, _| leg.add_local_candidates(&[candidate]));
+            self.mark_dirty(id);
+        }
     }
 
     fn close(&mut self, id: LegId) {
         let Some(mut entry) = self.legs.remove(&id) else {
             return;
         };
-        entry.leg.finish(&mut self.writes);
-        // The close_notify goes out now; nothing more will be read for the leg.
-        let mut sent = Vec::new();
-        while let Some(datagram) = entry.leg.peer.poll_datagram() {
-            sent.push(datagram);
-        }
-        for (from, to, data) in sent {
+        let writes = &mut self.writes;
+        let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            entry.leg.finish(writes);
+            // The close_notify goes out now; nothing more will be read for the leg.
+            let mut datagrams = Vec::new();
+            while let Some(datagram) = entry.leg.peer.poll_datagram() {
+                datagrams.push(datagram);
+            }
+            datagrams
+        }));
+        for (from, to, data) in finished.unwrap_or_default() {
             self.route_out(id, &entry.private, from, to, data);
         }
         self.send_all();
+        self.forget(id, entry);
+    }
+
+    /// Lets go of an ended leg's slot, addresses and sockets.
+    fn forget(&mut self, id: LegId, entry: Entry) {
         self.slots[entry.slot].retain(|&l| l != id);
         self.router.remove_leg(id);
         for token in entry.private {
+            self.reflexive.forget(token);
             if let Some(private) = self.private.remove(&token) {
                 let _ = self.epoll.delete(private.socket.as_fd());
             }
@@ -537,6 +676,10 @@ impl EngineThread {
         }
         let _ = now;
         for (token, datagram) in std::mem::take(&mut self.received) {
+            if let Some(mapped) = self.reflexive.answer(datagram.from, &datagram.data) {
+                self.reflexive_found(mapped);
+                continue;
+            }
             let route = if token < FIRST_PRIVATE {
                 self.router.inbound(datagram.from, &datagram.data)
             } else {
@@ -560,9 +703,7 @@ impl EngineThread {
                     }
                 }
                 Route::Collision(id) => self.collided.push(id),
-                Route::Unknown => {
-                    tracing::trace!(from = %datagram.from, "datagram for no leg");
-                }
+                Route::Unknown => {}
             }
         }
     }
@@ -581,10 +722,8 @@ impl EngineThread {
                 continue; // a stale entry: the leg's timer moved since
             }
             entry.deadline = None;
-            entry.leg.peer.handle_timeout(now);
-            if !std::mem::replace(&mut entry.dirty, true) {
-                self.dirty.push(id);
-            }
+            self.on_leg(id, |l, _| l.peer.handle_timeout(now));
+            self.mark_dirty(id);
         }
     }
 
@@ -593,12 +732,19 @@ impl EngineThread {
         let slot = self.slot;
         self.slot = (self.slot + 1) % SLOTS;
         for i in 0..self.slots[slot].len() {
-            let id = self.slots[slot][i];
-            if let Some(entry) = self.legs.get_mut(&id) {
-                entry.leg.tick(now, &mut self.writes);
-                if !std::mem::replace(&mut entry.dirty, true) {
-                    self.dirty.push(id);
-                }
+            let Some(&id) = self.slots[slot].get(i) else {
+                break; // a leg that failed left the slot
+            };
+            let writes = &mut self.writes;
+            let Some(entry) = self.legs.get_mut(&id) else {
+                continue;
+            };
+            let ticked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                entry.leg.tick(now, writes);
+            }));
+            match ticked {
+                Ok(()) => self.mark_dirty(id),
+                Err(_) => self.fail(id),
             }
         }
     }
@@ -623,31 +769,35 @@ impl EngineThread {
     }
 
     fn drain(&mut self, id: LegId, now: Instant) {
-        let (mut parts, legs) = self.env();
-        let Some(entry) = legs.get_mut(&id) else {
+        let polled = self.on_leg(id, |leg, env| {
+            let mut datagrams = Vec::new();
+            loop {
+                leg.poll_events(now);
+                leg.poll_rtp(env);
+                let before = datagrams.len();
+                while let Some(datagram) = leg.peer.poll_datagram() {
+                    datagrams.push(datagram);
+                }
+                if datagrams.len() == before {
+                    break;
+                }
+            }
+            (datagrams, leg.peer.poll_timeout())
+        });
+        let Some((datagrams, deadline)) = polled else {
+            return;
+        };
+        let Some(entry) = self.legs.get_mut(&id) else {
             return;
         };
         entry.dirty = false;
-        let mut datagrams = Vec::new();
-        loop {
-            entry.leg.poll_events(now);
-            entry.leg.poll_rtp(&mut parts.env());
-            let before = datagrams.len();
-            while let Some(datagram) = entry.leg.peer.poll_datagram() {
-                datagrams.push(datagram);
-            }
-            if datagrams.len() == before {
-                break;
-            }
-        }
-        let deadline = entry.leg.peer.poll_timeout();
-        let private = std::mem::take(&mut entry.private);
         if deadline != entry.deadline {
             entry.deadline = deadline;
             if let Some(deadline) = deadline {
                 self.timers.push(Reverse((deadline, id)));
             }
         }
+        let private = std::mem::take(&mut entry.private);
         for (from, to, data) in datagrams {
             self.route_out(id, &private, from, to, data);
         }
@@ -699,15 +849,15 @@ impl EngineThread {
             return;
         }
         let mut tokens = Vec::new();
-        match self.bind_private(id, &mut tokens) {
-            Ok(addresses) => {
+        match self.bind_private(id, &mut tokens, Instant::now()) {
+            Ok(candidates) => {
                 tracing::debug!(
                     leg = id,
-                    "the far end shares a port with another call: the leg moves to {addresses:?}"
+                    "the far end shares a port with another call: the leg moves to {candidates:?}"
                 );
                 if let Some(entry) = self.legs.get_mut(&id) {
                     entry.private = tokens;
-                    entry.leg.add_local_addresses(&addresses);
+                    entry.leg.add_local_candidates(&candidates);
                     if !std::mem::replace(&mut entry.dirty, true) {
                         self.dirty.push(id);
                     }

@@ -200,15 +200,21 @@ fn socket_address(address: &SockaddrStorage) -> Option<SocketAddr> {
 
 /// Sends datagrams of one socket in as few `sendmmsg` calls as their source IPs allow.
 pub struct Sender {
-    headers_v4: MultiHeaders<SockaddrIn>,
-    headers_v6: MultiHeaders<SockaddrIn6>,
+    /// With room for the source address (`IP_PKTINFO`); nix sends the whole control buffer, so
+    /// datagrams without a source (left to routing) go through headers without one.
+    v4: MultiHeaders<SockaddrIn>,
+    v4_routed: MultiHeaders<SockaddrIn>,
+    v6: MultiHeaders<SockaddrIn6>,
+    v6_routed: MultiHeaders<SockaddrIn6>,
 }
 
 impl Default for Sender {
     fn default() -> Self {
         Self {
-            headers_v4: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(libc::in_pktinfo))),
-            headers_v6: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(libc::in6_pktinfo))),
+            v4: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(libc::in_pktinfo))),
+            v4_routed: MultiHeaders::preallocate(BATCH, None),
+            v6: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(libc::in6_pktinfo))),
+            v6_routed: MultiHeaders::preallocate(BATCH, None),
         }
     }
 }
@@ -244,6 +250,7 @@ impl Sender {
             match sent {
                 Ok(0) | Err(_) => {
                     // The first datagram of the group is refused: skip it and go on.
+                    tracing::trace!(to = %batch[start].to, "datagram refused: {sent:?}");
                     result.failed += 1;
                     start += 1;
                 }
@@ -263,7 +270,6 @@ impl Sender {
         source: Ipv4Addr,
         group: &[Outgoing],
     ) -> nix::Result<usize> {
-        let slices: Vec<[IoSlice<'_>; 1]> = group.iter().map(|d| [IoSlice::new(&d.data)]).collect();
         let addresses: Vec<Option<SockaddrIn>> = group
             .iter()
             .map(|d| match d.to {
@@ -278,21 +284,12 @@ impl Sender {
             },
             ipi_addr: libc::in_addr { s_addr: 0 },
         };
-        let control = [ControlMessage::Ipv4PacketInfo(&info)];
-        let control: &[ControlMessage<'_>] = if source.is_unspecified() {
-            &[]
+        let (headers, control) = if source.is_unspecified() {
+            (&mut self.v4_routed, None)
         } else {
-            &control
+            (&mut self.v4, Some(ControlMessage::Ipv4PacketInfo(&info)))
         };
-        let results = sendmmsg(
-            socket.as_raw_fd(),
-            &mut self.headers_v4,
-            slices.iter(),
-            addresses,
-            control,
-            MsgFlags::MSG_DONTWAIT,
-        )?;
-        Ok(results.count())
+        send_group(socket, headers, group, &addresses, control)
     }
 
     fn send_v6(
@@ -301,7 +298,6 @@ impl Sender {
         source: Ipv6Addr,
         group: &[Outgoing],
     ) -> nix::Result<usize> {
-        let slices: Vec<[IoSlice<'_>; 1]> = group.iter().map(|d| [IoSlice::new(&d.data)]).collect();
         let addresses: Vec<Option<SockaddrIn6>> = group
             .iter()
             .map(|d| match d.to {
@@ -315,22 +311,34 @@ impl Sender {
             },
             ipi6_ifindex: 0,
         };
-        let control = [ControlMessage::Ipv6PacketInfo(&info)];
-        let control: &[ControlMessage<'_>] = if source.is_unspecified() {
-            &[]
+        let (headers, control) = if source.is_unspecified() {
+            (&mut self.v6_routed, None)
         } else {
-            &control
+            (&mut self.v6, Some(ControlMessage::Ipv6PacketInfo(&info)))
         };
-        let results = sendmmsg(
-            socket.as_raw_fd(),
-            &mut self.headers_v6,
-            slices.iter(),
-            addresses,
-            control,
-            MsgFlags::MSG_DONTWAIT,
-        )?;
-        Ok(results.count())
+        send_group(socket, headers, group, &addresses, control)
     }
+}
+
+/// One `sendmmsg` of `group` to `addresses`, all with `control` (if any).
+fn send_group<S: nix::sys::socket::SockaddrLike + Copy>(
+    socket: &UdpSocket,
+    headers: &mut MultiHeaders<S>,
+    group: &[Outgoing],
+    addresses: &[Option<S>],
+    control: Option<ControlMessage<'_>>,
+) -> nix::Result<usize> {
+    let slices: Vec<[IoSlice<'_>; 1]> = group.iter().map(|d| [IoSlice::new(&d.data)]).collect();
+    let control: Vec<ControlMessage<'_>> = control.into_iter().collect();
+    let results = sendmmsg(
+        socket.as_raw_fd(),
+        headers,
+        slices.iter(),
+        addresses,
+        control,
+        MsgFlags::MSG_DONTWAIT,
+    )?;
+    Ok(results.count())
 }
 
 /// The port a socket is bound to.
@@ -420,6 +428,23 @@ mod tests {
         let got = wait_for(&mut Receiver::default(), &b, 2);
         let texts: Vec<&[u8]> = got.iter().map(|d| &d.data[..]).collect();
         assert_eq!(texts, [&b"one"[..], &b"three"[..]]);
+    }
+
+    #[test]
+    fn a_datagram_without_a_source_is_sent_too() {
+        let a = bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        let b = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port_a = port(&a).unwrap();
+        let mut batch = vec![Outgoing {
+            from: SocketAddr::from(([0, 0, 0, 0], port_a)),
+            to: b.local_addr().unwrap(),
+            data: BytesMut::from(&b"routed"[..]),
+        }];
+        // A fresh sender: its headers never held a source address.
+        assert_eq!(Sender::default().send(&a, &mut batch).sent, 1);
+        let got = wait_for(&mut Receiver::default(), &b, 1);
+        assert_eq!(&got[0].data[..], b"routed");
+        assert_eq!(got[0].from.port(), port_a);
     }
 
     #[test]
