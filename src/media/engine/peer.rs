@@ -83,7 +83,7 @@ fn media_engine() -> Result<MediaEngine, TransportError> {
             "minptime=10;useinbandfec=1",
             OPUS_PT,
         ),
-        // Registered by hand, or RFC 4733 packets are not negotiated (DESIGN.md).
+        // Registered by hand, or RFC 4733 packets are not negotiated (docs/architecture.md).
         codec(
             MIME_TYPE_TELEPHONE_EVENT,
             8000,
@@ -420,6 +420,7 @@ impl Peer {
                         candidate: init.candidate,
                         sdp_mid: self.mid.clone(),
                         sdp_mline_index: Some(0),
+                        username_fragment: None,
                     }));
                 }
                 RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
