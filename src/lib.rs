@@ -5,6 +5,7 @@ pub mod call;
 pub mod campaign;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod daemon;
 pub mod input_file;
 pub(crate) mod lock;

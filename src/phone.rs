@@ -12,14 +12,41 @@ use tokio::task::JoinHandle;
 
 use crate::call::{
     self, ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup,
-    CallTable, Delivery, Inbox, Origin,
+    CallTable, Delivery, Inbox, Origin, RING_TIMEOUT,
 };
-use crate::connection::{FrameSender, Link, LinkEvent, LinkSettings};
+use crate::connection::{Fault, FrameSender, Link, LinkEvent, LinkSettings};
 use crate::media::MediaRuntime;
 use crate::protocol::{CallId, CallState, ConnectionState, Dialect, ServerFrame};
 
 /// How long a phone waits for its link to be granted.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a phone could not register.
+#[derive(Clone, Debug)]
+pub struct ConnectError {
+    /// The link's state (`None`: no answer at all).
+    pub state: Option<ConnectionState>,
+    pub reason: String,
+    /// Set when only a changed setting can fix it.
+    pub fault: Option<Fault>,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.state {
+            Some(state) => write!(f, "{}: {}", state.as_str(), self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl From<ConnectError> for String {
+    fn from(error: ConnectError) -> Self {
+        error.to_string()
+    }
+}
 
 /// What a phone call reports.
 #[derive(Clone, Debug)]
@@ -94,7 +121,11 @@ impl CallHandler for ChannelHandler {
 }
 
 enum Request {
-    Dial { to: String, call: PhoneCallParts },
+    Dial {
+        to: String,
+        call: PhoneCallParts,
+        ring_timeout: Duration,
+    },
 }
 
 /// The actor's side of a call's channels.
@@ -131,13 +162,14 @@ pub struct Phone {
 }
 
 impl Phone {
-    /// Logs in and waits until the link is granted. Recordings asked for without a path go
-    /// to `recordings`.
+    /// Logs in and waits until the link is granted; the first failure is returned (a phone is
+    /// used interactively: retrying is the caller's choice). Recordings asked for without a
+    /// path go to `recordings`.
     pub async fn connect(
         settings: LinkSettings,
         media: MediaRuntime,
         recordings: PathBuf,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConnectError> {
         let extension = settings.extension.clone();
         let (link, mut events) = Link::spawn(settings);
         let dialect = loop {
@@ -147,15 +179,26 @@ impl Phone {
                     dialect,
                     ..
                 })) => break dialect,
-                Ok(Some(LinkEvent::Connection { state, reason, .. })) => {
-                    return Err(format!(
-                        "{}: {}",
-                        state.as_str(),
-                        reason.unwrap_or_default()
-                    ));
+                Ok(Some(LinkEvent::Connection {
+                    state,
+                    reason,
+                    fault,
+                    ..
+                })) => {
+                    return Err(ConnectError {
+                        state: Some(state),
+                        reason: reason.unwrap_or_default(),
+                        fault,
+                    });
                 }
                 Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return Err("no answer from the PBX".into()),
+                Ok(None) | Err(_) => {
+                    return Err(ConnectError {
+                        state: None,
+                        reason: "no answer from the PBX".into(),
+                        fault: None,
+                    });
+                }
             }
         };
         let frames = link.sender();
@@ -214,12 +257,18 @@ impl Phone {
         self.dialect
     }
 
-    /// Places a call.
+    /// Places a call that rings for up to a minute.
     pub fn dial(&self, to: &str) -> PhoneCall {
+        self.dial_ringing(to, RING_TIMEOUT)
+    }
+
+    /// Places a call that gives up (as `no_answer`) after ringing for `ring_timeout`.
+    pub fn dial_ringing(&self, to: &str, ring_timeout: Duration) -> PhoneCall {
         let (call, parts) = PhoneCallParts::new(CallId::random(), &self.recordings);
         let _ = self.requests.send(Request::Dial {
             to: to.to_owned(),
             call: parts,
+            ring_timeout,
         });
         call
     }
@@ -272,7 +321,10 @@ impl Switchboard {
                     None => break,
                 },
                 request = self.requests.recv() => match request {
-                    Some(Request::Dial { to, call }) => self.dial(to, call),
+                    Some(Request::Dial { to, call, ring_timeout }) => {
+                        let id = call.id.clone();
+                        self.start(Origin::Outbound { to, id }, call, ring_timeout);
+                    }
                     None => break,
                 },
                 Some(CallReport { key, info }) = self.reports.1.recv() => {
@@ -287,37 +339,34 @@ impl Switchboard {
         }
     }
 
-    fn setup(&self, origin: Origin, recording: PathBuf) -> CallSetup {
+    fn setup(&self, origin: Origin, recording: PathBuf, ring_timeout: Duration) -> CallSetup {
         CallSetup {
             origin,
             dialect: self.dialect,
             own_extension: self.extension.clone(),
+            ring_timeout,
             vars: BTreeMap::new(),
             record: None,
             recording_path: recording,
             frames: self.frames.clone(),
             media: self.media.clone(),
             dial_pacer: None,
+            live: None,
         }
     }
 
-    fn start(&mut self, origin: Origin, parts: PhoneCallParts) {
+    fn start(&mut self, origin: Origin, parts: PhoneCallParts, ring_timeout: Duration) {
         let (inbox, inbox_rx) = parts.inbox;
         let handler = Box::new(ChannelHandler(parts.events.clone()));
         let key = self.calls.add(&origin, inbox, parts.events);
-        let setup = self.setup(origin, parts.recording);
+        let setup = self.setup(origin, parts.recording, ring_timeout);
         call::spawn(key, setup, handler, inbox_rx, self.reports.0.clone());
-    }
-
-    fn dial(&mut self, to: String, call: PhoneCallParts) {
-        let id = call.id.clone();
-        self.start(Origin::Outbound { to, id }, call);
     }
 
     fn frame(&mut self, frame: ServerFrame) {
         if let Delivery::Incoming(invite) = self.calls.deliver(frame) {
             let (call, parts) = PhoneCallParts::new(invite.callid.clone(), &self.recordings);
-            self.start(Origin::Inbound(invite), parts);
+            self.start(Origin::Inbound(invite), parts, RING_TIMEOUT);
             let _ = self.incoming.send(call);
         }
     }

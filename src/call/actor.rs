@@ -24,9 +24,9 @@ use crate::media::transport::TransportState;
 use crate::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
 use crate::protocol::{CallId, CallState, ClientFrame, Dialect, Invite, ServerFrame, SipCode};
 
-/// How long an unanswered call rings, either way: an inbound call the script never answers,
-/// an outbound call nobody picks up.
-const RING_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an unanswered call rings unless its setup says otherwise, either way: an inbound
+/// call the script never answers, an outbound call nobody picks up.
+pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a finished call waits for its recording to be closed before it reports.
 const RECORDING_CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// A connected call that has received no media for this long has lost its far end (whatever
@@ -52,6 +52,9 @@ pub struct CallSetup {
     pub origin: Origin,
     pub dialect: Dialect,
     pub own_extension: String,
+    /// How long the call may ring unanswered ([`RING_TIMEOUT`] unless a campaign or `dial`
+    /// asks for another).
+    pub ring_timeout: Duration,
     /// `bot.dial(number, vars)`'s vars.
     pub vars: BTreeMap<String, String>,
     /// Record from the moment the call is answered.
@@ -62,6 +65,8 @@ pub struct CallSetup {
     pub media: MediaRuntime,
     /// The bot's outbound pacer: our offer waits for a slot before it goes out.
     pub dial_pacer: Option<Arc<super::Pacer>>,
+    /// Where the call shows itself while it lasts (the dashboard's live calls).
+    pub live: Option<super::LiveCalls>,
 }
 
 /// What a handler sees of a call: a snapshot taken before each event.
@@ -222,6 +227,7 @@ struct Actor {
     info: CallInfo,
     frames: FrameSender,
     dial_pacer: Option<Arc<super::Pacer>>,
+    live: Option<super::LiveCalls>,
     reports: mpsc::UnboundedSender<CallReport>,
     actions: ActionQueue,
     gather: Option<Gather>,
@@ -318,15 +324,18 @@ async fn run(
         }
     };
     let (machine, outputs) = match &setup.origin {
-        Origin::Inbound(invite) => {
-            Call::inbound(invite, setup.dialect, &setup.own_extension, RING_TIMEOUT)
-        }
+        Origin::Inbound(invite) => Call::inbound(
+            invite,
+            setup.dialect,
+            &setup.own_extension,
+            setup.ring_timeout,
+        ),
         Origin::Outbound { to, id } => Call::outbound(
             to,
             id.clone(),
             setup.dialect,
             &setup.own_extension,
-            RING_TIMEOUT,
+            setup.ring_timeout,
         ),
     };
     let mut actor = Actor {
@@ -337,6 +346,7 @@ async fn run(
         info,
         frames: setup.frames,
         dial_pacer: setup.dial_pacer,
+        live: setup.live,
         reports,
         actions: ActionQueue::default(),
         gather: None,
@@ -353,6 +363,9 @@ async fn run(
     actor
         .timers
         .insert(TimerId::MediaWatch, Instant::now() + MEDIA_WATCH);
+    if let Some(live) = &actor.live {
+        live.insert(key, &actor.info, actor.leg.clone());
+    }
     actor.apply(outputs).await;
     if direction == Direction::Inbound {
         actor.event(CallEvent::Incoming).await;
@@ -389,6 +402,13 @@ async fn run(
 }
 
 impl Actor {
+    /// Brings the call's live entry up to date.
+    fn show_live(&self) {
+        if let Some(live) = &self.live {
+            live.update(self.key, &self.info);
+        }
+    }
+
     async fn event(&mut self, event: CallEvent) {
         let commands = match self.handler.handle(&self.info, &event) {
             Ok(commands) => commands,
@@ -442,6 +462,7 @@ impl Actor {
                         }
                     }
                     self.info.state = Some(state);
+                    self.show_live();
                     Box::pin(self.event(CallEvent::State(state))).await;
                 }
                 Output::SetTimer(timer, after) => {
@@ -456,6 +477,7 @@ impl Actor {
                     self.info.ended = Some(SystemTime::now());
                     self.info.state = Some(end.reason.state());
                     info!(
+                        target: super::CALLS_TARGET,
                         "call ended: {} ({})",
                         end.reason.as_str(),
                         end.code.map_or_else(|| "-".to_owned(), |c| c.to_string())
@@ -752,6 +774,9 @@ impl Actor {
             }
         }
         self.info.stats = self.leg.stats();
+        if let Some(live) = &self.live {
+            live.remove(self.key);
+        }
         let _ = self.reports.send(CallReport {
             key: self.key,
             info: Box::new(self.info),

@@ -4,15 +4,23 @@
 mod actions;
 mod actor;
 mod gather;
+mod live;
 mod machine;
 mod pacer;
 mod table;
 
+/// The log target of per-call lines (a call rang, was dialled, ended): shown with `-v` (or
+/// `RUST_LOG=callbot::calls=info`), so a busy daemon's or campaign's console is not one line
+/// per call.
+pub const CALLS_TARGET: &str = "callbot::calls";
+
 pub use actions::{Action, ActionQueue};
 pub use actor::{
-    ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup, Origin, spawn,
+    ActorInput, CallCommand, CallEvent, CallHandler, CallInfo, CallReport, CallSetup, Origin,
+    RING_TIMEOUT, spawn,
 };
 pub use gather::{Gather, GatherOptions, GatherReason, GatherStep, Gathered};
+pub use live::{LiveCall, LiveCalls};
 pub use pacer::Pacer;
 pub use table::{CallTable, Delivery, Inbox, inbox};
 

@@ -3,6 +3,7 @@
 //! NATS JetStream work queue.
 
 mod contacts;
+mod eta;
 mod journal;
 mod outcome;
 mod pacing;
@@ -12,6 +13,7 @@ mod row_cap;
 mod runner;
 
 pub use contacts::{Contact, ContactList, Skipped, load as load_contacts};
+pub use eta::Eta;
 pub use journal::{Entry, Journal, JournalError};
 pub use outcome::{Outcome, RetryOn, RetryRule};
 pub use pacing::{Window, parse_duration};

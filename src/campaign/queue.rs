@@ -258,12 +258,11 @@ impl Queue {
                 finished.clone(),
             );
             let bot = bot.to_owned();
-            let retry = settings.retry.clone();
-            let worker = settings.worker.clone();
+            let settings = settings.clone();
             tasks.spawn(async move {
                 let _permit = permit;
                 match handle(
-                    &queue, &daemon, &bot, &claims, &pacer, &retry, &worker, job, &message,
+                    &queue, &daemon, &bot, &claims, &pacer, &settings, job, &message,
                 )
                 .await
                 {
@@ -298,6 +297,8 @@ pub struct WorkSettings {
     pub idle: Option<Duration>,
     /// Names this worker in claims.
     pub worker: String,
+    /// How long a contact's phone may ring (default: a minute).
+    pub ring_timeout: Option<Duration>,
 }
 
 /// Claims the attempt, dials, publishes the result, acks. Returns whether the contact is done.
@@ -308,8 +309,7 @@ async fn handle(
     bot: &str,
     claims: &kv::Store,
     pacer: &Pacer,
-    retry: &RetryRule,
-    worker: &str,
+    settings: &WorkSettings,
     job: Job,
     message: &jetstream::Message,
 ) -> Result<bool, Error> {
@@ -321,7 +321,7 @@ async fn handle(
     }
     let attempt = job.attempts + 1;
     let key = format!("{}-{attempt}", job.contact.line);
-    let claimed = claims.create(&key, worker.to_owned().into()).await;
+    let claimed = claims.create(&key, settings.worker.clone().into()).await;
     if let Err(e) = claimed {
         if e.kind() != kv::CreateErrorKind::AlreadyExists {
             return Err(e.into());
@@ -339,7 +339,12 @@ async fn handle(
         return Ok(true);
     }
     let Some(finished) = daemon
-        .dial(bot, &job.contact.number, job.contact.vars.clone())
+        .dial(
+            bot,
+            &job.contact.number,
+            job.contact.vars.clone(),
+            settings.ring_timeout,
+        )
         .await
     else {
         return Err("the bot is shutting down".into());
@@ -355,6 +360,7 @@ async fn handle(
         }
     };
     let outcome = info.map_or_else(Outcome::interrupted, |info| Outcome::from_call(&info));
+    let retry = &settings.retry;
     if retry.again(&outcome, attempt) {
         let next = Job {
             contact: job.contact.clone(),

@@ -2,17 +2,18 @@
 //! the daemon, paced by calls per second and concurrency, retried by the rules, inside the
 //! daily window, with a progress bar.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
+use super::eta::Eta;
 use super::journal::{Entry, Journal, JournalError, now_ms};
 use super::outcome::{Outcome, RetryRule};
 use super::pacing::Window;
 use crate::call::Pacer;
-use crate::daemon::Daemon;
+use crate::daemon::{CampaignProgress, Daemon};
 
 /// How long the loop sleeps when nothing is due (it wakes at least every second anyway, and at
 /// once when a call ends or a stop is asked for).
@@ -27,6 +28,8 @@ pub struct Pace {
     pub cps: f64,
     pub retry: RetryRule,
     pub window: Option<Window>,
+    /// How long a contact's phone may ring (default: a minute).
+    pub ring_timeout: Option<Duration>,
 }
 
 /// What a finished (or stopped) run did.
@@ -39,16 +42,60 @@ pub struct Summary {
 }
 
 fn progress(total: usize, done: usize) -> ProgressBar {
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} done, {msg} (ETA {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = crate::console::bar(
+        total as u64,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} done, {msg}",
     );
     bar.set_position(done as u64);
     bar
+}
+
+/// What the bar and the dashboard show now.
+struct Shown<'a> {
+    bot: &'a str,
+    total: usize,
+    done: u64,
+    failed: u32,
+    summary: &'a Summary,
+    live: &'a HashMap<i64, Instant>,
+    queue: &'a VecDeque<Entry>,
+    eta: &'a Eta,
+    pace: &'a Pace,
+}
+
+impl Shown<'_> {
+    fn remaining(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let live: Vec<Duration> = self.live.values().map(|at| now - *at).collect();
+        let now_ms = now_ms();
+        let waiting: Vec<Duration> = self
+            .queue
+            .iter()
+            .map(|e| Duration::from_millis(e.next_at.saturating_sub(now_ms)))
+            .collect();
+        self.eta
+            .remaining(&live, &waiting, self.pace.concurrency, self.pace.cps)
+    }
+
+    fn show(&self, bar: &ProgressBar, daemon: &Daemon, finished: bool) {
+        let remaining = self.remaining();
+        bar.set_message(format!(
+            "{} active, {} failed, ETA {}",
+            self.live.len(),
+            self.failed,
+            remaining.map_or_else(|| "after the first call".to_owned(), crate::console::human)
+        ));
+        daemon.show_campaign(CampaignProgress {
+            bot: self.bot.to_owned(),
+            total: self.total,
+            done: self.done as usize,
+            active: self.live.len(),
+            failed: self.failed,
+            by_state: self.summary.by_state.clone(),
+            eta_secs: remaining.map(|d| d.as_secs()),
+            finished,
+        });
+    }
 }
 
 /// The outcome of one attempt, with what is needed to journal it.
@@ -73,13 +120,27 @@ pub async fn run(
     let bar = progress(entries.len(), done_before);
     let mut summary = Summary::default();
     let mut live: JoinSet<Finished> = JoinSet::new();
+    let mut started: HashMap<i64, Instant> = HashMap::new();
+    let mut eta = Eta::default();
     let pacer = Pacer::new(pace.cps);
     let mut failed = 0u32;
     tokio::pin!(stop);
     let mut stopping = false;
     loop {
-        bar.set_message(format!("{} active, {failed} failed", live.len()));
-        if live.is_empty() && (stopping || queue.is_empty()) {
+        let shown = Shown {
+            bot,
+            total: entries.len(),
+            done: bar.position(),
+            failed,
+            summary: &summary,
+            live: &started,
+            queue: &queue,
+            eta: &eta,
+            pace,
+        };
+        let over = live.is_empty() && (stopping || queue.is_empty());
+        shown.show(&bar, daemon, over);
+        if over {
             break;
         }
         let now = now_ms();
@@ -114,8 +175,14 @@ pub async fn run(
             };
             let attempt = journal.start(entry.contact.line)?;
             summary.attempts += 1;
+            started.insert(attempt, Instant::now());
             let finished = daemon
-                .dial(bot, &entry.contact.number, entry.contact.vars.clone())
+                .dial(
+                    bot,
+                    &entry.contact.number,
+                    entry.contact.vars.clone(),
+                    pace.ring_timeout,
+                )
                 .await;
             live.spawn(async move {
                 let outcome = match finished {
@@ -138,6 +205,9 @@ pub async fn run(
             Some(joined) = live.join_next() => {
                 let Ok(finished) = joined else { continue };
                 let Finished { mut entry, attempt, outcome } = finished;
+                if let Some(at) = started.remove(&attempt) {
+                    eta.finished(at.elapsed());
+                }
                 // A retry is journalled even while stopping: the resumed run makes it.
                 let again = pace.retry.again(&outcome, entry.attempts);
                 let retry_at = again.then(|| now_ms() + pace.retry.after.as_millis() as u64);

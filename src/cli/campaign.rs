@@ -64,6 +64,9 @@ struct Dialling {
         value_delimiter = ','
     )]
     retry_on: Vec<RetryOn>,
+    /// Give up on a contact whose phone rings this long (30s, 1m); it counts as no-answer.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    ring_timeout: Duration,
 }
 
 impl Dialling {
@@ -98,6 +101,10 @@ struct RunArgs {
     /// The journal (default: the results file with .journal).
     #[arg(long, value_name = "FILE")]
     journal: Option<PathBuf>,
+    /// Serve the dashboard (with this campaign's progress), /metrics and the probes here; the
+    /// config's http.token guards it.
+    #[arg(long, value_name = "ADDRESS")]
+    http: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -170,8 +177,14 @@ fn parse_cps(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The config with only `bot` left in it, its outbound limit set to the campaign's `cps`.
-fn config_for(path: &Path, bot: &str, cps: Option<f64>) -> Result<Config, String> {
+/// The config with only `bot` left in it, its outbound limit set to the campaign's `cps`,
+/// serving HTTP on `http` only (the daemon of that config may be serving its own address).
+fn config_for(
+    path: &Path,
+    bot: &str,
+    cps: Option<f64>,
+    http: Option<std::net::SocketAddr>,
+) -> Result<Config, String> {
     let mut config = Config::load(path).map_err(|e| e.to_string())?;
     config.bots.retain(|b| b.name == bot);
     if let (Some(cps), Some(found)) = (cps, config.bots.first_mut()) {
@@ -180,7 +193,16 @@ fn config_for(path: &Path, bot: &str, cps: Option<f64>) -> Result<Config, String
     if config.bots.is_empty() {
         return Err(format!("{}: no bot named {bot:?}", path.display()));
     }
-    config.http = None;
+    let token = config.http.take().and_then(|http| http.token);
+    if let Some(listen) = http {
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(format!(
+                "--http {listen} is reachable from other machines: set http.token in {}",
+                path.display()
+            ));
+        }
+        config.http = Some(callbot::config::HttpConfig { listen, token });
+    }
     Ok(config)
 }
 
@@ -213,7 +235,7 @@ fn contacts(path: &Path, config: Option<&Config>) -> Result<ContactList, String>
 async fn local(args: RunArgs) -> Result<ExitCode, String> {
     let bot = args.bot.ok_or("--bot NAME is needed")?;
     let contacts_path = args.contacts.ok_or("--contacts FILE is needed")?;
-    let config = config_for(&args.config, &bot, Some(args.dialling.cps))?;
+    let config = config_for(&args.config, &bot, Some(args.dialling.cps), args.http)?;
     let list = contacts(&contacts_path, Some(&config))?;
     let journal_path = args
         .journal
@@ -237,6 +259,7 @@ async fn local(args: RunArgs) -> Result<ExitCode, String> {
         cps: args.dialling.cps,
         retry: args.dialling.retry(),
         window: args.window,
+        ring_timeout: Some(args.dialling.ring_timeout),
     };
     let summary = campaign::run(&daemon, &bot, &mut journal, &pace, super::shutdown_signal())
         .await
@@ -272,7 +295,7 @@ async fn local(args: RunArgs) -> Result<ExitCode, String> {
 
 async fn publish(args: PublishArgs) -> Result<ExitCode, String> {
     let config = match (&args.config, &args.bot) {
-        (Some(path), Some(bot)) => Some(config_for(path, bot, None)?),
+        (Some(path), Some(bot)) => Some(config_for(path, bot, None, None)?),
         _ => None,
     };
     let list = contacts(&args.contacts, config.as_ref())?;
@@ -288,7 +311,7 @@ async fn publish(args: PublishArgs) -> Result<ExitCode, String> {
 }
 
 async fn work(args: WorkArgs) -> Result<ExitCode, String> {
-    let config = config_for(&args.config, &args.bot, Some(args.dialling.cps))?;
+    let config = config_for(&args.config, &args.bot, Some(args.dialling.cps), None)?;
     let queue = Queue::connect(&args.queue, &args.campaign)
         .await
         .map_err(|e| format!("NATS {}: {e}", args.queue))?;
@@ -304,6 +327,7 @@ async fn work(args: WorkArgs) -> Result<ExitCode, String> {
         ack_wait: Duration::from_secs(args.ack_wait.max(1)),
         idle: args.idle_exit.map(Duration::from_secs),
         worker: format!("{}-{}", args.bot, std::process::id()),
+        ring_timeout: Some(args.dialling.ring_timeout),
     };
     let work = queue.work(
         daemon.clone(),

@@ -47,7 +47,7 @@ pub struct Config {
     pub pbx: PbxConfig,
     /// `defaults.recordings`: where `cdr.jsonl` goes (bots record below their own folder).
     pub recordings: PathBuf,
-    /// Where `/metrics` and `/healthz` are served; `None` serves nothing.
+    /// Where the dashboard, `/metrics` and the probes are served; `None` serves nothing.
     pub http: Option<HttpConfig>,
     pub media: MediaConfig,
     pub bots: Vec<BotConfig>,
@@ -146,6 +146,9 @@ pub struct AdminLogin {
 #[derive(Debug)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// `Authorization: Bearer <token>` required for the dashboard, its API, recordings and
+    /// `/metrics` (the probes stay open); required unless `listen` is a loopback address.
+    pub token: Option<Secret>,
 }
 
 /// Where calls' media may flow.

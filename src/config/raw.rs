@@ -59,7 +59,8 @@ pub(super) struct RawDefaults {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttp {
-    pub listen: Text,
+    pub listen: Spanned<String>,
+    pub token: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -23,6 +23,8 @@ const DEFAULT_MAX_CALLS: u32 = 10;
 const MAX_SCRIPT_MEMORY_MB: u32 = 4096;
 /// Media engine threads at most (each is a core's worth of calls).
 const MAX_MEDIA_THREADS: u32 = 256;
+/// The shortest `http.token` accepted: long enough that guessing it over HTTP is hopeless.
+const MIN_TOKEN_LENGTH: usize = 16;
 /// Outbound calls per second a bot may place unless its config says otherwise.
 const DEFAULT_MAX_CPS: f64 = 10.0;
 
@@ -46,13 +48,7 @@ pub(super) fn resolve(
     let defaults = r.defaults(&raw.defaults);
     let http = match &raw.http {
         None => Some(None),
-        Some(http) => r
-            .parsed::<SocketAddr>(
-                &http.listen,
-                "http.listen",
-                "an address such as 127.0.0.1:9100",
-            )
-            .map(|listen| Some(HttpConfig { listen })),
+        Some(http) => r.http(http).map(Some),
     };
     let media = r.media(&raw.media);
     if raw.bots.value.is_empty() {
@@ -310,6 +306,45 @@ impl Resolver<'_> {
         let message = format!("{:?} {problem}", value.value);
         self.report(value.referenced, "pbx.url", Problem::Invalid(message));
         None
+    }
+
+    /// `http:`: where the dashboard, `/metrics` and the probes are served, and the bearer
+    /// token that guards them (needed unless only this machine can connect).
+    fn http(&mut self, raw: &super::raw::RawHttp) -> Option<HttpConfig> {
+        let listen = self.parsed::<SocketAddr>(
+            &raw.listen,
+            "http.listen",
+            "an address such as 127.0.0.1:9100",
+        );
+        let token = match &raw.token {
+            Some(token) => {
+                let text = self.text(token, "http.token")?;
+                if text.len() < MIN_TOKEN_LENGTH {
+                    let message = format!(
+                        "must be at least {MIN_TOKEN_LENGTH} characters (for example from \
+                         `openssl rand -hex 16`)"
+                    );
+                    self.report(token.referenced, "http.token", Problem::Invalid(message));
+                    return None;
+                }
+                Some(Secret::new(text))
+            }
+            None => None,
+        };
+        let listen = listen?;
+        if token.is_none() && !listen.ip().is_loopback() {
+            let message = format!(
+                "{listen} is reachable from other machines: set http.token (\
+                 token: \"${{CALLBOT_HTTP_TOKEN}}\"), or listen on 127.0.0.1"
+            );
+            self.report(
+                raw.listen.referenced,
+                "http.listen",
+                Problem::Invalid(message),
+            );
+            return None;
+        }
+        Some(HttpConfig { listen, token })
     }
 
     /// Problems here are reported; what is valid is kept, so other sections are still checked.

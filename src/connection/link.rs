@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, info, warn};
 use url::Url;
 
 use super::backoff::Backoff;
+use super::fault::Fault;
 use super::login::{Credentials, LoginError, login};
 use super::presence::{Client, PresenceTable};
 use super::socket::{PbxSocket, SocketError, open};
@@ -31,6 +32,10 @@ const READY_FALLBACK: Duration = Duration::from_secs(3);
 /// Login requests, and the opening of the socket (TCP, TLS, upgrade), give up after this long:
 /// a PBX that accepts connections and then stalls must not hang the link.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retries after a [`Fault`] (a setting someone must fix): rarely, so a wrong password does
+/// not lock the account or flood the PBX's log, but still, since the fix may be on the PBX.
+const FAULT_RETRY_FIRST: Duration = Duration::from_secs(60);
+const FAULT_RETRY_CAP: Duration = Duration::from_secs(15 * 60);
 /// Frames waiting to be sent; senders wait when the socket is this far behind.
 const OUTGOING_QUEUE: usize = 1024;
 /// Events waiting for the owner; the socket is not read while the owner is this far behind
@@ -57,11 +62,12 @@ pub struct LinkSettings {
 #[derive(Clone, Debug)]
 pub enum LinkEvent {
     /// The link changed state (§8). `dialect` is the one calls must speak from now on; `reason`
-    /// says why a link failed or closed.
+    /// says why a link failed or closed, and `fault` when only a changed setting can fix it.
     Connection {
         state: ConnectionState,
         dialect: Dialect,
         reason: Option<String>,
+        fault: Option<Fault>,
     },
     /// Another extension went online or offline.
     Client(Client),
@@ -157,6 +163,8 @@ enum Ended {
     Stopped,
     /// Login or upgrade refused.
     Denied(String),
+    /// Refused in a way retrying cannot heal.
+    Fault(Fault),
     /// Never got a socket.
     Failed(String),
     /// The socket closed after it was open; `granted` tells whether it had become ready.
@@ -181,31 +189,47 @@ struct Attempt {
 impl Runner {
     async fn run(mut self) {
         let mut backoff = Backoff::default();
+        let mut fault_backoff = Backoff::new(FAULT_RETRY_FIRST, FAULT_RETRY_CAP);
         let mut dialect = self.settings.dialect.initial();
         loop {
             let attempt = self.session(dialect).await;
             dialect = attempt.dialect;
-            let (state, reason) = match attempt.ended {
+            let (state, reason, fault) = match attempt.ended {
                 Ended::Stopped => return,
-                Ended::Denied(reason) => (ConnectionState::AccessDenied, reason),
-                Ended::Failed(reason) => (ConnectionState::ConnectionFailed, reason),
+                Ended::Fault(fault) => (ConnectionState::AccessDenied, fault.what(), Some(fault)),
+                Ended::Denied(reason) => (ConnectionState::AccessDenied, reason, None),
+                Ended::Failed(reason) => (ConnectionState::ConnectionFailed, reason, None),
                 Ended::Closed { reason, granted } => {
                     if granted {
                         backoff.reset();
+                        fault_backoff.reset();
                     }
-                    (ConnectionState::ConnectionClosed, reason)
+                    (ConnectionState::ConnectionClosed, reason, None)
                 }
             };
-            let delay = backoff.next_delay();
-            warn!(
-                "{}: {reason}; reconnecting in {:.1} s",
-                state.as_str(),
-                delay.as_secs_f64()
-            );
+            let delay = if fault.is_some() {
+                // The owner says once what to fix; the retries stay quiet.
+                let delay = fault_backoff.next_delay();
+                debug!(
+                    "{}: {reason}; trying again in {:.0} s",
+                    state.as_str(),
+                    delay.as_secs_f64()
+                );
+                delay
+            } else {
+                let delay = backoff.next_delay();
+                warn!(
+                    "{}: {reason}; reconnecting in {:.1} s",
+                    state.as_str(),
+                    delay.as_secs_f64()
+                );
+                delay
+            };
             let event = LinkEvent::Connection {
                 state,
                 dialect,
                 reason: Some(reason),
+                fault,
             };
             if !self.report_down(event).await || !self.idle(delay).await {
                 return;
@@ -265,6 +289,12 @@ impl Runner {
         };
         let session = match login {
             Ok(session) => session,
+            Err(LoginError::Fault(fault)) => {
+                return Attempt {
+                    ended: Ended::Fault(fault),
+                    dialect,
+                };
+            }
             Err(LoginError::Denied(reason)) => {
                 return Attempt {
                     ended: Ended::Denied(reason),
@@ -306,6 +336,7 @@ impl Runner {
                 Ended::Denied(format!("websocket refused ({status})"))
             }
             Err(SocketError::Failed(reason)) => Ended::Failed(reason),
+            Err(SocketError::Fault(fault)) => Ended::Fault(fault),
         };
         Attempt { ended, dialect }
     }
@@ -457,6 +488,7 @@ fn granted_event(dialect: Dialect) -> LinkEvent {
         state: ConnectionState::AccessGranted,
         dialect,
         reason: None,
+        fault: None,
     }
 }
 

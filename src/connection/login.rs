@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 use url::Url;
 
+use super::fault::Fault;
 use crate::config::{PbxConfig, Secret};
 
 /// How a bot proves who it is.
@@ -43,7 +44,10 @@ pub struct Session {
 
 #[derive(Debug, Error)]
 pub enum LoginError {
-    /// The PBX said no: wrong credentials, unknown extension or domain.
+    /// The PBX said no in a way only a changed setting can fix.
+    #[error("login refused: {0}")]
+    Fault(Fault),
+    /// The PBX said no for another reason.
     #[error("login refused: {0}")]
     Denied(String),
     /// The PBX could not be reached or answered nonsense.
@@ -86,22 +90,27 @@ async fn third_party(
         .json(&json!({ "name": "3rd", "username": extension, "domain": domain }));
     let (status, _, body) = send(mint).await?;
     if status == StatusCode::NOT_FOUND {
-        return Err(LoginError::Denied(format!(
-            "the PBX knows no extension {extension} in domain {domain}"
-        )));
+        return Err(LoginError::Fault(Fault::UnknownExtension {
+            extension: extension.to_owned(),
+            domain: domain.to_owned(),
+        }));
     }
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        return Err(LoginError::Denied(format!(
-            "admin login refused ({status})"
-        )));
+        return Err(LoginError::Fault(Fault::AdminRefused {
+            user: user.to_owned(),
+        }));
     }
     if !status.is_success() {
         return Err(LoginError::Failed(format!(
             "token request answered {status}"
         )));
     }
-    let token = session_value(&body)
-        .ok_or_else(|| LoginError::Denied("admin credentials refused".into()))?;
+    // Vodia answers a wrong admin password with 200 and `false`.
+    let token = session_value(&body).ok_or_else(|| {
+        LoginError::Fault(Fault::AdminRefused {
+            user: user.to_owned(),
+        })
+    })?;
     let activate = http
         .post(url.clone())
         .json(&json!({ "name": "session", "value": token }));
@@ -131,6 +140,11 @@ async fn password_login(
         .request(Method::PUT, url.clone())
         .json(&json!({ "name": "auth", "value": format!("{extension} {digest}") }));
     let (status, headers, body) = send(request).await?;
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Err(LoginError::Fault(Fault::PasswordRefused {
+            extension: extension.to_owned(),
+        }));
+    }
     if !status.is_success() {
         return Err(LoginError::Denied(format!(
             "password login answered {status}"
@@ -138,7 +152,11 @@ async fn password_login(
     }
     let id = session_value(&body)
         .or_else(|| session_cookie(&headers))
-        .ok_or_else(|| LoginError::Denied(format!("password refused for {extension}")))?;
+        .ok_or_else(|| {
+            LoginError::Fault(Fault::PasswordRefused {
+                extension: extension.to_owned(),
+            })
+        })?;
     Ok(Session {
         id: Secret::new(id),
         server: server_header(&headers),
@@ -151,7 +169,10 @@ async fn send(
     let response = request
         .send()
         .await
-        .map_err(|e| LoginError::Failed(describe(&e)))?;
+        .map_err(|e| match Fault::of_tls_error(&e) {
+            Some(fault) => LoginError::Fault(fault),
+            None => LoginError::Failed(describe(&e)),
+        })?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = response

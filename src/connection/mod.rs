@@ -3,6 +3,7 @@
 //! table, and the router that hands call frames to calls.
 
 mod backoff;
+mod fault;
 mod link;
 mod login;
 mod presence;
@@ -11,6 +12,7 @@ mod socket;
 pub mod tls;
 
 pub use backoff::Backoff;
+pub use fault::{Fault, FaultLog};
 pub use link::{FrameSender, Link, LinkEvent, LinkSettings};
 pub use login::{Credentials, LoginError, Session, login};
 pub use presence::{Client, PresenceTable};

@@ -30,6 +30,9 @@ pub enum SocketError {
     Refused(StatusCode),
     #[error("cannot open the websocket: {0}")]
     Failed(String),
+    /// A failure only a changed setting can fix (the certificate).
+    #[error("cannot open the websocket: {0}")]
+    Fault(super::Fault),
 }
 
 /// The websocket URL for `base` (an `https://` PBX URL).
@@ -72,7 +75,10 @@ pub async fn open(
     let stream = TlsConnector::from(tls)
         .connect(name, tcp)
         .await
-        .map_err(|e| failed("TLS", &e))?;
+        .map_err(|e| match super::Fault::of_tls_error(&e) {
+            Some(fault) => SocketError::Fault(fault),
+            None => failed("TLS", &e),
+        })?;
 
     let mut request = url
         .as_str()

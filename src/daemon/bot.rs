@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
@@ -12,16 +12,16 @@ use tracing::{Instrument, info, warn};
 use super::metrics::BotMetrics;
 use super::records::{CdrLog, call_record, recording_path, write_sidecars};
 use crate::call::{
-    self, Action, ActorInput, CallCommand, CallInfo, CallReport, CallSetup, CallTable, Delivery,
-    Inbox, Origin,
+    self, Action, ActorInput, CALLS_TARGET, CallCommand, CallInfo, CallReport, CallSetup,
+    CallTable, Delivery, Direction, Inbox, LiveCalls, Origin, RING_TIMEOUT,
 };
 use crate::config::{BotConfig, RecordMode};
-use crate::connection::{Link, LinkEvent, LinkSettings};
+use crate::connection::{FaultLog, Link, LinkEvent, LinkSettings};
 use crate::media::{MediaRuntime, RecordOptions};
 use crate::protocol::{
-    CallId, CallState, ClientFrame, ConnectionState, Dialect, Invite, ServerFrame, SipCode,
+    CallId, ClientFrame, ConnectionState, Dialect, Invite, ServerFrame, SipCode,
 };
-use crate::script::{BotApi, BotCommand, Limits, ScriptHost, client_value};
+use crate::script::{BotApi, BotCommand, Limits, ScriptErrors, ScriptHost, client_value};
 use crate::untrusted::escaped;
 
 /// A reload waits this long after the last request, so an editor's save (truncate, write,
@@ -38,21 +38,58 @@ pub enum BotControl {
     Dial {
         to: String,
         vars: BTreeMap<String, String>,
+        /// How long the call may ring (default: a minute).
+        ring_timeout: Option<Duration>,
         done: oneshot::Sender<Box<CallInfo>>,
     },
     /// Take no new calls; hang up the rest after `grace`; then stop.
     Shutdown { grace: Duration },
 }
 
-/// What the daemon (and `/healthz`) can see of a bot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the daemon (`/healthz`, `/readyz`, the dashboard) can see of a bot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BotStatus {
     pub connection: Option<ConnectionState>,
     pub active_calls: usize,
+    /// Calls since the daemon started, either way.
+    pub total_calls: u64,
+    /// Other extensions the bot sees online, of those it has heard of.
+    pub clients_online: usize,
+    pub clients_known: usize,
+    /// The latest link failure (with the setting to fix, when a setting must change).
+    pub last_error: Option<Noted>,
+    /// Script reloads done, and the latest one (its error when it was refused).
+    pub reloads: u64,
+    pub last_reload: Option<Noted>,
+    pub last_reload_failed: bool,
+    /// Shutting down: no new calls.
+    pub draining: bool,
+}
+
+/// Something that happened, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Noted {
+    pub at: SystemTime,
+    pub text: String,
+}
+
+impl Noted {
+    fn now(text: impl Into<String>) -> Self {
+        Self {
+            at: SystemTime::now(),
+            text: text.into(),
+        }
+    }
 }
 
 pub struct BotTask {
     config: Arc<BotConfig>,
+    /// The bot's key in the config (`bots[2]`), for messages that name a setting.
+    key: String,
+    /// Faults (settings to fix) said once each.
+    faults: FaultLog,
+    live: LiveCalls,
+    total_calls: u64,
     link: Link,
     events: mpsc::Receiver<LinkEvent>,
     script: ScriptHost,
@@ -83,8 +120,13 @@ pub struct BotTask {
 /// Handles to a running bot.
 pub struct BotHandle {
     pub name: String,
+    pub extension: String,
     /// The script file, for the reload watcher.
     pub script: std::path::PathBuf,
+    /// Where its recordings go (the dashboard serves files from inside it only).
+    pub recordings: std::path::PathBuf,
+    pub live: LiveCalls,
+    pub script_errors: ScriptErrors,
     pub control: mpsc::Sender<BotControl>,
     pub status: watch::Receiver<BotStatus>,
     pub task: tokio::task::JoinHandle<()>,
@@ -94,6 +136,7 @@ impl BotTask {
     /// Compiles the bot's script, opens its link and starts its task.
     pub fn spawn(
         config: Arc<BotConfig>,
+        key: String,
         link: LinkSettings,
         media: MediaRuntime,
         metrics: BotMetrics,
@@ -107,15 +150,22 @@ impl BotTask {
         let (link, events) = Link::spawn(link);
         let (reports, reports_rx) = mpsc::unbounded_channel();
         let (control_tx, control) = mpsc::channel(8);
-        let (status_tx, status) = watch::channel(BotStatus {
-            connection: None,
-            active_calls: 0,
-        });
+        let (status_tx, status) = watch::channel(BotStatus::default());
         let name = config.name.clone();
+        let extension = config.extension.clone();
         let script_file = config.script.clone();
+        let recordings = config
+            .recordings
+            .join(crate::untrusted::file_stem(&config.name));
+        let script_errors = script.errors();
+        let live = LiveCalls::default();
         let max_cps = config.max_cps;
         let task = BotTask {
             config,
+            key,
+            faults: FaultLog::default(),
+            live: live.clone(),
+            total_calls: 0,
             link,
             events,
             script,
@@ -140,7 +190,11 @@ impl BotTask {
         let task = tokio::spawn(task.run().instrument(span));
         Ok(BotHandle {
             name,
+            extension,
             script: script_file,
+            recordings,
+            live,
+            script_errors,
             control: control_tx,
             status,
             task,
@@ -177,7 +231,10 @@ impl BotTask {
                     Some(BotControl::Reload) => {
                         self.reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
                     }
-                    Some(BotControl::Dial { to, vars, done }) => self.dial(to, vars, None, Some(done)),
+                    Some(BotControl::Dial { to, vars, ring_timeout, done }) => {
+                        let ring_timeout = ring_timeout.unwrap_or(RING_TIMEOUT);
+                        self.dial(to, vars, None, Some(done), ring_timeout);
+                    }
                     Some(BotControl::Shutdown { grace }) => self.shut_down(grace),
                     None => self.shut_down(Duration::ZERO),
                 },
@@ -189,29 +246,46 @@ impl BotTask {
     }
 
     fn publish_status(&self, connection: Option<ConnectionState>) {
+        let (online, known) = self.script.bot().clients_online();
         self.status.send_modify(|status| {
             if connection.is_some() {
                 status.connection = connection;
             }
             status.active_calls = self.calls.len();
+            status.total_calls = self.total_calls;
+            status.clients_online = online;
+            status.clients_known = known;
+            status.draining = self.closing.is_some();
         });
         self.metrics.active.set(self.calls.len() as i64);
     }
 
     fn reload(&mut self) {
-        match self.script.reload() {
+        let failed = match self.script.reload() {
             Ok(()) => {
                 info!("script {} reloaded", self.script.file().display());
+                self.metrics.reloads_ok.inc();
                 self.script.bot_event("on_start", ());
+                None
             }
-            Err(e) => warn!("script not reloaded, the previous version stays: {e}"),
-        }
+            Err(e) => {
+                warn!("script not reloaded, the previous version stays: {e}");
+                self.metrics.reloads_failed.inc();
+                Some(e.to_string())
+            }
+        };
+        self.status.send_modify(|status| {
+            status.reloads += 1;
+            status.last_reload_failed = failed.is_some();
+            status.last_reload = Some(Noted::now(failed.unwrap_or_else(|| "reloaded".into())));
+        });
     }
 
     fn shut_down(&mut self, grace: Duration) {
         if self.closing.is_none() {
             info!("shutting down: no new calls, {} live", self.calls.len());
             self.closing = Some(Instant::now() + grace);
+            self.publish_status(None);
         }
     }
 
@@ -242,7 +316,12 @@ impl BotTask {
 
     async fn link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Connection { state, dialect, .. } => {
+            LinkEvent::Connection {
+                state,
+                dialect,
+                reason,
+                fault,
+            } => {
                 self.dialect = dialect;
                 if state == ConnectionState::AccessGranted {
                     if self.ever_granted {
@@ -250,8 +329,24 @@ impl BotTask {
                     }
                     self.granted = true;
                     self.ever_granted = true;
+                    self.faults.cleared();
                     self.metrics.connected.set(1);
                 } else {
+                    let noted = match &fault {
+                        Some(fault) => {
+                            let text = format!("{fault}: {}", fault.config_fix(&self.key));
+                            if self.faults.seen(fault) {
+                                tracing::error!(
+                                    "{}: {text}; trying again now and then",
+                                    state.as_str()
+                                );
+                            }
+                            text
+                        }
+                        None => reason.unwrap_or_else(|| state.as_str().to_owned()),
+                    };
+                    self.status
+                        .send_modify(|status| status.last_error = Some(Noted::now(noted)));
                     self.granted = false;
                     self.metrics.connected.set(0);
                     // The calls' signalling died with the socket (docs/protocol.md §6 "Reconnect":
@@ -264,6 +359,7 @@ impl BotTask {
             }
             LinkEvent::Client(client) => {
                 self.script.bot().update_client(client.clone());
+                self.publish_status(None);
                 self.script
                     .bot_event("on_client_state", (client_value(&client),));
             }
@@ -283,6 +379,7 @@ impl BotTask {
         // `max_calls` is the bot's capacity for callers: its own dials do not use it up.
         if self.closing.is_some() || self.calls.inbound() >= self.config.max_calls as usize {
             info!(
+                target: CALLS_TARGET,
                 "call {} from {} refused: {}",
                 escaped(invite.callid.as_str()),
                 escaped(&invite.from),
@@ -300,17 +397,20 @@ impl BotTask {
                     code: SipCode::BUSY_HERE,
                 })
                 .await;
-            self.metrics.call_ended(CallState::Busy);
+            self.metrics.call_refused(Direction::Inbound);
+            self.total_calls += 1;
             return;
         }
         info!(
+            target: CALLS_TARGET,
             "incoming call {} from {}",
             escaped(invite.callid.as_str()),
             escaped(&invite.from)
         );
         let id = invite.callid.to_string();
         let inbox = call::inbox();
-        self.start_call(Origin::Inbound(invite), &id, BTreeMap::new(), inbox, None);
+        let origin = Origin::Inbound(invite);
+        self.start_call(origin, &id, BTreeMap::new(), inbox, None, RING_TIMEOUT);
     }
 
     /// Starts a call actor with the script's handler; `watcher` hears its end.
@@ -321,7 +421,9 @@ impl BotTask {
         vars: BTreeMap<String, String>,
         (tx, rx): Inbox,
         watcher: Option<oneshot::Sender<Box<CallInfo>>>,
+        ring_timeout: Duration,
     ) {
+        self.total_calls += 1;
         let recording = recording_path(&self.config.recordings, &self.config.name, id);
         let record = match self.config.record {
             RecordMode::Off => None,
@@ -335,12 +437,14 @@ impl BotTask {
             origin,
             dialect: self.dialect,
             own_extension: self.config.extension.clone(),
+            ring_timeout,
             vars,
             record,
             recording_path: recording,
             frames: self.link.sender(),
             media: self.media.clone(),
             dial_pacer: Some(self.dial_pacer.clone()),
+            live: Some(self.live.clone()),
         };
         let handler = Box::new(self.script.call_handler(tx.clone()));
         if !self.granted {
@@ -359,7 +463,7 @@ impl BotTask {
                 vars,
                 inbox,
             } => {
-                self.dial(to, vars, Some((id, inbox)), None);
+                self.dial(to, vars, Some((id, inbox)), None, RING_TIMEOUT);
             }
             BotCommand::SetTimer(name, after) => {
                 self.timers.insert(name, Instant::now() + after);
@@ -379,15 +483,17 @@ impl BotTask {
         vars: BTreeMap<String, String>,
         made: Option<(CallId, Inbox)>,
         watcher: Option<oneshot::Sender<Box<CallInfo>>>,
+        ring_timeout: Duration,
     ) {
         if self.closing.is_some() {
             warn!("not dialling {to}: shutting down");
             return;
         }
         let (id, inbox) = made.unwrap_or_else(|| (CallId::random(), call::inbox()));
-        info!("dialling {to} as call {id}");
+        info!(target: CALLS_TARGET, "dialling {to} as call {id}");
         let name = id.to_string();
-        self.start_call(Origin::Outbound { to, id }, &name, vars, inbox, watcher);
+        let origin = Origin::Outbound { to, id };
+        self.start_call(origin, &name, vars, inbox, watcher, ring_timeout);
     }
 
     fn call_report(&mut self, report: CallReport) {
@@ -395,12 +501,7 @@ impl BotTask {
         self.script.bot().forget(&info.id);
         let watcher = self.calls.remove(key).flatten();
         self.publish_status(None);
-        if let Some(state) = info.state {
-            self.metrics.call_ended(state);
-        }
-        if let (Some(setup), true) = (info.setup_time, info.answered.is_some()) {
-            self.metrics.setup.observe(setup.as_secs_f64());
-        }
+        self.metrics.call_ended(&info);
         let record = call_record(&self.config.name, &info);
         write_sidecars(&info, &record);
         self.cdr.append(&record);
@@ -408,6 +509,7 @@ impl BotTask {
             let _ = watcher.send(info.clone());
         }
         info!(
+            target: CALLS_TARGET,
             "call {} ({} {} → {}) ended: {}",
             escaped(info.id.as_str()),
             info.direction.as_str(),

@@ -1,9 +1,14 @@
-//! The daemon (`callbot run`): one task per bot, the media runtime they share, `/metrics` and
-//! `/healthz`, script hot reload (file change or SIGHUP) and graceful shutdown.
+//! The daemon (`callbot run`): one task per bot, the media runtime they share, the HTTP side
+//! (dashboard, `/metrics`, probes), script hot reload (file change or SIGHUP) and graceful
+//! shutdown.
 
 mod bot;
+mod http;
 mod metrics;
+mod recent;
 mod records;
+pub mod systemd;
+mod waveform;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,19 +16,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use serde_json::json;
+use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::warn;
 
-pub use bot::{BotControl, BotStatus};
+pub use bot::{BotControl, BotStatus, Noted};
 pub use metrics::{BotMetrics, Metrics};
 pub use records::{CdrLog, call_record, recording_path};
 
@@ -43,7 +43,7 @@ pub enum DaemonError {
     Script(#[from] crate::script::ScriptError),
     #[error("bot {0} has no way to log in: set pbx.admin or its password")]
     NoCredentials(String),
-    #[error("cannot serve /metrics on {address}: {source}")]
+    #[error("cannot serve http.listen {address}: {source}")]
     Http {
         address: SocketAddr,
         source: std::io::Error,
@@ -56,6 +56,23 @@ pub struct Daemon {
     http: Option<(SocketAddr, JoinHandle<()>)>,
     _watcher: Option<RecommendedWatcher>,
     cdr: Arc<CdrLog>,
+    campaign: watch::Sender<Option<CampaignProgress>>,
+}
+
+/// How a campaign run by this process is doing, for the dashboard.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CampaignProgress {
+    pub bot: String,
+    /// Contacts in the campaign, and those with a final outcome.
+    pub total: usize,
+    pub done: usize,
+    pub active: usize,
+    pub failed: u32,
+    /// Final outcomes by state (`COMPLETED`, `BUSY` …).
+    pub by_state: std::collections::BTreeMap<String, u32>,
+    /// Seconds until the last contact is done, as the campaign estimates it.
+    pub eta_secs: Option<u64>,
+    pub finished: bool,
 }
 
 /// The bots' link settings from the config.
@@ -93,10 +110,11 @@ impl Daemon {
         let metrics = Arc::new(Metrics::default());
         let cdr = Arc::new(CdrLog::new(config.recordings.join("cdr.jsonl")));
         let mut bots = Vec::new();
-        for (bot, link) in config.bots.into_iter().zip(links) {
+        for (index, (bot, link)) in config.bots.into_iter().zip(links).enumerate() {
             let metrics = metrics.bot(&bot.name);
             let handle = bot::BotTask::spawn(
                 Arc::new(bot),
+                format!("bots[{index}]"),
                 link,
                 media.clone(),
                 metrics,
@@ -105,8 +123,12 @@ impl Daemon {
             )?;
             bots.push(handle);
         }
-        let http = match &config.http {
-            Some(http) => Some(serve_http(http.listen, metrics.clone(), &bots).await?),
+        let (campaign, campaign_rx) = watch::channel(None);
+        let http = match config.http {
+            Some(settings) => {
+                let view = http::View::new(metrics, &bots, cdr.path(), campaign_rx, settings.token);
+                Some(http::serve(settings.listen, view).await?)
+            }
             None => None,
         };
         let watcher = watch_scripts(&bots);
@@ -115,10 +137,34 @@ impl Daemon {
             http,
             _watcher: watcher,
             cdr,
+            campaign,
         })
     }
 
-    /// Where `/metrics` and `/healthz` are served, if anywhere.
+    /// Shows a campaign's progress on the dashboard.
+    pub fn show_campaign(&self, progress: CampaignProgress) {
+        self.campaign.send_replace(Some(progress));
+    }
+
+    /// Each bot's name and status, now.
+    pub fn statuses(&self) -> Vec<(String, BotStatus)> {
+        self.bots
+            .iter()
+            .map(|b| (b.name.clone(), b.status.borrow().clone()))
+            .collect()
+    }
+
+    /// Waits until some bot's status changes; `false` when the bots are gone.
+    pub async fn status_changed(&self) -> bool {
+        let mut watches: Vec<_> = self.bots.iter().map(|b| b.status.clone()).collect();
+        let changes = watches.iter_mut().map(|w| Box::pin(w.changed()));
+        match futures_util::future::select_all(changes).await {
+            (Ok(()), _, _) => true,
+            (Err(_), _, _) => false,
+        }
+    }
+
+    /// Where the dashboard, `/metrics` and the probes are served, if anywhere.
     pub fn http_address(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(|(address, _)| *address)
     }
@@ -142,17 +188,20 @@ impl Daemon {
 
     /// Has `bot` place a call as its script would; the receiver gets the finished call (an
     /// error when the bot is unknown or shutting down, and nothing was dialled).
+    /// The call rings for up to `ring_timeout` (default: a minute).
     pub async fn dial(
         &self,
         bot: &str,
         to: &str,
         vars: std::collections::BTreeMap<String, String>,
+        ring_timeout: Option<Duration>,
     ) -> Option<tokio::sync::oneshot::Receiver<Box<crate::call::CallInfo>>> {
         let handle = self.bots.iter().find(|b| b.name == bot)?;
         let (done, finished) = tokio::sync::oneshot::channel();
         let control = BotControl::Dial {
             to: to.to_owned(),
             vars,
+            ring_timeout,
             done,
         };
         handle.control.send(control).await.ok()?;
@@ -220,79 +269,4 @@ fn watch_scripts(bots: &[bot::BotHandle]) -> Option<RecommendedWatcher> {
         }
     }
     Some(watcher)
-}
-
-#[derive(Clone)]
-struct HttpState {
-    metrics: Arc<Metrics>,
-    bots: Vec<(String, watch::Receiver<BotStatus>)>,
-}
-
-async fn serve_http(
-    address: SocketAddr,
-    metrics: Arc<Metrics>,
-    bots: &[bot::BotHandle],
-) -> Result<(SocketAddr, JoinHandle<()>), DaemonError> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| DaemonError::Http { address, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Http { address, source })?;
-    let state = HttpState {
-        metrics,
-        bots: bots
-            .iter()
-            .map(|b| (b.name.clone(), b.status.clone()))
-            .collect(),
-    };
-    let app = Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/healthz", get(health))
-        .with_state(state);
-    info!("metrics and health on http://{bound}/metrics, /healthz");
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!("metrics endpoint stopped: {e}");
-        }
-    });
-    Ok((bound, task))
-}
-
-async fn metrics_page(State(state): State<HttpState>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// 200 when every bot's link is registered, 503 otherwise; the body says which is which.
-async fn health(State(state): State<HttpState>) -> Response {
-    let mut healthy = true;
-    let mut bots = serde_json::Map::new();
-    for (name, status) in &state.bots {
-        let status = status.borrow().clone();
-        let connection = status
-            .connection
-            .map_or("CONNECTING", ConnectionState::as_str);
-        healthy &= status.connection == Some(ConnectionState::AccessGranted);
-        bots.insert(
-            name.clone(),
-            json!({ "connection": connection, "active_calls": status.active_calls }),
-        );
-    }
-    let code = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        code,
-        axum::Json(json!({ "healthy": healthy, "bots": bots })),
-    )
-        .into_response()
 }

@@ -24,6 +24,44 @@ pub struct LegStats {
     pub first_audio_received: Option<Duration>,
     /// Arrival gaps of received audio packets (interarrival jitter, as a distribution).
     pub arrival: GapHistogram,
+    /// How loud the far end is now (RMS in dBFS, a few readings a second); `None` before audio.
+    pub level_dbfs: Option<f32>,
+}
+
+/// The far end's loudness for live meters (the dashboard). Audio that a leg does not decode
+/// anyway (no recording, no in-band DTMF …) is decoded for it only once in [`LEVEL_EVERY`]
+/// frames: a meter needs a few readings a second, not fifty.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LevelMeter {
+    dbfs: Option<f32>,
+}
+
+/// One frame in this many (by sequence number) is measured.
+pub const LEVEL_EVERY: u16 = 5;
+
+impl LevelMeter {
+    /// Whether the frame with `sequence` is one the meter reads.
+    pub fn wants(sequence: u16) -> bool {
+        sequence % LEVEL_EVERY == 0
+    }
+
+    /// Reads a decoded frame (an empty one, when nothing could be decoded, is skipped).
+    pub fn measure(&mut self, pcm: &[i16]) {
+        if !pcm.is_empty() {
+            self.dbfs = Some(dbfs(pcm));
+        }
+    }
+
+    pub fn dbfs(&self) -> Option<f32> {
+        self.dbfs
+    }
+}
+
+/// The RMS level of `pcm` in dBFS (a full-scale square wave is 0), floored at -90.
+pub fn dbfs(pcm: &[i16]) -> f32 {
+    let energy: f64 = pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    let rms = (energy / pcm.len().max(1) as f64).sqrt() / 32768.0;
+    (20.0 * rms.max(1e-9).log10()).max(-90.0) as f32
 }
 
 /// Receive-side bookkeeping for loss and jitter.
@@ -161,6 +199,23 @@ impl GapHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_in_dbfs() {
+        let full: Vec<i16> = (0..160)
+            .map(|i| if i % 2 == 0 { 32767 } else { -32767 })
+            .collect();
+        assert!(dbfs(&full).abs() < 0.01, "{}", dbfs(&full));
+        let tenth: Vec<i16> = full.iter().map(|s| s / 10).collect();
+        assert!((dbfs(&tenth) + 20.0).abs() < 0.1, "{}", dbfs(&tenth));
+        assert_eq!(dbfs(&[0; 160]), -90.0);
+        let mut meter = LevelMeter::default();
+        meter.measure(&[]);
+        assert_eq!(meter.dbfs(), None);
+        meter.measure(&tenth);
+        assert!(meter.dbfs().is_some());
+        assert!(LevelMeter::wants(10) && !LevelMeter::wants(11));
+    }
 
     #[test]
     fn loss_counts_gaps_across_wraparound() {

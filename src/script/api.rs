@@ -159,6 +159,16 @@ impl BotApi {
             .unwrap_or_else(|| id.clone())
     }
 
+    /// How many of the extensions the bot has heard of are online, and how many it knows.
+    pub fn clients_online(&self) -> (usize, usize) {
+        let clients = lock(&self.0.clients);
+        let online = clients
+            .values()
+            .filter(|c| c.status == crate::protocol::ClientStatus::Online)
+            .count();
+        (online, clients.len())
+    }
+
     fn check_dial(&self, number: &str, what: &str) -> ScriptResult<()> {
         if self.0.allow_dial.allows(number) {
             Ok(())

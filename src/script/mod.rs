@@ -11,7 +11,7 @@ mod prompts;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
 use rhai::{AST, CallFnOptions, Dynamic, Engine, FuncArgs, Scope};
@@ -63,7 +63,42 @@ pub struct ScriptHost {
     limits: Limits,
     bot: BotApi,
     current: RwLock<Arc<Compiled>>,
-    errors: Counter,
+    errors: ScriptErrors,
+}
+
+/// A script's handler errors: counted (for `/metrics`), the latest one kept (for the
+/// dashboard). Cheap to clone; clones share both.
+#[derive(Clone, Debug)]
+pub struct ScriptErrors {
+    count: Counter,
+    latest: Arc<Mutex<Option<(std::time::SystemTime, String)>>>,
+}
+
+impl ScriptErrors {
+    fn new(count: Counter) -> Self {
+        Self {
+            count,
+            latest: Arc::default(),
+        }
+    }
+
+    fn add(&self, message: &str) {
+        self.count.inc();
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::SystemTime::now(), message.to_owned()));
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
+
+    /// The latest error and when it happened.
+    pub fn latest(&self) -> Option<(std::time::SystemTime, String)> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 fn read(path: &Path) -> Result<String, ScriptError> {
@@ -149,7 +184,7 @@ impl ScriptHost {
             limits,
             bot,
             current: RwLock::new(Arc::new(compiled)),
-            errors,
+            errors: ScriptErrors::new(errors),
         })
     }
 
@@ -159,6 +194,11 @@ impl ScriptHost {
 
     pub fn bot(&self) -> &BotApi {
         &self.bot
+    }
+
+    /// The script's handler errors, from bot and call events alike.
+    pub fn errors(&self) -> ScriptErrors {
+        self.errors.clone()
     }
 
     fn current(&self) -> Arc<Compiled> {
@@ -196,8 +236,12 @@ impl ScriptHost {
             return;
         }
         if let Err(e) = run(&self.engine, &compiled.ast, self.limits, name, values) {
-            self.errors.inc();
-            tracing::warn!(bot = %self.bot.shared().name, "script error in {name}: {}", compiled.describe(&self.label, name, &e));
+            let message = format!(
+                "script error in {name}: {}",
+                compiled.describe(&self.label, name, &e)
+            );
+            self.errors.add(&message);
+            tracing::warn!(bot = %self.bot.shared().name, "{message}");
         }
     }
 
@@ -251,7 +295,7 @@ pub struct ScriptCallHandler {
     bot: BotApi,
     inbox: mpsc::UnboundedSender<ActorInput>,
     store: Arc<Store>,
-    errors: Counter,
+    errors: ScriptErrors,
 }
 
 impl CallHandler for ScriptCallHandler {
@@ -282,13 +326,14 @@ impl CallHandler for ScriptCallHandler {
         match result {
             Ok(_) => Ok(commands),
             Err(e) => {
-                self.errors.inc();
-                Err(format!(
+                let message = format!(
                     "{} (bot {}, call {})",
                     self.compiled.describe(&self.label, name, &e),
                     self.bot.shared().name,
                     crate::untrusted::escaped(info.id.as_str())
-                ))
+                );
+                self.errors.add(&message);
+                Err(message)
             }
         }
     }

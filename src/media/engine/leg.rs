@@ -19,7 +19,7 @@ use crate::media::player::{EchoFrame, ItemId, Negotiated, Player};
 use crate::media::prompt::{EncodedAudio, PromptError};
 use crate::media::recorder::{RecordingWriter, Timeline, WriteBatch};
 use crate::media::rtp::RtpPacket;
-use crate::media::stats::{GapHistogram, LegStats, ReceiveStats};
+use crate::media::stats::{GapHistogram, LegStats, LevelMeter, ReceiveStats};
 use crate::media::tone::Signal;
 use crate::media::transport::TransportState;
 use crate::media::{LegEvent, MediaError, RecordOptions};
@@ -159,6 +159,8 @@ struct Receive {
     inband: Option<InbandDetector>,
     stats: ReceiveStats,
     pcm: Vec<i16>,
+    /// The far end's loudness, for live meters.
+    level: LevelMeter,
 }
 
 /// Audio to send when nothing is queued: our own received frames in echo mode, or a bridged
@@ -281,6 +283,7 @@ impl Leg {
                 inband: None,
                 stats: ReceiveStats::default(),
                 pcm: Vec::new(),
+                level: LevelMeter::default(),
             },
             passthrough: Passthrough::default(),
             bridge: None,
@@ -608,9 +611,15 @@ impl Leg {
         let receive = &mut self.receive;
         // Until something audible arrived, frames are decoded to notice it (first-audio time).
         let needs_pcm = recording || receive.inband.is_some() || receive.first_loud.is_none();
+        let metered = LevelMeter::wants(packet.sequence);
         receive.pcm.clear();
-        if needs_pcm && let Some(decoder) = receive.decoder.as_mut() {
+        if (needs_pcm || metered)
+            && let Some(decoder) = receive.decoder.as_mut()
+        {
             decoder.decode(&packet.payload, &mut receive.pcm);
+        }
+        if metered {
+            receive.level.measure(&receive.pcm);
         }
         if receive.first_loud.is_none() && is_audible(&receive.pcm) {
             receive.first_loud = Some(at.duration_since(self.created));
@@ -742,6 +751,7 @@ impl Leg {
             .map_or(8000, |n| n.codec.clock_rate());
         self.receive.stats.fill(&mut stats, clock_rate);
         stats.arrival = self.receive.arrival.clone();
+        stats.level_dbfs = self.receive.level.dbfs();
         stats.first_audio_received = self
             .receive
             .first_loud

@@ -18,7 +18,7 @@ use crate::media::player::{EchoFrame, ItemId, Negotiated, Player};
 use crate::media::prompt::{EncodedAudio, PromptCache};
 use crate::media::recorder::{RecordingWriter, Timeline, WriteBatch};
 use crate::media::rtp::RtpPacket;
-use crate::media::stats::{GapHistogram, LegStats, ReceiveStats};
+use crate::media::stats::{GapHistogram, LegStats, LevelMeter, ReceiveStats};
 use crate::media::tone::Signal;
 use crate::media::transport::TransportState;
 use crate::media::{LegEvent, MediaError, RecordOptions};
@@ -39,6 +39,8 @@ struct Receive {
     inband: Option<InbandDetector>,
     stats: ReceiveStats,
     pcm: Vec<i16>,
+    /// The far end's loudness, for live meters.
+    level: LevelMeter,
 }
 
 /// Audio to send when nothing is queued: our own received frames in echo mode, or a bridged
@@ -129,6 +131,7 @@ impl LegState {
                 inband: None,
                 stats: ReceiveStats::default(),
                 pcm: Vec::new(),
+                level: LevelMeter::default(),
             }),
             passthrough: Mutex::default(),
             bridge: Mutex::default(),
@@ -302,9 +305,15 @@ impl LegState {
         // Until something audible arrived, frames are decoded to notice it (first-audio time).
         let needs_pcm =
             recording || receive.inband.is_some() || transcode || receive.first_loud.is_none();
+        let metered = LevelMeter::wants(packet.sequence);
         receive.pcm.clear();
-        if needs_pcm && let Some(decoder) = receive.decoder.as_mut() {
+        if (needs_pcm || metered)
+            && let Some(decoder) = receive.decoder.as_mut()
+        {
             decoder.decode(&packet.payload, &mut receive.pcm);
+        }
+        if metered {
+            receive.level.measure(&receive.pcm);
         }
         if receive.first_loud.is_none() && is_audible(&receive.pcm) {
             receive.first_loud = Some(self.created.elapsed());
@@ -618,6 +627,7 @@ impl LegacyLeg {
         let clock_rate = receive.negotiated.map_or(8000, |n| n.codec.clock_rate());
         receive.stats.fill(&mut stats, clock_rate);
         stats.arrival = receive.arrival.clone();
+        stats.level_dbfs = receive.level.dbfs();
         stats.first_audio_received = receive
             .first_loud
             .zip(stats.connect_time)
