@@ -36,7 +36,13 @@ pub fn spinner() -> ProgressBar {
     spinner
 }
 
-/// Writes to stderr with the bars lifted (tracing's writer).
+/// Prints a line on stdout with the bars lifted (a result a script may read, even while a
+/// bar is drawn on the terminal).
+pub fn println(line: &str) {
+    BARS.suspend(|| println!("{line}"));
+}
+
+/// Writes to stderr with the bars lifted (under tracing's writer).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stderr;
 
@@ -48,14 +54,6 @@ impl Write for Stderr {
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stderr {
-    type Writer = Stderr;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        Stderr
     }
 }
 

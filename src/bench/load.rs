@@ -49,13 +49,13 @@ pub struct Window {
 /// How often the peer is sampled while the calls are held.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
-/// Places the load against `target` and holds it; `progress` gets a line now and then.
-/// Fails when the peer's process goes away during the run.
+/// Places the load against `target` and holds it; `progress` counts the calls placed, then
+/// says how long they are held. Fails when the peer's process goes away during the run.
 pub async fn run(
     phone: &Phone,
     target: &Target,
     load: Load,
-    progress: impl Fn(String),
+    progress: &indicatif::ProgressBar,
 ) -> Result<Window, String> {
     let usage = || {
         target
@@ -93,19 +93,14 @@ pub async fn run(
                 stats,
             }
         }));
-        if index % 25 == 24 {
-            progress(format!("placed {}/{} calls", index + 1, load.calls));
-        }
+        progress.set_position(index as u64 + 1);
     }
     // The first call goes out at once: `calls` calls span `calls - 1` intervals.
     let intervals = load.calls.saturating_sub(1).max(1);
     let placed_cps = intervals as f64 / placing.elapsed().as_secs_f64().max(0.001);
+    progress.set_message("placed, waiting for answers");
     barrier.wait().await;
-    progress(format!(
-        "{} calls up, holding {} s",
-        load.calls,
-        load.hold.as_secs()
-    ));
+    progress.set_message(format!("all up, holding {} s", load.hold.as_secs()));
     let start = usage()?;
     let started = Instant::now();
     let mut samples = vec![(0.0, start)];

@@ -279,10 +279,17 @@ async fn measure(
     load: Load,
 ) -> Result<Measurement, String> {
     let mut target = Target::start(peer, env, load.calls).await?;
-    let window = load::run(phone, &target, load, |line| {
-        eprintln!("  {}: {line}", peer.name())
-    })
-    .await?;
+    let progress = callbot::console::bar(
+        load.calls as u64,
+        &format!(
+            "{:<9} [{{bar:30}}] {{pos}}/{{len}} calls {{msg}} ({{elapsed}})",
+            peer.name()
+        ),
+    );
+    progress.set_message("placing");
+    let window = load::run(phone, &target, load, &progress).await;
+    progress.finish_and_clear();
+    let window = window?;
     target.stop();
     let recordings = target.recordings.clone();
     let measurement = Measurement::new(peer, &window, recordings.as_deref());

@@ -60,7 +60,9 @@ const PROMPTS: &[(&str, &[u8])] = &[
 /// Open the printed URL in a browser to get a softphone, log in as one of the desk extensions
 /// (502-509, password = the number) and call 500 or 501. Scripts and prompts come from
 /// ./scripts and ./prompts when they exist (edit a script and it reloads), else from copies
-/// built into the binary. Runs until Ctrl-C.
+/// built into the binary. The admin password is PBX_ADMIN_PASSWORD when set (else made up);
+/// the demo prints `dial`, `run` and `campaign` commands that work against it. Runs until
+/// Ctrl-C.
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// Address and port of the emulator (HTTPS, websocket and softphone page).
@@ -75,8 +77,8 @@ pub struct DemoArgs {
     /// Where recordings and cdr.jsonl go.
     #[arg(long, default_value = "recordings")]
     recordings: PathBuf,
-    /// Serve /metrics and /healthz here.
-    #[arg(long)]
+    /// Serve the bots' dashboard, /metrics and the probes here (e.g. 127.0.0.1:9100).
+    #[arg(long, alias = "http")]
     metrics: Option<SocketAddr>,
     /// Address for the emulator's media host candidates; repeat for more. Default: every
     /// interface plus 127.0.0.1 (so browsers on other machines can reach it).
@@ -158,6 +160,90 @@ bots:
     )
 }
 
+/// The contact list of the demo's campaign (the emulator's test extensions 700-705).
+const CONTACTS: &str = include_str!("../../contacts.example.csv");
+
+/// A bot config for a process of its own next to the demo: the emulator's URL, certificate
+/// and admin login, the demo's prompts and recordings, and `bots`.
+fn extra_config(pbx: &Pbx, cert: &Path, prompts: &Path, recordings: &Path, bots: &str) -> String {
+    format!(
+        r#"pbx:
+  url: "{url}"
+  domain: localhost
+  tls: {{ ca_file: "{cert}" }}
+  admin: {{ user: admin, password: "${{PBX_ADMIN_PASSWORD}}" }}
+defaults: {{ prompts: "{prompts}", recordings: "{recordings}", record: stereo }}
+media: {{ addresses: [127.0.0.1] }}
+bots:
+{bots}"#,
+        url = pbx.url(),
+        cert = cert.display(),
+        prompts = prompts.display(),
+        recordings = recordings.display(),
+    )
+}
+
+/// `text` as one word of a POSIX shell command line.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r#"'\''"#))
+    }
+}
+
+/// Writes a config for `callbot run` (a test line on 603) and one for `callbot campaign`
+/// (602 calling the test extensions 700-705) into `work`, and prints the commands that use
+/// them and `callbot dial`.
+fn print_commands(
+    pbx: &Pbx,
+    work: &Path,
+    (cert, scripts, prompts, recordings): (&Path, &Path, &Path, &Path),
+    password: &str,
+) -> std::io::Result<()> {
+    let script = |name: &str| shell_word(&scripts.join(name).display().to_string());
+    let run = work.join("my-bot.yaml");
+    let bots = format!(
+        "  - name: my-bot\n    extension: \"603\"\n    script: {}\n",
+        script("test_line.rhai")
+    );
+    std::fs::write(&run, extra_config(pbx, cert, prompts, recordings, &bots))?;
+    let campaign = work.join("campaign.yaml");
+    let bots = format!(
+        "  - name: campaign\n    extension: \"602\"\n    script: {}\n    max_calls: 20\n    \
+         allow_dial: [\"7??\"]\n",
+        script("campaign.rhai")
+    );
+    std::fs::write(
+        &campaign,
+        extra_config(pbx, cert, prompts, recordings, &bots),
+    )?;
+    let contacts = work.join("contacts.csv");
+    std::fs::write(&contacts, CONTACTS)?;
+    let env = format!("PBX_ADMIN_PASSWORD={}", shell_word(password));
+    let path = |p: &Path| shell_word(&p.display().to_string());
+    println!("Try it from another terminal while the demo runs:");
+    println!(
+        "  {env} callbot dial --pbx {} --domain localhost --ca-file {} --from 509 --to 501 --secs 5",
+        pbx.url().as_str().trim_end_matches('/'),
+        path(cert)
+    );
+    println!(
+        "  {env} callbot run -c {}        # a test line on 603: call it",
+        path(&run)
+    );
+    println!(
+        "  {env} callbot campaign -c {} --bot campaign --contacts {} --ring-timeout 15s",
+        path(&campaign),
+        path(&contacts)
+    );
+    Ok(())
+}
+
 pub async fn run(args: DemoArgs) -> ExitCode {
     match demo(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -174,7 +260,10 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("temporary folder: {e}"))?;
     let cert = work.path().join("pbx.pem");
-    let admin_password = format!("{:016x}", rand::random::<u64>());
+    let admin_password = std::env::var("PBX_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let options = PbxOptions {
         listen: args.listen,
         domain: "localhost".into(),
@@ -247,8 +336,16 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         daemon.cdr_path().display()
     );
     if let Some(address) = daemon.http_address() {
-        println!("  metrics: http://{address}/metrics   health: http://{address}/healthz");
+        println!("  dashboard: http://{address}/   metrics: http://{address}/metrics");
     }
+    println!();
+    print_commands(
+        &pbx,
+        work.path(),
+        (&cert, &scripts, &prompts, &recordings),
+        &admin_password,
+    )
+    .map_err(|e| format!("writing the example configs: {e}"))?;
     println!("Ctrl-C stops it.");
     super::run::serve_until_stopped(daemon, Duration::from_secs(5)).await;
     pbx.stop().await;

@@ -29,11 +29,21 @@ use tracing_subscriber::EnvFilter;
         speaks the same protocol, for trying bots out on one machine."
 )]
 pub struct Cli {
-    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
+    /// More log output (-v: a line per call and debug, -vv: trace). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as text, or as one JSON object per line (for journald, Loki, Elasticsearch).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -75,12 +85,15 @@ fn block_on(future: impl Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` wins over `-v`.
-pub fn init_logging(verbose: u8) {
+/// Logs go to stderr (below any progress bar); `RUST_LOG` wins over `-v`.
+pub fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         // The WebRTC stack warns about routine things (a DTLS server name, ICE checks before
-        // candidates arrive); its errors still show.
-        0 => "warn,callbot=info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_srtp=error,webrtc=error",
+        // candidates arrive); its errors still show. A line per call only with -v.
+        0 => {
+            "warn,callbot=info,callbot::calls=warn,rtc=error,rtc_dtls=error,rtc_ice=error,\
+             rtc_srtp=error,webrtc=error"
+        }
         1 => "info,callbot=debug",
         _ => "trace",
     };
@@ -96,14 +109,24 @@ pub fn init_logging(verbose: u8) {
         }
     }
     use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal();
+    let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
     // Values from the wire are escaped where they are logged; the writer makes sure no record
-    // ever spans two lines, whatever slipped through.
-    let _ = tracing_subscriber::fmt()
+    // ever spans two lines, whatever slipped through, and draws it below any progress bar.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(move || callbot::untrusted::OneLineWriter::new(std::io::stderr(), ansi))
-        .try_init();
+        .with_writer(move || {
+            callbot::untrusted::OneLineWriter::new(callbot::console::Stderr, ansi)
+        });
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -45,12 +45,27 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_CONFIG_ERRORS);
         }
     };
-    serve_until_stopped(daemon, Duration::from_secs(args.grace)).await;
+    let systemd = callbot::daemon::systemd::started(&daemon);
+    wait_for_stop(&daemon).await;
+    callbot::daemon::systemd::stopping();
+    systemd.abort();
+    stop(daemon, Duration::from_secs(args.grace)).await;
     ExitCode::SUCCESS
 }
 
 /// Reloads on SIGHUP; shuts down on SIGTERM or Ctrl-C.
 pub async fn serve_until_stopped(daemon: Daemon, grace: Duration) {
+    wait_for_stop(&daemon).await;
+    stop(daemon, grace).await;
+}
+
+async fn stop(daemon: Daemon, grace: Duration) {
+    tracing::info!("stopping: live calls have {} s to finish", grace.as_secs());
+    daemon.shutdown(grace).await;
+}
+
+/// Serves until SIGTERM or Ctrl-C, reloading scripts on SIGHUP.
+async fn wait_for_stop(daemon: &Daemon) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -72,6 +87,4 @@ pub async fn serve_until_stopped(daemon: Daemon, grace: Duration) {
     }
     #[cfg(not(unix))]
     super::shutdown_signal().await;
-    tracing::info!("stopping: live calls have {} s to finish", grace.as_secs());
-    daemon.shutdown(grace).await;
 }

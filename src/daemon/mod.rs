@@ -146,22 +146,12 @@ impl Daemon {
         self.campaign.send_replace(Some(progress));
     }
 
-    /// Each bot's name and status, now.
-    pub fn statuses(&self) -> Vec<(String, BotStatus)> {
+    /// Each bot's name and a view of its status.
+    pub fn statuses(&self) -> Vec<(String, watch::Receiver<BotStatus>)> {
         self.bots
             .iter()
-            .map(|b| (b.name.clone(), b.status.borrow().clone()))
+            .map(|b| (b.name.clone(), b.status.clone()))
             .collect()
-    }
-
-    /// Waits until some bot's status changes; `false` when the bots are gone.
-    pub async fn status_changed(&self) -> bool {
-        let mut watches: Vec<_> = self.bots.iter().map(|b| b.status.clone()).collect();
-        let changes = watches.iter_mut().map(|w| Box::pin(w.changed()));
-        match futures_util::future::select_all(changes).await {
-            (Ok(()), _, _) => true,
-            (Err(_), _, _) => false,
-        }
     }
 
     /// Where the dashboard, `/metrics` and the probes are served, if anywhere.

@@ -6,20 +6,23 @@
 use std::time::Duration;
 
 use sd_notify::NotifyState;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::Daemon;
+use super::{BotStatus, Daemon};
 use crate::protocol::ConnectionState;
+
+type Statuses = Vec<(String, watch::Receiver<BotStatus>)>;
 
 /// Tells systemd the daemon is up; keeps its status line current and, when the unit has
 /// `WatchdogSec=`, pings the watchdog at half that period. Stop the returned task on shutdown.
-pub fn started(daemon: &std::sync::Arc<Daemon>) -> JoinHandle<()> {
+pub fn started(daemon: &Daemon) -> JoinHandle<()> {
+    let mut statuses = daemon.statuses();
     notify(&[
         NotifyState::Ready,
-        NotifyState::Status(&status_line(daemon)),
+        NotifyState::Status(&status_line(&statuses)),
     ]);
     let watchdog = sd_notify::watchdog_enabled().map(|period| period / 2);
-    let daemon = daemon.clone();
     tokio::spawn(async move {
         let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         loop {
@@ -27,15 +30,24 @@ pub fn started(daemon: &std::sync::Arc<Daemon>) -> JoinHandle<()> {
                 _ = ping.tick() => if watchdog.is_some() {
                     notify(&[NotifyState::Watchdog]);
                 },
-                alive = daemon.status_changed() => {
+                alive = changed(&mut statuses) => {
                     if !alive {
                         return;
                     }
-                    notify(&[NotifyState::Status(&status_line(&daemon))]);
+                    notify(&[NotifyState::Status(&status_line(&statuses))]);
                 }
             }
         }
     })
+}
+
+/// Waits until some bot's status changes; `false` when the bots are gone.
+async fn changed(statuses: &mut Statuses) -> bool {
+    if statuses.is_empty() {
+        return std::future::pending().await;
+    }
+    let changes = statuses.iter_mut().map(|(_, w)| Box::pin(w.changed()));
+    futures_util::future::select_all(changes).await.0.is_ok()
 }
 
 /// Tells systemd the daemon is shutting down.
@@ -43,13 +55,12 @@ pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-fn status_line(daemon: &Daemon) -> String {
-    let statuses = daemon.statuses();
+fn status_line(statuses: &Statuses) -> String {
     let registered = statuses
         .iter()
-        .filter(|(_, s)| s.connection == Some(ConnectionState::AccessGranted))
+        .filter(|(_, s)| s.borrow().connection == Some(ConnectionState::AccessGranted))
         .count();
-    let calls: usize = statuses.iter().map(|(_, s)| s.active_calls).sum();
+    let calls: usize = statuses.iter().map(|(_, s)| s.borrow().active_calls).sum();
     format!(
         "{registered}/{} bots registered, {calls} live calls",
         statuses.len()
