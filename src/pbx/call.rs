@@ -100,6 +100,7 @@ pub(super) struct PartyState {
     pub from_number: String,
     pub from_name: String,
     pub to_number: String,
+    pub to_name: String,
     pub start: u64,
     pub connect: Option<u64>,
 }
@@ -124,7 +125,7 @@ impl PartyState {
             from_number: Some(self.from_number.clone()),
             from_name: Some(self.from_name.clone()),
             to_number: Some(self.to_number.clone()),
-            to_name: None,
+            to_name: (!self.to_name.is_empty()).then(|| self.to_name.clone()),
             start: Some(self.start),
             connect: self.connect,
         }
@@ -1140,8 +1141,37 @@ impl PbxCall {
         self.report();
     }
 
+    /// Who `party` talks to now: its bridge partner, the transfer target ringing for it, or
+    /// (before anyone answered) the number the caller dialled / the caller.
+    fn far_end(&self, party: PartyIndex) -> (String, String) {
+        let ringing_target = (self.transferee == Some(party))
+            .then(|| {
+                self.parties
+                    .iter()
+                    .rposition(|p| p.role == Role::Target && p.status != Status::Ended)
+            })
+            .flatten();
+        let other = self.partner(party).or(ringing_target);
+        let number = match other {
+            Some(other) => self.parties[other].endpoint.extension.clone(),
+            None if party == CALLER => self.to.clone(),
+            None => self.parties[CALLER].endpoint.extension.clone(),
+        };
+        let name = if number == self.parties[CALLER].endpoint.extension {
+            self.caller_name.clone()
+        } else {
+            self.ctx
+                .accounts
+                .extension(&number)
+                .map(|e| e.name.clone())
+                .unwrap_or_default()
+        };
+        (number, name)
+    }
+
+    /// Each party's entry in `call-state` lists: the caller's `to` and the others' `from`
+    /// name the far end as it is now (after a transfer, the new one).
     fn party_states(&self) -> Vec<PartyState> {
-        let caller = &self.parties[CALLER];
         self.parties
             .iter()
             .enumerate()
@@ -1158,19 +1188,39 @@ impl PbxCall {
                     Status::Connected if held_by_partner => PbxCallState::OnHold,
                     Status::Connected => PbxCallState::Connected,
                 };
+                let own = (p.endpoint.extension.clone(), self.own_name(index));
+                let far = self.far_end(index);
+                let ((from_number, from_name), (to_number, to_name)) = if index == CALLER {
+                    (own, far)
+                } else {
+                    (far, own)
+                };
                 PartyState {
                     socket: p.endpoint.socket,
                     extension: p.endpoint.extension.clone(),
                     callid: p.id.clone(),
                     state,
-                    from_number: caller.endpoint.extension.clone(),
-                    from_name: self.caller_name.clone(),
-                    to_number: self.to.clone(),
+                    from_number,
+                    from_name,
+                    to_number,
+                    to_name,
                     start: self.started_ms,
                     connect: self.answered_ms,
                 }
             })
             .collect()
+    }
+
+    /// A party's own display name.
+    fn own_name(&self, party: PartyIndex) -> String {
+        if party == CALLER {
+            return self.caller_name.clone();
+        }
+        self.ctx
+            .accounts
+            .extension(&self.parties[party].endpoint.extension)
+            .map(|e| e.name.clone())
+            .unwrap_or_default()
     }
 
     fn view(&self) -> CallView {

@@ -96,6 +96,7 @@
     registerTimer: null,
     readyTimer: null,
     reconcile: false,           // the next call-state list is the complete one after a reconnect (§6)
+    presenceFresh: false,       // a domain-state arrived on the current socket: presence is known
     loginWaiters: [],
     presence: new Map(),        // ext -> {name, online}
     call: null,                 // the active call
@@ -282,9 +283,10 @@
       S.ws = null;
       stopTimers();
       // Our registration went with the socket; the others' presence is unknown until the next
-      // domain-state, so the list is shown dimmed meanwhile.
+      // domain-state, so the list says UNKNOWN meanwhile.
       const own = S.presence.get(S.extension);
       if (own) own.online = false;
+      S.presenceFresh = false;
       connectFailed(`socket closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`);
     };
   }
@@ -417,12 +419,19 @@
 
   function onDomainState(f) {
     if (Array.isArray(f.accounts)) f.accounts.forEach(setPresence);
+    S.presenceFresh = true;
     ui.render();
   }
 
   function onPresence(f) {
     setPresence(f);
     ui.render();
+  }
+
+  /** ONLINE, OFFLINE, or UNKNOWN while we are not connected (or not yet told again). */
+  function presenceWord(p) {
+    if (!S.presenceFresh || S.connection !== 'ACCESS_GRANTED') return 'UNKNOWN';
+    return p.online ? 'ONLINE' : 'OFFLINE';
   }
 
   function extensionName(ext) {
@@ -919,7 +928,16 @@
     for (const c of calls) {
       if (!matches(call, c.id)) continue;
       const st = String(c.state || c.callstate || '').toLowerCase();
-      if (c['to-name'] && call.direction === 'outbound' && !call.peerName) call.peerName = c['to-name'];
+      // The far end as the PBX lists it now: after a transfer, the new one.
+      const far = call.direction === 'outbound'
+        ? { number: c['to-number'], name: c['to-name'] }
+        : { number: c['from-number'], name: c['from-name'] };
+      if (far.number && String(far.number) !== call.peer) {
+        call.peer = String(far.number);
+        call.peerName = far.name || (S.presence.get(call.peer) || {}).name || '';
+      } else if (far.name && !call.peerName) {
+        call.peerName = far.name;
+      }
       switch (st) {
         case 'ringback': case 'alerting': case 'ringing': case 'early':
           if (call.state === 'DIALING') setCallState(call, 'RINGING');
@@ -1182,16 +1200,18 @@
     drawPresence() {
       const list = $('presence-list');
       const entries = [...S.presence.entries()].sort((a, b) => a[0].localeCompare(b[0], undefined, { numeric: true }));
-      const online = entries.filter(([, p]) => p.online).length;
-      $('presence-count').textContent = entries.length ? `${online}/${entries.length} online` : '';
+      const online = entries.filter(([, p]) => presenceWord(p) === 'ONLINE').length;
+      const known = entries.length && presenceWord(entries[0][1]) !== 'UNKNOWN';
+      $('presence-count').textContent = !entries.length ? '' : known ? `${online}/${entries.length} online` : 'presence unknown';
       const html = entries.map(([ext, p]) => {
         const me = ext === S.extension;
-        const cls = `presence-item ${p.online ? 'online' : 'offline'}${me ? ' me' : ''}`;
+        const word = presenceWord(p);
+        const cls = `presence-item ${word.toLowerCase()}${me ? ' me' : ''}`;
         return `<li class="${cls}" data-ext="${escapeHtml(ext)}" title="${me ? 'This is you' : `Call ${escapeHtml(ext)}`}">
           <span class="dot"></span>
           <span class="ext">${escapeHtml(ext)}</span>
           <span class="name">${escapeHtml(p.name || '')}</span>
-          <span class="pstate">${me ? '<em>YOU</em> · ' : ''}${p.online ? 'ONLINE' : 'OFFLINE'}</span>
+          <span class="pstate">${me ? '<em>YOU</em> · ' : ''}${word}</span>
         </li>`;
       }).join('');
       list.classList.toggle('stale', S.connection !== 'ACCESS_GRANTED');
@@ -1298,11 +1318,10 @@
         const ext = $('login-ext').value.trim();
         const password = $('login-password').value;
         if (!ext) return;
-        if ($('login-remember').checked) {
-          localStorage.setItem(STORE, JSON.stringify({ ext, password }));
-        } else {
-          localStorage.removeItem(STORE);
-        }
+        // The extension is remembered; the password only when asked (it would sit in
+        // localStorage as plain text).
+        const remembered = $('login-remember').checked ? { ext, password } : { ext };
+        localStorage.setItem(STORE, JSON.stringify(remembered));
         $('login-btn').disabled = true;
         try { await login(ext, password); } finally { $('login-btn').disabled = false; }
       });
@@ -1432,7 +1451,7 @@
   window.softphone = {
     state() {
       const presence = {};
-      for (const [ext, p] of S.presence) presence[ext] = p.online ? 'ONLINE' : 'OFFLINE';
+      for (const [ext, p] of S.presence) presence[ext] = presenceWord(p);
       return {
         connection: S.connection,
         detail: S.detail,
