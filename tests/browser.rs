@@ -175,6 +175,16 @@ async fn browser_calls_the_ivr_and_is_transferred(dialect: Dialect) {
         .await
         .unwrap_or_else(|e| panic!("the test line is audible after the transfer: {e}"));
     call_state(&mut browser, &tab, "IN_CALL").await;
+    // The page names the far end the PBX lists now: the test line, not the IVR.
+    browser
+        .wait_for(
+            &tab,
+            "(s => s.call && s.call.peer)(window.softphone.state())",
+            WAIT,
+            |peer| peer == "501",
+        )
+        .await
+        .unwrap();
     browser
         .eval(&tab, "window.softphone.hangup()")
         .await
@@ -430,4 +440,162 @@ async fn the_vendor_style_sample_client_works_against_the_legacy_demo() {
     })
     .await;
     assert_eq!(sidecar["reason"], "transferred", "{sidecar}");
+}
+
+const DASHBOARD_TOKEN: &str = "dashboard-test-token-5521";
+
+/// The daemon's dashboard in Chromium, against a daemon with a live call and a finished,
+/// recorded one: the live call with its state, codec and level; the recent call's waveform
+/// drawn and its recording played in the page. The screenshot is docs/dashboard.png's source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_live_calls_and_plays_recordings() {
+    use callbot::call::{Action, CallCommand};
+    use callbot::protocol::CallState;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pbx = binary::emulator(dir.path(), Dialect::Modern);
+    binary::script(dir.path(), "test_line.rhai");
+    let bots = format!(
+        "  - name: test-line\n    extension: \"501\"\n    script: \"{}\"\n    record: stereo\n",
+        dir.path().join("test_line.rhai").display()
+    );
+    let config = binary::config(dir.path(), &pbx, &bots);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "bots:\n",
+        "http: { listen: \"127.0.0.1:0\", token: \"${DASHBOARD_TOKEN}\" }\nbots:\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut command = binary::daemon_command(&config);
+    command.env("DASHBOARD_TOKEN", DASHBOARD_TOKEN);
+    let daemon = binary::daemon_from(command, 1);
+    let log = daemon.wait_for("dashboard on http://", 1, WAIT);
+    let address = log
+        .split("dashboard on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+
+    // The API wants the token.
+    let unauthorized = common::insecure_http()
+        .get(format!("http://{address}/api/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+
+    let caller = binary::phone(&pbx, "509", dir.path()).await;
+    let talk = |call: &callbot::phone::PhoneCall| {
+        call.command(CallCommand::Queue(Action::Play {
+            prompt: binary::repo("prompts/welcome.wav"),
+            loops: 50,
+            for_gather: false,
+        }));
+    };
+    // A first call, recorded for a few seconds, then hung up.
+    let recordings = dir.path().join("recordings");
+    let mut first = caller.dial("501");
+    first.reach(CallState::InCall).await.unwrap();
+    talk(&first);
+    let wav = wait::until("the first recording", WAIT, || async {
+        files(&recordings, "wav").into_iter().next()
+    })
+    .await;
+    wait::wav_reaches(&wav, 3.0, WAIT).await;
+    first.command(CallCommand::Stop);
+    first.command(CallCommand::Queue(Action::Hangup));
+    first.ended().await.unwrap();
+    wait::until("the first call's CDR line", WAIT, || async {
+        std::fs::read_to_string(recordings.join("cdr.jsonl"))
+            .ok()
+            .filter(|t| t.lines().count() == 1)
+    })
+    .await;
+    // A second call stays up.
+    let mut second = caller.dial("501");
+    second.reach(CallState::InCall).await.unwrap();
+    talk(&second);
+
+    let mut browser = Browser::launch(&microphone(dir.path())).await.unwrap();
+    let tab = browser
+        .open(&format!("http://{address}/#token={DASHBOARD_TOKEN}"))
+        .await
+        .unwrap();
+    let live = browser
+        .wait_for(
+            &tab,
+            "window.dashboard && window.dashboard.status() && window.dashboard.status().bots[0].calls",
+            WAIT,
+            |calls| {
+                calls.as_array().is_some_and(|c| {
+                    c.len() == 1 && c[0]["state"] == "IN_CALL" && c[0]["level_dbfs"].is_number()
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(live[0]["from"], "509", "{live}");
+    assert!(live[0]["codec"].is_string(), "{live}");
+    let bot = browser
+        .eval(&tab, "window.dashboard.status().bots[0]")
+        .await
+        .unwrap();
+    assert_eq!(bot["registered"], true, "{bot}");
+    assert_eq!(bot["total_calls"], 2, "{bot}");
+    // What the page shows: the live call's row and level meter, the recent call's waveform.
+    browser
+        .wait_for(
+            &tab,
+            "(() => { const m = document.querySelector('#live tbody tr[data-call] .meter'); \
+             return m ? m.dataset.dbfs : ''; })()",
+            WAIT,
+            |dbfs| dbfs.as_str().is_some_and(|d| !d.is_empty()),
+        )
+        .await
+        .unwrap();
+    let inked = browser
+        .wait_for(
+            &tab,
+            "(() => { const c = document.querySelector('#recent canvas'); \
+             if (!c || !c.dataset.drawn) return 0; \
+             const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+             let n = 0; for (let i = 3; i < px.length; i += 4) if (px[i] > 0) n++; return n; })()",
+            WAIT,
+            |inked| inked.as_u64().unwrap_or(0) > 200,
+        )
+        .await
+        .unwrap();
+    assert!(inked.as_u64().unwrap() > 200, "the waveform is drawn");
+    browser
+        .screenshot(&tab, &artefact("dashboard.png"))
+        .await
+        .unwrap();
+    // The recording plays in the page (through its signed link).
+    browser
+        .eval(
+            &tab,
+            "(async () => { await document.querySelector('#recent audio').play(); return true; })()",
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            &tab,
+            "document.querySelector('#recent audio').currentTime",
+            WAIT,
+            |t| t.as_f64().unwrap_or(0.0) > 1.0,
+        )
+        .await
+        .unwrap();
+    let duration = browser
+        .eval(&tab, "document.querySelector('#recent audio').duration")
+        .await
+        .unwrap();
+    assert!(
+        duration.as_f64().unwrap_or(0.0) >= 3.0,
+        "the player knows the recording's length: {duration}"
+    );
+    second.command(CallCommand::Stop);
+    second.command(CallCommand::Queue(Action::Hangup));
+    second.ended().await.unwrap();
 }

@@ -48,8 +48,8 @@ async fn answered(call: &mut PhoneCall) -> bool {
 }
 
 fn metrics_address(daemon: &Process) -> String {
-    let log = daemon.wait_for("metrics and health on http://", 1, WAIT);
-    let tail = log.split("metrics and health on http://").nth(1).unwrap();
+    let log = daemon.wait_for("dashboard on http://", 1, WAIT);
+    let tail = log.split("dashboard on http://").nth(1).unwrap();
     tail.split('/').next().unwrap().to_owned()
 }
 

@@ -162,11 +162,12 @@ bots:
     path
 }
 
-/// The `callbot run -c config` command, to adjust before starting it.
+/// The `callbot run -v -c config` command (`-v`: a log line per call, which tests wait for),
+/// to adjust before starting it.
 pub fn daemon_command(config: &Path) -> Command {
     let mut command = Command::new(binary());
     command
-        .args(["run", "--grace", "10", "-c"])
+        .args(["run", "-v", "--grace", "10", "-c"])
         .arg(config)
         .env("PBX_ADMIN_PASSWORD", ADMIN_PASSWORD);
     command
