@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+/// How rustls words a rejected certificate (`InvalidCertificate`'s display).
+const CERTIFICATE_REJECTED: &str = "invalid peer certificate: ";
+
 /// Why a link cannot come up until someone changes a setting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -32,6 +35,12 @@ impl Fault {
             if let Some(rustls::Error::InvalidCertificate(problem)) = rustls {
                 return Some(Fault::Certificate {
                     problem: format!("{problem:?}"),
+                });
+            }
+            // The HTTP client's connector hands the TLS error on as text in its own type.
+            if let Some(problem) = error.to_string().strip_prefix(CERTIFICATE_REJECTED) {
+                return Some(Fault::Certificate {
+                    problem: problem.to_owned(),
                 });
             }
             next = error.source();
@@ -138,6 +147,13 @@ mod tests {
         );
         let other = std::io::Error::other("connection refused");
         assert_eq!(Fault::of_tls_error(&other), None);
+        let worded = std::io::Error::other("invalid peer certificate: NotValidForName");
+        assert_eq!(
+            Fault::of_tls_error(&worded),
+            Some(Fault::Certificate {
+                problem: "NotValidForName".into()
+            })
+        );
     }
 
     #[test]
