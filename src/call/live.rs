@@ -90,7 +90,7 @@ impl LiveCalls {
                 }
             })
             .collect();
-        calls.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+        calls.sort_by_key(|c| std::cmp::Reverse(c.age_ms));
         calls
     }
 }
