@@ -599,3 +599,54 @@ async fn the_dashboard_shows_live_calls_and_plays_recordings() {
     second.command(CallCommand::Queue(Action::Hangup));
     second.ended().await.unwrap();
 }
+
+/// The softphone keeps only the extension in localStorage unless asked for the password too,
+/// and shows the others' presence as UNKNOWN (not a stale ONLINE) once the PBX is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_softphone_remembers_only_the_extension_and_knows_when_presence_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pbx = binary::emulator(dir.path(), Dialect::Modern);
+    let mut browser = Browser::launch(&microphone(dir.path())).await.unwrap();
+    let url = format!("{}/", pbx.url.trim_end_matches('/'));
+    let tab = browser.open(&url).await.unwrap();
+    browser
+        .wait_for(&tab, "!!window.softphone", WAIT, |v| v == true)
+        .await
+        .unwrap();
+    browser
+        .eval(
+            &tab,
+            "(() => { document.getElementById('login-ext').value = '504'; \
+             document.getElementById('login-password').value = '504'; \
+             document.getElementById('login-form').requestSubmit(); return true; })()",
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for(&tab, "window.softphone.state().connection", WAIT, |v| {
+            v == "ACCESS_GRANTED"
+        })
+        .await
+        .unwrap();
+    let stored = browser
+        .eval(&tab, "localStorage.getItem('callbot.softphone')")
+        .await
+        .unwrap();
+    let stored: Value = serde_json::from_str(stored.as_str().unwrap()).unwrap();
+    assert_eq!(stored, serde_json::json!({ "ext": "504" }));
+    let presence = "window.softphone.state().presence";
+    browser
+        .wait_for(&tab, presence, WAIT, |p| p["500"] == "OFFLINE")
+        .await
+        .unwrap();
+    // The PBX goes away: nobody's presence is known any more.
+    pbx.process.kill();
+    let unknown = browser
+        .wait_for(&tab, presence, WAIT, |p| {
+            p.as_object()
+                .is_some_and(|p| !p.is_empty() && p.values().all(|v| v == "UNKNOWN"))
+        })
+        .await
+        .unwrap();
+    assert!(unknown.get("504").is_some(), "{unknown}");
+}

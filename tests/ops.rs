@@ -118,6 +118,29 @@ async fn the_grafana_dashboard_and_alerts_use_only_served_metrics_and_the_probes
     let (ready, body) = get(&format!("http://{address}/readyz"), None).await;
     let (health, _) = get(&format!("http://{address}/healthz"), None).await;
     assert_eq!((live, ready, health), (200, 200, 200), "{body}");
+    // A script edit that does not compile: counted, and on the dashboard with its error.
+    std::fs::write(
+        dir.path().join("test_line.rhai"),
+        "fn on_incoming_call(call) {\n",
+    )
+    .unwrap();
+    let bot: Value = wait::until("the failed reload on the dashboard", WAIT, || async {
+        let (_, body) = get(&format!("http://{address}/api/status"), None).await;
+        let status: Value = serde_json::from_str(&body).ok()?;
+        (status["bots"][0]["last_reload_failed"] == true).then(|| status["bots"][0].clone())
+    })
+    .await;
+    assert!(
+        bot["last_reload"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("test_line.rhai:")),
+        "{bot}"
+    );
+    let (_, page) = get(&format!("http://{address}/metrics"), None).await;
+    assert!(
+        page.contains(r#"callbot_script_reloads_total{bot="test-line",result="failed"} 1"#),
+        "{page}"
+    );
     let unit = std::fs::read_to_string(deploy.join("callbot.service")).unwrap();
     for line in ["Type=notify", "WatchdogSec=", "LimitNOFILE=", "ExecReload="] {
         assert!(unit.contains(line), "callbot.service has {line}");

@@ -48,6 +48,15 @@ impl Fault {
         None
     }
 
+    /// The link state it leaves: refused credentials and extensions are `ACCESS_DENIED`; a
+    /// rejected certificate means no connection at all, `CONNECTION_FAILED`.
+    pub fn state(&self) -> crate::protocol::ConnectionState {
+        match self {
+            Fault::Certificate { .. } => crate::protocol::ConnectionState::ConnectionFailed,
+            _ => crate::protocol::ConnectionState::AccessDenied,
+        }
+    }
+
     /// What went wrong, in the PBX's terms (without advice).
     pub fn what(&self) -> String {
         match self {

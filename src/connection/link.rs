@@ -196,7 +196,7 @@ impl Runner {
             dialect = attempt.dialect;
             let (state, reason, fault) = match attempt.ended {
                 Ended::Stopped => return,
-                Ended::Fault(fault) => (ConnectionState::AccessDenied, fault.what(), Some(fault)),
+                Ended::Fault(fault) => (fault.state(), fault.what(), Some(fault)),
                 Ended::Denied(reason) => (ConnectionState::AccessDenied, reason, None),
                 Ended::Failed(reason) => (ConnectionState::ConnectionFailed, reason, None),
                 Ended::Closed { reason, granted } => {
