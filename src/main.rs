@@ -14,6 +14,6 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let cli = cli::Cli::parse();
-    cli::init_logging(cli.verbose, cli.log_format);
+    cli::init_logging(cli.verbose, cli.log_format, cli.watched());
     cli.run()
 }

@@ -85,17 +85,28 @@ fn block_on(future: impl Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// Logs go to stderr (below any progress bar); `RUST_LOG` wins over `-v`.
-pub fn init_logging(verbose: u8, format: LogFormat) {
-    let default = match verbose {
-        // The WebRTC stack warns about routine things (a DTLS server name, ICE checks before
-        // candidates arrive); its errors still show. A line per call only with -v.
-        0 => {
-            "warn,callbot=info,callbot::calls=warn,rtc=error,rtc_dtls=error,rtc_ice=error,\
-             rtc_srtp=error,webrtc=error"
-        }
-        1 => "info,callbot=debug",
-        _ => "trace",
+impl Cli {
+    /// Commands a person watches (a bar and a summary): their log shows only problems
+    /// unless `-v` asks for more.
+    pub fn watched(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Dial(_) | Command::Campaign(_) | Command::Bench(_)
+        )
+    }
+}
+
+/// Logs go to stderr (below any progress bar); `RUST_LOG` wins over `-v`. `watched` commands
+/// log only warnings and errors by default.
+pub fn init_logging(verbose: u8, format: LogFormat, watched: bool) {
+    // The WebRTC stack warns about routine things (a DTLS server name, ICE checks before
+    // candidates arrive); its errors still show. A line per call only with -v.
+    const QUIET_STACK: &str = "rtc=error,rtc_dtls=error,rtc_ice=error,rtc_srtp=error,webrtc=error";
+    let default = match (verbose, watched) {
+        (0, true) => format!("warn,{QUIET_STACK}"),
+        (0, false) => format!("warn,callbot=info,callbot::calls=warn,{QUIET_STACK}"),
+        (1, _) => "info,callbot=debug".to_owned(),
+        _ => "trace".to_owned(),
     };
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // The websocket handshake is traced with its headers, the session cookie among them:
