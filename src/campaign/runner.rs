@@ -79,11 +79,18 @@ impl Shown<'_> {
 
     fn show(&self, bar: &ProgressBar, daemon: &Daemon, finished: bool) {
         let remaining = self.remaining();
+        let eta = match remaining {
+            None => "ETA after the first call".to_owned(),
+            // Past the usual length of a call: it ends when it ends.
+            Some(left) if left.is_zero() && !self.live.is_empty() => {
+                "ETA when the last call ends".to_owned()
+            }
+            Some(left) => format!("ETA {}", crate::console::human(left)),
+        };
         bar.set_message(format!(
-            "{} active, {} failed, ETA {}",
+            "{} active, {} failed, {eta}",
             self.live.len(),
-            self.failed,
-            remaining.map_or_else(|| "after the first call".to_owned(), crate::console::human)
+            self.failed
         ));
         daemon.show_campaign(CampaignProgress {
             bot: self.bot.to_owned(),
