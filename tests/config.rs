@@ -349,3 +349,27 @@ fn media_section_errors() {
         );
     }
 }
+
+#[test]
+fn http_needs_a_token_unless_it_listens_on_loopback() {
+    let d = Deployment::new();
+    let http = |section: &str| format!("{PBX}http: {section}\nbots:\n{ONE_BOT}");
+    let open = d.parse(&http("{ listen: \"127.0.0.1:9100\" }")).unwrap();
+    assert!(open.http.unwrap().token.is_none());
+    let errors = d.errors(&http("{ listen: \"0.0.0.0:9100\" }"));
+    assert!(
+        errors[0].contains("http.listen") && errors[0].contains("set http.token"),
+        "{errors:?}"
+    );
+    let errors = d.errors(&http("{ listen: \"0.0.0.0:9100\", token: short }"));
+    assert!(
+        errors[0].contains("http.token") && errors[0].contains("at least 16"),
+        "{errors:?}"
+    );
+    let guarded = d
+        .parse(&http("{ listen: \"0.0.0.0:9100\", token: \"${ADMIN_PW}-and-more\" }"))
+        .unwrap();
+    let token = guarded.http.unwrap().token.unwrap();
+    assert_eq!(token.expose(), "admin-secret-41-and-more");
+    assert!(!format!("{token:?}").contains("admin-secret"), "a secret");
+}
