@@ -367,7 +367,9 @@ fn http_needs_a_token_unless_it_listens_on_loopback() {
         "{errors:?}"
     );
     let guarded = d
-        .parse(&http("{ listen: \"0.0.0.0:9100\", token: \"${ADMIN_PW}-and-more\" }"))
+        .parse(&http(
+            "{ listen: \"0.0.0.0:9100\", token: \"${ADMIN_PW}-and-more\" }",
+        ))
         .unwrap();
     let token = guarded.http.unwrap().token.unwrap();
     assert_eq!(token.expose(), "admin-secret-41-and-more");

@@ -930,8 +930,8 @@
       const st = String(c.state || c.callstate || '').toLowerCase();
       // The far end as the PBX lists it now: after a transfer, the new one.
       const far = call.direction === 'outbound'
-        ? { number: c['to-number'], name: c['to-name'] }
-        : { number: c['from-number'], name: c['from-name'] };
+        ? { number: c['to-number'] ?? c.to, name: c['to-name'] }
+        : { number: c['from-number'] ?? c.from, name: c['from-name'] };
       if (far.number && String(far.number) !== call.peer) {
         call.peer = String(far.number);
         call.peerName = far.name || (S.presence.get(call.peer) || {}).name || '';
