@@ -220,10 +220,10 @@ fn dial_error(args: &[&str], password: &str, fix: &str) {
         .args(args)
         .env("PBX_ADMIN_PASSWORD", password);
     let mut process = Process::spawn_command(command);
+    // The output is read as it comes: wait for the message, then for the exit.
+    let output = process.wait_for(fix, 1, WAIT);
     let status = process.wait(WAIT);
-    let output = process.output();
     assert_eq!(status.code(), Some(2), "{output}");
-    assert!(output.contains(fix), "{fix:?} in:\n{output}");
     assert!(!output.contains("calling"), "nothing dialled:\n{output}");
 }
 
@@ -333,12 +333,9 @@ async fn dial_checks_its_options_before_dialling_and_reports_an_unanswered_call_
     ];
     for (mut args, message) in cases {
         args.extend(["--to", "501", "--ca-file", &cert]);
-        let (status, output) = binary::run_to_end(&[&["dial"], args.as_slice()].concat(), WAIT);
-        assert_eq!(status.code(), Some(2), "{args:?}: {output}");
-        assert!(
-            output.contains(&message),
-            "{message:?} for {args:?}:\n{output}"
-        );
+        let mut process = binary::start(&[&["dial"], args.as_slice()].concat());
+        process.wait_for(&message, 1, WAIT);
+        assert_eq!(process.wait(WAIT).code(), Some(2), "{args:?}");
     }
     // None of them reached the PBX.
     let events: Vec<Value> = common::emulator_json(&pbx.url, "events").await;
@@ -349,24 +346,21 @@ async fn dial_checks_its_options_before_dialling_and_reports_an_unanswered_call_
         "{events:?}"
     );
     // 703 never answers: the ring timeout ends the call, and no answer time is made up.
-    let (status, output) = binary::run_to_end(
-        &[
-            "dial",
-            "--pbx",
-            &pbx.url,
-            "--domain",
-            "localhost",
-            "--ca-file",
-            &cert,
-            "--to",
-            "703",
-            "--ring-timeout",
-            "2s",
-        ],
-        WAIT,
-    );
-    assert_eq!(status.code(), Some(1), "{output}");
-    assert!(output.contains("not answered"), "{output}");
+    let mut process = binary::start(&[
+        "dial",
+        "--pbx",
+        &pbx.url,
+        "--domain",
+        "localhost",
+        "--ca-file",
+        &cert,
+        "--to",
+        "703",
+        "--ring-timeout",
+        "2s",
+    ]);
+    let output = process.wait_for("not answered", 1, WAIT);
+    assert_eq!(process.wait(WAIT).code(), Some(1), "{output}");
     assert!(!output.contains("answered after"), "{output}");
 }
 

@@ -313,7 +313,7 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
     binary::script(dir.path(), "test_line.rhai");
     let config = config(dir.path(), &pbx, &bots(dir.path(), TEST_LINE));
     let mut command = daemon_command(&config);
-    command.arg("-vv").env_remove("RUST_LOG");
+    command.arg("-vvv").env_remove("RUST_LOG");
     let mut daemon = daemon_from(command, 1);
     let caller = phone(&pbx, "502", dir.path()).await;
     let mut call = caller.dial("501");

@@ -29,7 +29,7 @@ use tracing_subscriber::EnvFilter;
         speaks the same protocol, for trying bots out on one machine."
 )]
 pub struct Cli {
-    /// More log output (-v: a line per call and debug, -vv: trace). RUST_LOG overrides it.
+    /// More log output (-v: a line per call, -vv: debug, -vvv: trace). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Log lines as text, or as one JSON object per line (for journald, Loki, Elasticsearch).
@@ -105,7 +105,8 @@ pub fn init_logging(verbose: u8, format: LogFormat, watched: bool) {
     let default = match (verbose, watched) {
         (0, true) => format!("warn,{QUIET_STACK}"),
         (0, false) => format!("warn,callbot=info,callbot::calls=warn,{QUIET_STACK}"),
-        (1, _) => "info,callbot=debug".to_owned(),
+        (1, _) => format!("warn,callbot=info,{QUIET_STACK}"),
+        (2, _) => "info,callbot=debug".to_owned(),
         _ => "trace".to_owned(),
     };
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
