@@ -321,19 +321,3 @@ fn unexpected(answer: &Signalled) -> MediaError {
         "the media engine answered {answer:?}"
     )))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn levels_in_dbfs() {
-        let full: Vec<i16> = (0..160)
-            .map(|i| if i % 2 == 0 { 32767 } else { -32767 })
-            .collect();
-        assert!(dbfs(&full).abs() < 0.01, "{}", dbfs(&full));
-        let tenth: Vec<i16> = full.iter().map(|s| s / 10).collect();
-        assert!((dbfs(&tenth) + 20.0).abs() < 0.1, "{}", dbfs(&tenth));
-        assert_eq!(dbfs(&[0; 160]), -90.0);
-    }
-}

@@ -42,7 +42,7 @@ pub const LEVEL_EVERY: u16 = 5;
 impl LevelMeter {
     /// Whether the frame with `sequence` is one the meter reads.
     pub fn wants(sequence: u16) -> bool {
-        sequence % LEVEL_EVERY == 0
+        sequence.is_multiple_of(LEVEL_EVERY)
     }
 
     /// Reads a decoded frame (an empty one, when nothing could be decoded, is skipped).
