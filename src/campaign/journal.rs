@@ -176,9 +176,9 @@ impl Journal {
         rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
     }
 
-    /// Records that `line` is about to be dialled; returns the attempt's id. Written (and
-    /// synced) before the call goes out.
-    pub fn start(&mut self, line: u64) -> Result<i64, JournalError> {
+    /// Records that `line` is about to be dialled, an attempt started at `started_at` (unix
+    /// ms); returns the attempt's id. Written (and synced) before the call goes out.
+    pub fn start(&mut self, line: u64, started_at: u64) -> Result<i64, JournalError> {
         let path = self.path.clone();
         let sqlite = |source| JournalError::Sqlite {
             path: path.clone(),
@@ -192,7 +192,7 @@ impl Journal {
         .map_err(sqlite)?;
         tx.execute(
             "INSERT INTO attempts (line, number, started_at) SELECT line, number, ?2 FROM contacts WHERE line = ?1",
-            params![sql(line), sql(now_ms())],
+            params![sql(line), sql(started_at)],
         )
         .map_err(sqlite)?;
         let id = tx.last_insert_rowid();
@@ -269,13 +269,13 @@ mod tests {
         {
             let (mut journal, recovered) = Journal::open(&path, &contacts(), "list-1").unwrap();
             assert_eq!(recovered, 0);
-            let first = journal.start(2).unwrap();
+            let first = journal.start(2, now_ms()).unwrap();
             let done = Outcome {
                 state: "COMPLETED".into(),
                 ..Outcome::default()
             };
             journal.finish(first, 2, &done, None).unwrap();
-            journal.start(3).unwrap(); // killed during this call
+            journal.start(3, now_ms()).unwrap(); // killed during this call
         }
         let (journal, recovered) = Journal::open(&path, &contacts(), "list-1").unwrap();
         assert_eq!(recovered, 1);
@@ -290,7 +290,7 @@ mod tests {
     fn retries_go_back_to_the_queue() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = Journal::open(&dir.path().join("j"), &contacts(), "x").unwrap();
-        let id = journal.start(4).unwrap();
+        let id = journal.start(4, now_ms()).unwrap();
         let busy = Outcome {
             state: "BUSY".into(),
             ..Outcome::default()

@@ -168,10 +168,10 @@ pub async fn run(
                 .unwrap_or(IDLE),
         };
         if let (Some(index), true) = (due, wait.is_zero()) {
-            tokio::select! {
-                () = pacer.wait() => {}
+            let went = tokio::select! {
+                went = pacer.wait() => went,
                 () = &mut stop => { stopping = true; continue; }
-            }
+            };
             // Calls only go out on a registered link (a reconnect pauses the campaign).
             tokio::select! {
                 connected = daemon.connected(bot) => if !connected { stopping = true; continue; },
@@ -180,7 +180,9 @@ pub async fn run(
             let Some(entry) = queue.remove(index) else {
                 continue;
             };
-            let attempt = journal.start(entry.contact.line)?;
+            // The attempt starts when the pacer let it go, so the journal shows the pacing.
+            let started_at = now_ms().saturating_sub(went.elapsed().as_millis() as u64);
+            let attempt = journal.start(entry.contact.line, started_at)?;
             summary.attempts += 1;
             started.insert(attempt, Instant::now());
             let finished = daemon
