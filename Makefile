@@ -23,12 +23,14 @@ build-deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 	@command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
 
-## Test tools: rustfmt, clippy, Debian's Chromium (browser tests) and nats-server (campaigns).
+## Test tools: rustfmt, clippy, Debian's Chromium (browser tests), nats-server (campaigns) and
+## coturn (media relayed through TURN).
 test-deps: build-deps
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
-	@test -x /usr/lib/chromium/chromium && command -v nats-server >/dev/null || { \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nats-server; }
+	@test -x /usr/lib/chromium/chromium && command -v nats-server >/dev/null \
+		&& command -v turnserver >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nats-server coturn; }
 
 ## A long fuzz run of the frame decoders and the config loader (FUZZ_ITERATIONS, FUZZ_SEED).
 fuzz:

@@ -306,6 +306,11 @@ fn media_threads_and_ports() {
         .media
         .network_settings();
     assert_eq!((default.threads, default.ports), (0, None));
+    assert!(!default.relay_only);
+    let relayed = parse(
+        "  relay_only: true\n  ice_servers:\n    - { urls: [\"turn:192.0.2.1:3478\"], username: u, credential: c }\n",
+    );
+    assert!(relayed.relay_only);
 }
 
 #[test]
@@ -336,6 +341,10 @@ fn media_section_errors() {
         ("media:\n  ports: 5003-5000\n", "media.ports: \"5003-5000\""),
         ("media:\n  ports: 1000-2000\n", "a range of at most 256"),
         ("media:\n  ports: http\n", "media.ports: \"http\""),
+        (
+            "media:\n  relay_only: true\n  ice_servers:\n    - { urls: [\"stun:x:3478\"] }\n",
+            "media.relay_only: relaying needs a turn: server in media.ice_servers",
+        ),
         (
             "media:\n  threads: 3\n  ports: 5000-5001\n",
             "media.threads: 3 thread(s) need as many ports; media.ports gives 2",

@@ -764,3 +764,115 @@ async fn a_stun_server_yields_server_reflexive_candidates() {
         }
     }
 }
+
+/// coturn on loopback (Debian's `coturn`, which `make test-deps` installs), relaying to
+/// loopback peers for the user `bot`; stopped when dropped.
+struct Coturn {
+    child: std::process::Child,
+    address: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TURN_USER: &str = "bot";
+const TURN_PASSWORD: &str = "relay-me";
+
+/// Starts coturn on a free port and waits until it answers a STUN request.
+fn coturn() -> Coturn {
+    use rtc::stun::message::{BINDING_REQUEST, Message, Setter, TransactionId};
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let child = std::process::Command::new("turnserver")
+        .args([
+            "-n",
+            "--listening-ip",
+            "127.0.0.1",
+            "--relay-ip",
+            "127.0.0.1",
+        ])
+        .args(["--listening-port", &port.to_string()])
+        .args(["--lt-cred-mech", "--realm", "callbot.test"])
+        .args(["--user", &format!("{TURN_USER}:{TURN_PASSWORD}")])
+        .args([
+            "--allow-loopback-peers",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+        ])
+        .args(["--no-tcp", "--log-file", "stdout", "--simple-log"])
+        .arg("--userdb")
+        .arg(dir.path().join("turndb"))
+        .arg("--pidfile")
+        .arg(dir.path().join("turnserver.pid"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("turnserver (Debian package coturn: make test-deps installs it)");
+    let turn = Coturn {
+        child,
+        address,
+        _dir: dir,
+    };
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut request = Message::new();
+    let setters: [Box<dyn Setter>; 2] = [Box::new(BINDING_REQUEST), Box::new(TransactionId::new())];
+    request.build(&setters).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut buffer = [0u8; 1500];
+    while std::time::Instant::now() < deadline {
+        let _ = probe.send_to(&request.raw, address);
+        if probe.recv_from(&mut buffer).is_ok() {
+            return turn;
+        }
+    }
+    panic!("coturn did not answer on {address}");
+}
+
+/// `turn:` servers relay. With `relay_only` the bot's legs offer nothing but the relay's
+/// address, so these calls can only go through coturn: two calls on one engine socket (and so
+/// one allocation) connect, and audio flows both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_through_a_turn_relay() {
+    let turn = coturn();
+    let media = MediaRuntime::start(NetworkSettings {
+        ice_servers: vec![IceServer {
+            urls: vec![format!("turn:{}", turn.address)],
+            username: TURN_USER.into(),
+            credential: callbot::config::Secret::new(TURN_PASSWORD),
+        }],
+        relay_only: true,
+        threads: 1,
+        ..common::emulator::loopback()
+    })
+    .unwrap();
+    let phones = MediaRuntime::start(NetworkSettings {
+        sockets: Sockets::PerLeg,
+        ..common::emulator::loopback()
+    })
+    .unwrap();
+    let first = connect(two_legs_on(&media, &phones).await, |sdp| sdp.to_owned()).await;
+    let second = connect(two_legs_on(&media, &phones).await, |sdp| sdp.to_owned()).await;
+    for (bot, phone) in [&first, &second] {
+        assert!(!bot.candidates.is_empty());
+        for candidate in &bot.candidates {
+            assert!(candidate.contains("typ relay"), "{candidate}");
+        }
+        bot.leg.tone(440.0, 1000);
+        phone.leg.tone(440.0, 1000);
+        received(phone, 20).await;
+        received(bot, 20).await;
+    }
+}

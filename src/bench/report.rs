@@ -26,6 +26,9 @@ pub struct Measurement {
     pub rss_per_call_kib: f64,
     pub setup_p50_ms: f64,
     pub setup_p99_ms: f64,
+    /// Dial → the caller's media connected (ICE and DTLS done).
+    pub media_up_p50_ms: f64,
+    pub media_up_p99_ms: f64,
     /// Arrival gap minus 20 ms, at the callers.
     pub jitter_p50_ms: f64,
     pub jitter_p99_ms: f64,
@@ -154,6 +157,11 @@ impl Measurement {
             .iter()
             .filter_map(|r| r.setup.map(ms))
             .collect();
+        let mut media_up: Vec<f64> = window
+            .results
+            .iter()
+            .filter_map(|r| r.stats.connect_time.map(ms))
+            .collect();
         let mut first_audio: Vec<f64> = window
             .results
             .iter()
@@ -180,6 +188,8 @@ impl Measurement {
             rss_per_call_kib: rss / per_call,
             setup_p50_ms: percentile(&mut setup, 50.0),
             setup_p99_ms: percentile(&mut setup, 99.0),
+            media_up_p50_ms: percentile(&mut media_up, 50.0),
+            media_up_p99_ms: percentile(&mut media_up, 99.0),
             jitter_p50_ms: jitter(&arrival, 0.5),
             jitter_p99_ms: jitter(&arrival, 0.99),
             loss_pct: lost as f64 * 100.0 / (received + lost).max(1) as f64,
@@ -201,7 +211,7 @@ impl Measurement {
     }
 }
 
-const COLUMNS: [&str; 13] = [
+const COLUMNS: [&str; 14] = [
     "peer",
     "calls",
     "answered",
@@ -210,6 +220,7 @@ const COLUMNS: [&str; 13] = [
     "calls/core",
     "RSS/call KiB",
     "setup p50/p99 ms",
+    "media up p50/p99 ms",
     "jitter p50/p99 ms",
     "loss %",
     "1st audio p50/p99 ms",
@@ -217,7 +228,7 @@ const COLUMNS: [&str; 13] = [
     "cps",
 ];
 
-fn cells(m: &Measurement) -> [String; 13] {
+fn cells(m: &Measurement) -> [String; 14] {
     let recordings = match (m.recordings_valid, m.recordings_expected) {
         (Some(valid), Some(expected)) => format!("{valid}/{expected}"),
         _ => "-".into(),
@@ -231,6 +242,7 @@ fn cells(m: &Measurement) -> [String; 13] {
         format!("{:.0}", m.calls_per_core),
         format!("{:.0}", m.rss_per_call_kib),
         format!("{:.1}/{:.1}", m.setup_p50_ms, m.setup_p99_ms),
+        format!("{:.1}/{:.1}", m.media_up_p50_ms, m.media_up_p99_ms),
         format!("{:.1}/{:.1}", m.jitter_p50_ms, m.jitter_p99_ms),
         format!("{:.2}", m.loss_pct),
         format!("{:.0}/{:.0}", m.first_audio_p50_ms, m.first_audio_p99_ms),
@@ -240,7 +252,7 @@ fn cells(m: &Measurement) -> [String; 13] {
 }
 
 /// Each plain-text column's width (the first is left-aligned, the rest right-aligned).
-const WIDTHS: [usize; 13] = [9, 6, 8, 6, 10, 10, 12, 17, 17, 7, 20, 10, 6];
+const WIDTHS: [usize; 14] = [9, 6, 8, 6, 10, 10, 12, 17, 20, 17, 7, 20, 10, 6];
 
 /// One line of the plain-text table.
 fn line<S: AsRef<str>>(cells: &[S]) -> String {

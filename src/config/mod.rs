@@ -161,6 +161,8 @@ pub struct MediaConfig {
     pub threads: usize,
     /// The UDP ports the engine threads serve calls on, one per thread; `None`: chosen by the OS.
     pub ports: Option<PortRange>,
+    /// Offer only candidates relayed by the TURN servers of `ice_servers`.
+    pub relay_only: bool,
     /// Not from the file: `callbot run --engine` picks the first engine to compare with.
     pub engine: EngineKind,
 }
@@ -189,6 +191,7 @@ impl MediaConfig {
                 .collect(),
             threads: self.threads,
             ports: self.ports,
+            relay_only: self.relay_only,
             engine: self.engine,
             ..NetworkSettings::default()
         }

@@ -72,6 +72,7 @@ pub(super) struct RawMedia {
     pub ports: Option<Text>,
     #[serde(default)]
     pub ice_servers: Vec<Spanned<RawIceServer>>,
+    pub relay_only: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -358,7 +358,7 @@ impl Resolver<'_> {
                 self.parsed::<std::net::IpAddr>(address, &key, "an IP address")
             })
             .collect();
-        let ice_servers = raw
+        let ice_servers: Vec<IceServerConfig> = raw
             .ice_servers
             .iter()
             .enumerate()
@@ -383,11 +383,27 @@ impl Resolver<'_> {
             );
             self.report(value.referenced, "media.threads", Problem::Invalid(message));
         }
+        let has_turn = ice_servers
+            .iter()
+            .flat_map(|server| &server.urls)
+            .any(|url| url.starts_with("turn:"));
+        let relay_only = raw.relay_only.as_ref().is_some_and(|value| {
+            if value.value && !has_turn {
+                let message = "relaying needs a turn: server in media.ice_servers".to_owned();
+                self.report(
+                    value.referenced,
+                    "media.relay_only",
+                    Problem::Invalid(message),
+                );
+            }
+            value.value
+        });
         MediaConfig {
             addresses,
             ice_servers,
             threads: threads.unwrap_or(0),
             ports,
+            relay_only,
             engine: Default::default(),
         }
     }

@@ -46,6 +46,9 @@ pub struct NetworkSettings {
     /// The ports the threads bind, one each; `None` lets the OS choose.
     pub ports: Option<PortRange>,
     pub sockets: Sockets,
+    /// Offer only relayed candidates (TURN), as a browser's `iceTransportPolicy: "relay"`: the
+    /// far end never learns our addresses, and calls go only where the relay reaches.
+    pub relay_only: bool,
     pub engine: EngineKind,
 }
 

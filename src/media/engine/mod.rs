@@ -9,6 +9,7 @@ mod leg;
 mod loader;
 mod peer;
 mod reflexive;
+mod relay;
 mod thread;
 pub mod udp;
 
@@ -23,6 +24,7 @@ use self::leg::{Published, PublishedStats};
 use self::loader::Loader;
 use self::peer::PeerFactory;
 use self::reflexive::StunServer;
+use self::relay::TurnServer;
 use self::thread::{Command, EngineThread, Setup, ThreadHandle};
 use super::prompt::PromptCache;
 use super::recorder::RecordingWriter;
@@ -51,8 +53,8 @@ impl Engine {
             (None, n) => n,
         };
         let host_ips = host_ips(&network.addresses);
-        let stun = stun_servers(network);
-        let peers = PeerFactory::new().map_err(std::io::Error::other)?;
+        let (stun, turn) = ice_servers(network);
+        let peers = PeerFactory::new(network.relay_only).map_err(std::io::Error::other)?;
         let loader = Loader::start(prompts)?;
         let handles = Arc::new(OnceLock::new());
         let mut threads = Vec::new();
@@ -68,6 +70,8 @@ impl Engine {
                 recordings: recordings.clone(),
                 loader: loader.clone(),
                 stun: stun.clone(),
+                turn: turn.clone(),
+                relay_only: network.relay_only,
             };
             let (handle, bound) = EngineThread::spawn(setup, handles.clone())
                 .map_err(|e| std::io::Error::new(e.kind(), format!("media port {port}: {e}")))?;
@@ -150,37 +154,54 @@ fn host_ips(configured: &[IpAddr]) -> Vec<IpAddr> {
     ips
 }
 
-/// The STUN servers of the configured ICE servers, resolved now. TURN servers answer STUN too,
-/// so they give server-reflexive candidates; this engine does not relay media through them.
-fn stun_servers(network: &NetworkSettings) -> Vec<StunServer> {
+/// The configured ICE servers, resolved now: every server is asked for server-reflexive
+/// candidates (TURN servers answer STUN too), and the TURN servers to relay.
+fn ice_servers(network: &NetworkSettings) -> (Vec<StunServer>, Vec<TurnServer>) {
     use rtc::ice::url::{SchemeType, Url};
     use std::net::ToSocketAddrs;
-    let mut servers = Vec::new();
-    for text in network.ice_servers.iter().flat_map(|s| &s.urls) {
-        let Ok(url) = Url::parse_url(text.split('?').next().unwrap_or(text)) else {
-            tracing::warn!("{text:?} is not an ICE server URL");
-            continue;
-        };
-        match url.scheme {
-            SchemeType::Stun => {}
-            SchemeType::Turn => tracing::warn!(
-                "{text}: the media engine does not relay through TURN; the server is asked only \
-                 for server-reflexive candidates"
-            ),
-            _ => {
-                tracing::warn!("{text}: only stun: and turn: over UDP are used");
+    let mut stun = Vec::new();
+    let mut turn = Vec::new();
+    for server in &network.ice_servers {
+        for text in &server.urls {
+            let (base, query) = text.split_once('?').unwrap_or((text, ""));
+            let Ok(url) = Url::parse_url(base) else {
+                tracing::warn!("{text:?} is not an ICE server URL");
                 continue;
+            };
+            let relays = match url.scheme {
+                SchemeType::Stun => false,
+                SchemeType::Turn if !query.contains("transport=tcp") => true,
+                _ => {
+                    tracing::warn!(
+                        "{text}: only stun: and turn: over UDP are used; this server is skipped"
+                    );
+                    continue;
+                }
+            };
+            let addresses = match (url.host.as_str(), url.port).to_socket_addrs() {
+                Ok(addresses) => addresses,
+                Err(e) => {
+                    tracing::warn!("{text}: {e}");
+                    continue;
+                }
+            };
+            for address in addresses {
+                stun.push(StunServer {
+                    address,
+                    url: text.clone(),
+                });
+                if relays {
+                    turn.push(TurnServer {
+                        address,
+                        url: text.clone(),
+                        username: server.username.clone(),
+                        credential: server.credential.clone(),
+                    });
+                }
             }
         }
-        match (url.host.as_str(), url.port).to_socket_addrs() {
-            Ok(addresses) => servers.extend(addresses.map(|address| StunServer {
-                address,
-                url: text.clone(),
-            })),
-            Err(e) => tracing::warn!("{text}: {e}"),
-        }
     }
-    servers
+    (stun, turn)
 }
 
 /// A leg's owner's side: commands go to the leg's engine thread; statistics are read from what

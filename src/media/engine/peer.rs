@@ -22,8 +22,8 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
-    RTCIceCandidateInit,
+    CandidateConfig, CandidateHostConfig, CandidateRelayConfig, CandidateServerReflexiveConfig,
+    RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp::{Header, Packet};
@@ -104,10 +104,12 @@ fn media_engine() -> Result<MediaEngine, TransportError> {
 #[derive(Clone)]
 pub struct PeerFactory {
     certificate: Arc<RTCCertificate>,
+    /// Legs offer relayed candidates only.
+    relay_only: bool,
 }
 
 impl PeerFactory {
-    pub fn new() -> Result<Self, TransportError> {
+    pub fn new(relay_only: bool) -> Result<Self, TransportError> {
         let provider = rtc::crypto::default_provider().map_err(stack_error)?;
         let certificate = RTCCertificate::generate(
             provider.crypto(),
@@ -117,6 +119,7 @@ impl PeerFactory {
         .map_err(stack_error)?;
         Ok(Self {
             certificate: Arc::new(certificate),
+            relay_only,
         })
     }
 
@@ -134,6 +137,9 @@ impl PeerFactory {
             // A far end's check often arrives before its trickled candidate, which makes the
             // pair peer-reflexive; by default such a pair is not chosen for a second.
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // A relayed pair is chosen only after two seconds, in case a direct one works; with
+            // nothing but relayed candidates there is nothing to wait for.
+            .with_relay_acceptance_min_wait(self.relay_only.then_some(Duration::ZERO))
             .with_ice_credentials(ufrag.to_owned(), password.to_owned())
             .build();
         let configuration = RTCConfigurationBuilder::new()
@@ -173,7 +179,8 @@ impl PeerFactory {
     }
 }
 
-/// A candidate of ours: a socket's address, or the address a STUN server saw it come from.
+/// A candidate of ours: a socket's address, the address a STUN server saw it come from, or a
+/// TURN server's relayed address for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocalCandidate {
     Host(SocketAddr),
@@ -182,6 +189,13 @@ pub enum LocalCandidate {
         /// The host address behind it.
         base: SocketAddr,
         /// The STUN server that told us.
+        url: String,
+    },
+    /// A TURN server's address that relays to and from the socket `base`.
+    Relayed {
+        address: SocketAddr,
+        base: SocketAddr,
+        /// The TURN server.
         url: String,
     },
 }
@@ -298,6 +312,15 @@ impl Peer {
                     reflexive.new_candidate_server_reflexive(),
                     Some(url.clone()),
                 )
+            }
+            LocalCandidate::Relayed { address, base, url } => {
+                let relayed = CandidateRelayConfig {
+                    base_config: config(*address),
+                    rel_addr: base.ip().to_string(),
+                    rel_port: base.port(),
+                    url: Some(url.clone()),
+                };
+                (relayed.new_candidate_relay(), Some(url.clone()))
             }
         };
         let candidate = candidate.map_err(stack_error)?;

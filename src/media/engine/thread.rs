@@ -25,7 +25,8 @@ use super::leg::{
 };
 use super::loader::{Loaded, Loader, Reply};
 use super::peer::{LocalCandidate, PeerFactory};
-use super::reflexive::{Mapped, Reflexive, StunServer};
+use super::reflexive::{Mapped, Reflexive, Request, StunServer};
+use super::relay::{RelayEvent, Relays, TurnServer};
 use super::udp::{self, Outgoing, Received};
 use crate::media::codec::FRAME_MS;
 use crate::media::recorder::{RecordingWriter, WriteBatch};
@@ -87,6 +88,10 @@ pub struct Setup {
     pub loader: Loader,
     /// Asked what each socket looks like from outside (server-reflexive candidates).
     pub stun: Vec<StunServer>,
+    /// Asked to relay for each socket (relayed candidates).
+    pub turn: Vec<TurnServer>,
+    /// Offer relayed candidates only.
+    pub relay_only: bool,
 }
 
 /// An engine thread as others see it.
@@ -173,8 +178,10 @@ pub struct EngineThread {
     writes: WriteBatch,
     bridged: Vec<(LegAddress, BridgedFrame)>,
     reflexive: Reflexive,
-    /// The shared sockets' server-reflexive candidates, offered to every leg on them.
-    shared_reflexive: Vec<LocalCandidate>,
+    relays: Relays,
+    relay_only: bool,
+    /// The shared sockets' server-reflexive and relayed candidates, offered to every leg on them.
+    shared_found: Vec<LocalCandidate>,
     /// Every engine thread of the runtime, this one included (for bridged audio).
     threads: Arc<std::sync::OnceLock<Vec<ThreadHandle>>>,
 }
@@ -271,7 +278,9 @@ impl EngineThread {
             writes: WriteBatch::default(),
             bridged: Vec::new(),
             reflexive: Reflexive::new(setup.stun),
-            shared_reflexive: Vec::new(),
+            relays: Relays::new(setup.turn),
+            relay_only: setup.relay_only,
+            shared_found: Vec::new(),
             threads,
         };
         Ok((thread, handle))
@@ -282,7 +291,7 @@ impl EngineThread {
         raise_priority();
         let shared: Vec<(u64, u16)> = self.shared.iter().map(|(&t, s)| (t, s.port)).collect();
         for (token, port) in shared {
-            self.ask_reflexive(token, port, token == 1, Instant::now());
+            self.ask_servers(token, port, token == 1, Instant::now());
         }
         self.send_all();
         let mut next_slot = Instant::now();
@@ -292,9 +301,12 @@ impl EngineThread {
                 // Nothing to pace: wait for a command (or a STUN server's answer).
                 match self.commands.try_recv() {
                     Ok(command) => self.command(command, Instant::now()),
-                    Err(TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Disconnected) => {
+                        self.release_shared();
+                        return;
+                    }
                     Err(TryRecvError::Empty) => {
-                        let timeout = if self.reflexive.waiting() {
+                        let timeout = if self.reflexive.waiting() || self.relays.active() {
                             EpollTimeout::from(100u16)
                         } else {
                             EpollTimeout::NONE
@@ -318,6 +330,8 @@ impl EngineThread {
             for request in self.reflexive.retries(now) {
                 self.queue_stun(request);
             }
+            self.relays.timeouts(now);
+            self.relay_events();
             self.timeouts(now);
             if !self.legs.is_empty() {
                 self.run_slot(now);
@@ -449,7 +463,7 @@ impl EngineThread {
         let candidates = match self.sockets {
             Sockets::Shared => {
                 let mut candidates = self.shared_candidates();
-                candidates.extend(self.shared_reflexive.iter().cloned());
+                candidates.extend(self.shared_found.iter().cloned());
                 candidates
             }
             Sockets::PerLeg => self
@@ -457,7 +471,7 @@ impl EngineThread {
                 .map_err(|e| TransportError::Stack(format!("cannot bind a media socket: {e}")))?,
         };
         let mut leg = Leg::new(id, peer, ssrc, events, published, now);
-        leg.add_local_candidates(&candidates);
+        leg.add_local_candidates(&self.usable(candidates));
         self.router.add_ufrag(&ufrag, id);
         let slot = (0..SLOTS).min_by_key(|&i| self.slots[i].len()).unwrap_or(0);
         self.slots[slot].push(id);
@@ -525,20 +539,34 @@ impl EngineThread {
                     .filter(|ip| ip.is_ipv4() == v4)
                     .map(|&ip| LocalCandidate::Host(SocketAddr::new(ip, port))),
             );
-            self.ask_reflexive(token, port, v4, now);
+            self.ask_servers(token, port, v4, now);
         }
         Ok(candidates)
     }
 
-    fn ask_reflexive(&mut self, token: u64, port: u16, v4: bool, now: Instant) {
+    /// Asks the STUN servers what a socket looks like from outside, and the TURN servers to
+    /// relay for it.
+    fn ask_servers(&mut self, token: u64, port: u16, v4: bool, now: Instant) {
         for request in self.reflexive.ask(token, port, v4, now) {
             tracing::debug!("asking {} about socket {token} (port {port})", request.to);
             self.queue_stun(request);
         }
+        self.relays.allocate(token, port, v4, now);
     }
 
-    /// Puts a STUN request on its socket's queue (sent with the rest of the slot).
-    fn queue_stun(&mut self, request: super::reflexive::Request) {
+    /// The candidates a leg may offer: with `relay_only`, relayed ones alone.
+    fn usable(&self, candidates: Vec<LocalCandidate>) -> Vec<LocalCandidate> {
+        if !self.relay_only {
+            return candidates;
+        }
+        candidates
+            .into_iter()
+            .filter(|c| matches!(c, LocalCandidate::Relayed { .. }))
+            .collect()
+    }
+
+    /// Puts a STUN or TURN message on its socket's queue (sent with the rest of the slot).
+    fn queue_stun(&mut self, request: Request) {
         let unspecified: IpAddr = if request.to.is_ipv4() {
             IpAddr::from([0, 0, 0, 0])
         } else {
@@ -564,16 +592,22 @@ impl EngineThread {
             mapped.socket,
             mapped.address
         );
-        let v4 = mapped.address.is_ipv4();
+        self.server_candidate(mapped.socket, mapped.address, mapped.url, false);
+    }
+
+    /// A server found an address for a socket (its outside address, or a relay's): the legs on
+    /// the socket offer it.
+    fn server_candidate(&mut self, socket: u64, address: SocketAddr, url: String, relayed: bool) {
+        let v4 = address.is_ipv4();
         let base_ip = self
             .host_ips
             .iter()
             .copied()
             .filter(|ip| ip.is_ipv4() == v4)
             .min_by_key(IpAddr::is_loopback);
-        let (port, owner) = if let Some(shared) = self.shared.get(&mapped.socket) {
+        let (port, owner) = if let Some(shared) = self.shared.get(&socket) {
             (shared.port, None)
-        } else if let Some(private) = self.private.get(&mapped.socket) {
+        } else if let Some(private) = self.private.get(&socket) {
             (private.port, Some(private.leg))
         } else {
             return;
@@ -581,23 +615,61 @@ impl EngineThread {
         let Some(base_ip) = base_ip else {
             return;
         };
-        let candidate = LocalCandidate::Reflexive {
-            address: mapped.address,
-            base: SocketAddr::new(base_ip, port),
-            url: mapped.url,
+        let base = SocketAddr::new(base_ip, port);
+        let candidate = if relayed {
+            LocalCandidate::Relayed { address, base, url }
+        } else {
+            LocalCandidate::Reflexive { address, base, url }
         };
         let legs: Vec<LegId> = match owner {
             Some(leg) => vec![leg],
             None => {
-                self.shared_reflexive.push(candidate.clone());
+                self.shared_found.push(candidate.clone());
                 self.legs.keys().copied().collect()
             }
         };
+        let candidates = self.usable(vec![candidate]);
+        if candidates.is_empty() {
+            return;
+        }
         for id in legs {
-            let candidate = candidate.clone();
-            self.on_leg(id, |leg, _| leg.add_local_candidates(&[candidate]));
+            self.on_leg(id, |leg, _| leg.add_local_candidates(&candidates));
             self.mark_dirty(id);
         }
+    }
+
+    /// What the TURN clients found: relayed addresses to offer, far ends' datagrams to deliver.
+    fn relay_events(&mut self) {
+        for event in self.relays.events() {
+            match event {
+                RelayEvent::Allocated {
+                    socket,
+                    address,
+                    url,
+                } => {
+                    tracing::debug!("{url} relays for socket {socket} at {address}");
+                    self.server_candidate(socket, address, url, true);
+                }
+                RelayEvent::Data {
+                    socket,
+                    relayed,
+                    from,
+                    data,
+                } => self.deliver(socket, relayed, from, Instant::now(), data),
+            }
+        }
+    }
+
+    /// Gives the shared sockets' allocations back to the TURN servers (the thread is ending).
+    fn release_shared(&mut self) {
+        let now = Instant::now();
+        let tokens: Vec<u64> = self.shared.keys().copied().collect();
+        for token in tokens {
+            for request in self.relays.release(token, now) {
+                self.queue_stun(request);
+            }
+        }
+        self.send_all();
     }
 
     fn close(&mut self, id: LegId) {
@@ -614,8 +686,9 @@ impl EngineThread {
             }
             datagrams
         }));
+        let now = Instant::now();
         for (from, to, data) in finished.unwrap_or_default() {
-            self.route_out(id, &entry.private, from, to, data);
+            self.route_out(id, &entry.private, from, to, data, now);
         }
         self.send_all();
         self.forget(id, entry);
@@ -625,8 +698,15 @@ impl EngineThread {
     fn forget(&mut self, id: LegId, entry: Entry) {
         self.slots[entry.slot].retain(|&l| l != id);
         self.router.remove_leg(id);
-        for token in entry.private {
+        let now = Instant::now();
+        for &token in &entry.private {
             self.reflexive.forget(token);
+            for request in self.relays.release(token, now) {
+                self.queue_stun(request);
+            }
+        }
+        self.send_all();
+        for token in entry.private {
             if let Some(private) = self.private.remove(&token) {
                 let _ = self.epoll.delete(private.socket.as_fd());
             }
@@ -680,31 +760,51 @@ impl EngineThread {
                 self.reflexive_found(mapped);
                 continue;
             }
-            let route = if token < FIRST_PRIVATE {
-                self.router.inbound(datagram.from, &datagram.data)
-            } else {
-                match self.private.get(&token) {
-                    Some(private) => Route::Leg(private.leg),
-                    None => Route::Unknown,
-                }
-            };
-            match route {
-                Route::Leg(id) => {
-                    if let Some(entry) = self.legs.get_mut(&id) {
-                        entry.leg.peer.receive(
-                            datagram.to,
-                            datagram.from,
-                            datagram.at,
-                            datagram.data,
-                        );
-                        if !std::mem::replace(&mut entry.dirty, true) {
-                            self.dirty.push(id);
-                        }
+            if self.relays.is_server(token, datagram.from) {
+                self.relays
+                    .receive(token, datagram.to, datagram.from, datagram.data);
+                continue;
+            }
+            self.deliver(
+                token,
+                datagram.to,
+                datagram.from,
+                datagram.at,
+                datagram.data,
+            );
+        }
+        self.relay_events();
+    }
+
+    /// Hands a datagram that reached the socket `token` at `local` (or the socket's relay) to
+    /// the leg it belongs to.
+    fn deliver(
+        &mut self,
+        token: u64,
+        local: SocketAddr,
+        from: SocketAddr,
+        at: Instant,
+        data: bytes::BytesMut,
+    ) {
+        let route = if token < FIRST_PRIVATE {
+            self.router.inbound(from, &data)
+        } else {
+            match self.private.get(&token) {
+                Some(private) => Route::Leg(private.leg),
+                None => Route::Unknown,
+            }
+        };
+        match route {
+            Route::Leg(id) => {
+                if let Some(entry) = self.legs.get_mut(&id) {
+                    entry.leg.peer.receive(local, from, at, data);
+                    if !std::mem::replace(&mut entry.dirty, true) {
+                        self.dirty.push(id);
                     }
                 }
-                Route::Collision(id) => self.collided.push(id),
-                Route::Unknown => {}
             }
+            Route::Collision(id) => self.collided.push(id),
+            Route::Unknown => {}
         }
     }
 
@@ -799,7 +899,7 @@ impl EngineThread {
         }
         let private = std::mem::take(&mut entry.private);
         for (from, to, data) in datagrams {
-            self.route_out(id, &private, from, to, data);
+            self.route_out(id, &private, from, to, data, now);
         }
         if let Some(entry) = self.legs.get_mut(&id) {
             entry.private = private;
@@ -814,7 +914,20 @@ impl EngineThread {
         from: SocketAddr,
         to: SocketAddr,
         data: bytes::BytesMut,
+        now: Instant,
     ) {
+        if let Some(socket) = self.relays.socket_of(from) {
+            // Through the socket's relay: on a shared socket, the far end's address is held as
+            // it is for datagrams sent directly.
+            let allowed =
+                socket >= FIRST_PRIVATE || matches!(self.router.outbound(id, to), Route::Leg(_));
+            if allowed {
+                self.relays.send(from, to, data, now);
+            } else {
+                self.collided.push(id);
+            }
+            return;
+        }
         let datagram = Outgoing { from, to, data };
         if let Some(token) = private.iter().find(|token| {
             self.private
@@ -855,6 +968,7 @@ impl EngineThread {
                     leg = id,
                     "the far end shares a port with another call: the leg moves to {candidates:?}"
                 );
+                let candidates = self.usable(candidates);
                 if let Some(entry) = self.legs.get_mut(&id) {
                     entry.private = tokens;
                     entry.leg.add_local_candidates(&candidates);
@@ -881,6 +995,9 @@ impl EngineThread {
     }
 
     fn send_all(&mut self) {
+        for request in self.relays.transmits() {
+            self.queue_stun(request);
+        }
         for shared in self.shared.values_mut() {
             if !shared.outgoing.is_empty() {
                 self.sender.send(&shared.socket, &mut shared.outgoing);
