@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::binary::{
-    self, ADMIN_PASSWORD, Emulator, Process, emulator_with, repo, run_to_end, start,
+    self, ADMIN_PASSWORD, Emulator, Process, debian_tool, emulator_with, repo, run_to_end, start,
 };
 use serde_json::Value;
 
@@ -272,7 +272,6 @@ async fn bad_rows_are_reported_with_their_line_and_not_dialled() {
     );
 }
 
-/// A JetStream server on a free loopback port, stopped when dropped.
 /// A JetStream server on a port of its own choosing (killed on drop).
 struct Nats {
     _server: Process,
@@ -281,10 +280,7 @@ struct Nats {
 }
 
 fn nats() -> Nats {
-    let server = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("nats-server is missing: `make test` installs Debian's nats-server package");
+    let server = debian_tool("nats-server", "nats-server");
     let store = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(server);
     // `-p -1`: the server picks a free port and says which.

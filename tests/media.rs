@@ -765,34 +765,45 @@ async fn a_stun_server_yields_server_reflexive_candidates() {
     }
 }
 
-/// coturn on loopback (Debian's `coturn`, which `make test-deps` installs), relaying to
-/// loopback peers for the user `bot`; stopped when dropped.
+/// coturn on 127.0.0.1 (Debian's `coturn`, which `make test-deps` installs), relaying to
+/// loopback peers for the user `bot`; its log is shown if the test fails, and it is killed when
+/// dropped.
 struct Coturn {
-    child: std::process::Child,
+    _server: common::binary::Process,
     address: std::net::SocketAddr,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const TURN_USER: &str = "bot";
 const TURN_PASSWORD: &str = "relay-me";
 
-/// Starts coturn on a free port and waits until it answers a STUN request.
+/// Starts coturn and waits until it answers a STUN request. coturn cannot be told to pick its
+/// own port, so the OS picks one for a socket that is closed just before coturn binds it; if
+/// something else took it meanwhile (coturn then logs that it cannot bind), another port is
+/// tried.
 fn coturn() -> Coturn {
-    use rtc::stun::message::{BINDING_REQUEST, Message, Setter, TransactionId};
+    const ATTEMPTS: usize = 3;
+    for _ in 0..ATTEMPTS {
+        if let Some(turn) = coturn_on(free_udp_port()) {
+            return turn;
+        }
+    }
+    panic!("coturn found no free port in {ATTEMPTS} attempts");
+}
+
+/// A UDP port on 127.0.0.1 that the OS picked and that is free again.
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// coturn listening on `port`, once it answers there; `None` if the port was taken.
+fn coturn_on(port: u16) -> Option<Coturn> {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let child = std::process::Command::new("turnserver")
+    let mut command =
+        std::process::Command::new(common::binary::debian_tool("turnserver", "coturn"));
+    command
         .args([
             "-n",
             "--listening-ip",
@@ -813,32 +824,48 @@ fn coturn() -> Coturn {
         .arg("--userdb")
         .arg(dir.path().join("turndb"))
         .arg("--pidfile")
-        .arg(dir.path().join("turnserver.pid"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("turnserver (Debian package coturn: make test-deps installs it)");
-    let turn = Coturn {
-        child,
-        address,
-        _dir: dir,
-    };
+        .arg(dir.path().join("turnserver.pid"));
+    let server = common::binary::Process::spawn_command(command);
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if stun_answers(address) {
+            return Some(Coturn {
+                _server: server,
+                address,
+                _dir: dir,
+            });
+        }
+        if server.output().contains("Cannot bind") {
+            return None;
+        }
+    }
+    panic!(
+        "coturn did not answer on {address} within {WAIT:?}; its log:\n{}",
+        server.output()
+    );
+}
+
+/// Whether a STUN binding request to `address` gets its success response within a poll
+/// interval.
+fn stun_answers(address: std::net::SocketAddr) -> bool {
+    use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter, TransactionId};
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    probe
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+    probe.set_read_timeout(Some(common::wait::POLL)).unwrap();
     let mut request = Message::new();
     let setters: [Box<dyn Setter>; 2] = [Box::new(BINDING_REQUEST), Box::new(TransactionId::new())];
     request.build(&setters).unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut buffer = [0u8; 1500];
-    while std::time::Instant::now() < deadline {
-        let _ = probe.send_to(&request.raw, address);
-        if probe.recv_from(&mut buffer).is_ok() {
-            return turn;
-        }
+    if probe.send_to(&request.raw, address).is_err() {
+        return false;
     }
-    panic!("coturn did not answer on {address}");
+    let mut buffer = [0u8; 1500];
+    let Ok((length, from)) = probe.recv_from(&mut buffer) else {
+        return false;
+    };
+    let mut response = Message::new();
+    from == address
+        && response.unmarshal_binary(&buffer[..length]).is_ok()
+        && response.typ == BINDING_SUCCESS
+        && response.transaction_id == request.transaction_id
 }
 
 /// `turn:` servers relay. With `relay_only` the bot's legs offer nothing but the relay's

@@ -24,10 +24,24 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// A test tool installed from a Debian package (`make test-deps` installs it), in /usr/bin or
+/// /usr/sbin; panics saying which package is missing.
+pub fn debian_tool(name: &str, package: &str) -> PathBuf {
+    ["/usr/bin", "/usr/sbin"]
+        .into_iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| {
+            panic!("{name} is missing: `make test` installs Debian's {package} package")
+        })
+}
+
 /// A child whose output is collected in the background.
 pub struct Process {
     child: Child,
     output: Arc<Mutex<String>>,
+    /// The program, to say whose output a failing test shows.
+    program: String,
 }
 
 /// `callbot <args>` as a child process.
@@ -45,7 +59,10 @@ impl Process {
 
     fn spawn(mut command: Command) -> Self {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("callbot starts");
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} does not start: {e}"));
         let output = Arc::new(Mutex::new(String::new()));
         let sink = output.clone();
         each_output_line(&mut child, move |line| {
@@ -53,7 +70,11 @@ impl Process {
             all.push_str(&line);
             all.push('\n');
         });
-        Self { child, output }
+        Self {
+            child,
+            output,
+            program,
+        }
     }
 
     pub fn output(&self) -> String {
@@ -122,7 +143,7 @@ impl Drop for Process {
             eprintln!(
                 "--- last {} lines of {} ---\n{}",
                 tail.len(),
-                binary(),
+                self.program,
                 tail.join("\n")
             );
         }
