@@ -343,7 +343,11 @@ fn media_section_errors() {
         ("media:\n  ports: http\n", "media.ports: \"http\""),
         (
             "media:\n  relay_only: true\n  ice_servers:\n    - { urls: [\"stun:x:3478\"] }\n",
-            "media.relay_only: relaying needs a turn: server in media.ice_servers",
+            "media.relay_only: relaying needs a turn: server over UDP in media.ice_servers",
+        ),
+        (
+            "media:\n  relay_only: true\n  ice_servers:\n    - { urls: [\"turn:x:3478?transport=tcp\"], username: u, credential: c }\n",
+            "media.relay_only: relaying needs a turn: server over UDP in media.ice_servers",
         ),
         (
             "media:\n  threads: 3\n  ports: 5000-5001\n",

@@ -383,13 +383,15 @@ impl Resolver<'_> {
             );
             self.report(value.referenced, "media.threads", Problem::Invalid(message));
         }
-        let has_turn = ice_servers
+        // The engine relays through `turn:` over UDP only (no `turns:`, no `?transport=tcp`).
+        let has_udp_turn = ice_servers
             .iter()
             .flat_map(|server| &server.urls)
-            .any(|url| url.starts_with("turn:"));
+            .any(|url| url.starts_with("turn:") && !url.contains("transport=tcp"));
         let relay_only = raw.relay_only.as_ref().is_some_and(|value| {
-            if value.value && !has_turn {
-                let message = "relaying needs a turn: server in media.ice_servers".to_owned();
+            if value.value && !has_udp_turn {
+                let message =
+                    "relaying needs a turn: server over UDP in media.ice_servers".to_owned();
                 self.report(
                     value.referenced,
                     "media.relay_only",
