@@ -2,7 +2,7 @@
 //! the player's queue, the recorder, statistics, and a bounded stream of [`LegEvent`]s.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -11,9 +11,11 @@ use thiserror::Error;
 use super::dtmf::Digit;
 use super::engine::{Control, EngineLeg, SignalOp, Signalled};
 use super::legacy::leg::LegacyLeg;
+use super::live::LiveFeed;
 use super::player::{ItemId, Negotiated, Outcome};
 use super::recorder::RecordingReport;
 use super::stats::{GapHistogram, LegStats};
+use super::tap::AudioTap;
 use super::tone::Signal;
 use super::transport::{TransportError, TransportState};
 use crate::protocol::{CandidateError, IceCandidate, RemoteCandidate};
@@ -224,6 +226,33 @@ impl MediaLeg {
         match &self.inner {
             Inner::Engine(leg) => leg.control(Control::Stop),
             Inner::Legacy(leg) => leg.stop(),
+        }
+    }
+
+    /// Queues a live feed: audio pushed into it from outside plays in order, with its marks,
+    /// until the feed ends (see [`LiveFeed`]). Reported with a `Played` event like a prompt.
+    pub fn play_live(&self, feed: Arc<LiveFeed>) -> ItemId {
+        let id = self.item();
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::Live { id, feed }),
+            Inner::Legacy(leg) => leg.play_live(id, feed),
+        }
+        id
+    }
+
+    /// Hands this leg's audio, both ways, to `tap` from now on.
+    pub fn add_tap(&self, tap: Arc<dyn AudioTap>) {
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::AddTap(tap)),
+            Inner::Legacy(leg) => leg.add_tap(tap),
+        }
+    }
+
+    /// Stops handing audio to `tap` (the object given to [`MediaLeg::add_tap`]).
+    pub fn remove_tap(&self, tap: &Arc<dyn AudioTap>) {
+        match &self.inner {
+            Inner::Engine(leg) => leg.control(Control::RemoveTap(tap.clone())),
+            Inner::Legacy(leg) => leg.remove_tap(tap),
         }
     }
 

@@ -9,6 +9,7 @@ mod engine;
 pub mod inband;
 mod leg;
 mod legacy;
+pub mod live;
 pub mod player;
 pub mod prompt;
 pub mod recorder;
@@ -16,6 +17,7 @@ pub mod rtp;
 mod runtime;
 pub mod sdp;
 pub mod stats;
+pub mod tap;
 pub mod tone;
 pub mod transport;
 

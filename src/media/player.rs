@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::codec::Codec;
 use super::dtmf::{Digit, EventSender, GAP_MS, TONE_MS};
+use super::live::{LiveFeed, LiveFrame};
 use super::prompt::{EncodedAudio, PromptError};
 use super::rtp::{RtpPacket, Sequencer};
 use super::tone;
@@ -86,6 +87,8 @@ enum Kind {
     Tone { hz: f32, ms: u32 },
     Signal { signal: tone::Signal, loops: u32 },
     Dtmf { digits: VecDeque<Digit> },
+    /// Audio pushed from outside while it plays (a voice agent), until the feed ends.
+    Live(Arc<LiveFeed>),
 }
 
 #[derive(Debug)]
@@ -116,6 +119,10 @@ enum Current {
         digits: VecDeque<Digit>,
         sending: Option<(EventSender, u32)>,
         gap_ticks: u32,
+    },
+    Live {
+        id: ItemId,
+        feed: Arc<LiveFeed>,
     },
 }
 
@@ -243,6 +250,12 @@ impl Player {
         );
     }
 
+    /// Queues a live feed: when its turn comes, each tick plays the feed's next frame (silence
+    /// while it has none) until the feed ends.
+    pub fn enqueue_live(&mut self, id: ItemId, feed: Arc<LiveFeed>) {
+        self.push(id, Kind::Live(feed));
+    }
+
     /// A prompt finished loading (or failed to).
     pub fn loaded(&mut self, id: ItemId, result: Result<Arc<EncodedAudio>, PromptError>) {
         let prompt = match result {
@@ -264,14 +277,25 @@ impl Player {
     }
 
     /// Cuts the current item and clears the queue (barge-in); each gets an `Interrupted` event.
+    /// A live feed cut off this way is closed, so its sender learns it is no longer heard.
     pub fn stop(&mut self) -> Vec<PlayerEvent> {
         let current = self.current.take().map(|c| match c {
             Current::Audio { id, .. } | Current::Pause { id, .. } | Current::Dtmf { id, .. } => id,
+            Current::Live { id, feed } => {
+                feed.close();
+                id
+            }
             Current::Waiting(item) => item.id,
+        });
+        let queued = self.queue.drain(..).map(|item| {
+            if let Kind::Live(feed) = &item.kind {
+                feed.close();
+            }
+            item.id
         });
         current
             .into_iter()
-            .chain(self.queue.drain(..).map(|item| item.id))
+            .chain(queued)
             .map(|id| PlayerEvent {
                 id,
                 outcome: Outcome::Interrupted,
@@ -399,6 +423,7 @@ impl Player {
                 sending: None,
                 gap_ticks: 0,
             }),
+            Kind::Live(feed) => Some(Current::Live { id, feed }),
         }
     }
 
@@ -454,6 +479,15 @@ impl Player {
                     let started = self.start(item, negotiated, tick)?;
                     self.advance(started, negotiated, tick)
                 }
+            },
+            Current::Live { id, feed } => match feed.next_frame() {
+                LiveFrame::Audio(audio, frame) if audio.codec == negotiated.codec => {
+                    tick.pcm = Some((audio, frame));
+                    Some(Current::Live { id, feed })
+                }
+                // Audio made for another codec (renegotiated meanwhile) is skipped, not sent.
+                LiveFrame::Audio(..) | LiveFrame::Silence => Some(Current::Live { id, feed }),
+                LiveFrame::Ended => done(tick, id),
             },
             Current::Pause { id, ticks_left } => match ticks_left {
                 0 | 1 => done(tick, id),
@@ -764,6 +798,70 @@ mod tests {
             tick.packets.is_empty() && tick.pcm.is_none(),
             "nor recorded"
         );
+    }
+
+    #[derive(Default)]
+    struct Marks(std::sync::Mutex<Vec<String>>);
+
+    impl crate::media::live::MarkListener for Marks {
+        fn reached(&self, name: String) {
+            self.0.lock().unwrap().push(name);
+        }
+    }
+
+    #[test]
+    fn a_live_feed_plays_as_it_is_fed_and_blocks_the_queue_until_it_ends() {
+        let mut p = ready_player();
+        let marks = Arc::new(Marks::default());
+        let feed = Arc::new(LiveFeed::new(100, marks.clone()));
+        let (live, after) = (1, 2);
+        p.enqueue_live(live, feed.clone());
+        p.enqueue_tone(after, 440.0, 20);
+        assert!(p.tick(None).pcm.is_none(), "silence while nothing is fed");
+        feed.push_audio(audio(2));
+        feed.push_mark("m".into());
+        assert!(p.tick(None).pcm.is_some());
+        assert!(p.tick(None).pcm.is_some());
+        let tick = p.tick(None);
+        assert!(tick.pcm.is_none() && tick.events.is_empty());
+        assert_eq!(*marks.0.lock().unwrap(), ["m"]);
+        feed.push_audio(audio(1));
+        feed.finish();
+        assert!(p.tick(None).pcm.is_some(), "what was fed before the end plays");
+        let ticks: Vec<Tick> = (0..2).map(|_| p.tick(None)).collect();
+        assert_eq!(
+            outcomes(&ticks),
+            vec![(live, "Done".into()), (after, "Done".into())]
+        );
+    }
+
+    #[test]
+    fn clearing_a_live_feed_silences_the_very_next_tick() {
+        let mut p = ready_player();
+        let feed = Arc::new(LiveFeed::new(100, Arc::new(Marks::default())));
+        p.enqueue_live(1, feed.clone());
+        feed.push_audio(audio(50));
+        assert!(p.tick(None).pcm.is_some());
+        feed.clear();
+        assert!(p.tick(None).pcm.is_none());
+    }
+
+    #[test]
+    fn stop_closes_a_live_feed() {
+        let mut p = ready_player();
+        let marks = Arc::new(Marks::default());
+        let feed = Arc::new(LiveFeed::new(100, marks.clone()));
+        let id = 1;
+        p.enqueue_live(id, feed.clone());
+        feed.push_audio(audio(5));
+        feed.push_mark("cut".into());
+        p.tick(None);
+        let events = p.stop();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].id, id);
+        assert_eq!(*marks.0.lock().unwrap(), ["cut"]);
+        feed.push_audio(audio(5));
+        assert_eq!(feed.queued_frames(), 0, "a closed feed takes nothing");
     }
 
     #[test]

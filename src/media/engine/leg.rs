@@ -15,11 +15,13 @@ use super::peer::{LocalCandidate, Peer, PeerEvent};
 use crate::media::codec::{Codec, Decoder, Encoder, FRAME_MS, convert_rate};
 use crate::media::dtmf::{Digit, EventReceiver};
 use crate::media::inband::InbandDetector;
+use crate::media::live::LiveFeed;
 use crate::media::player::{EchoFrame, ItemId, Negotiated, Player};
 use crate::media::prompt::{EncodedAudio, PromptError};
 use crate::media::recorder::{RecordingWriter, Timeline, WriteBatch};
 use crate::media::rtp::RtpPacket;
 use crate::media::stats::{GapHistogram, LegStats, LevelMeter, ReceiveStats};
+use crate::media::tap::{AudioTap, AudioTaps};
 use crate::media::tone::Signal;
 use crate::media::transport::TransportState;
 use crate::media::{LegEvent, MediaError, RecordOptions};
@@ -102,6 +104,13 @@ pub enum Control {
         id: ItemId,
         digits: Vec<Digit>,
     },
+    /// Audio pushed from outside (a voice agent), played until the feed ends.
+    Live {
+        id: ItemId,
+        feed: Arc<LiveFeed>,
+    },
+    AddTap(Arc<dyn AudioTap>),
+    RemoveTap(Arc<dyn AudioTap>),
     Stop,
     Echo(bool),
     Bridge(Option<LegAddress>),
@@ -254,6 +263,8 @@ pub struct Leg {
     state: TransportState,
     published: PublishedStats,
     publish_in: u32,
+    /// Listeners of the audio both ways (a voice agent's stream).
+    taps: AudioTaps,
 }
 
 impl Leg {
@@ -295,6 +306,7 @@ impl Leg {
             state: TransportState::Connecting,
             published,
             publish_in: PUBLISH_EVERY,
+            taps: AudioTaps::default(),
         }
     }
 
@@ -431,6 +443,9 @@ impl Leg {
                 self.player.enqueue_signal(id, signal, loops);
             }
             Control::Dtmf { id, digits } => self.player.enqueue_dtmf(id, digits),
+            Control::Live { id, feed } => self.player.enqueue_live(id, feed),
+            Control::AddTap(tap) => self.taps.add(tap),
+            Control::RemoveTap(tap) => self.taps.remove(&tap),
             Control::Stop => {
                 for event in self.player.stop() {
                     self.emit(LegEvent::Played {
@@ -520,6 +535,11 @@ impl Leg {
                     .record(now, Duration::from_millis(FRAME_MS.into()));
             }
         }
+        if let Some(codec) = codec
+            && !self.taps.is_empty()
+        {
+            self.taps.sent(tick.pcm(), codec.clock_rate());
+        }
         if let (Some(active), Some(codec)) = (self.recordings.active.as_mut(), codec) {
             active
                 .timeline
@@ -608,9 +628,11 @@ impl Leg {
         env: &mut LegEnv<'_>,
     ) {
         let recording = self.recordings.active.is_some();
+        let tapped = !self.taps.is_empty();
         let receive = &mut self.receive;
         // Until something audible arrived, frames are decoded to notice it (first-audio time).
-        let needs_pcm = recording || receive.inband.is_some() || receive.first_loud.is_none();
+        let needs_pcm =
+            recording || tapped || receive.inband.is_some() || receive.first_loud.is_none();
         let metered = LevelMeter::wants(packet.sequence);
         receive.pcm.clear();
         if (needs_pcm || metered)
@@ -620,6 +642,10 @@ impl Leg {
         }
         if metered {
             receive.level.measure(&receive.pcm);
+        }
+        if tapped && !receive.pcm.is_empty() {
+            self.taps
+                .received(&receive.pcm, negotiated.codec.clock_rate());
         }
         if receive.first_loud.is_none() && is_audible(&receive.pcm) {
             receive.first_loud = Some(at.duration_since(self.created));

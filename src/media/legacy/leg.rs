@@ -14,11 +14,13 @@ use super::transport::{Transport, TransportEvents};
 use crate::media::codec::{Codec, Decoder, Encoder, FRAME_MS, convert_rate};
 use crate::media::dtmf::{Digit, EventReceiver};
 use crate::media::inband::InbandDetector;
+use crate::media::live::LiveFeed;
 use crate::media::player::{EchoFrame, ItemId, Negotiated, Player};
 use crate::media::prompt::{EncodedAudio, PromptCache};
 use crate::media::recorder::{RecordingWriter, Timeline, WriteBatch};
 use crate::media::rtp::RtpPacket;
 use crate::media::stats::{GapHistogram, LegStats, LevelMeter, ReceiveStats};
+use crate::media::tap::{AudioTap, AudioTaps};
 use crate::media::tone::Signal;
 use crate::media::transport::TransportState;
 use crate::media::{LegEvent, MediaError, RecordOptions};
@@ -102,6 +104,8 @@ pub(super) struct LegState {
     pending_recording: Mutex<Option<RecordOptions>>,
     sent: Mutex<Sent>,
     recordings: RecordingWriter,
+    /// Listeners of the audio both ways (a voice agent's stream).
+    taps: Mutex<AudioTaps>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,6 +144,7 @@ impl LegState {
             pending_recording: Mutex::new(None),
             sent: Mutex::default(),
             recordings,
+            taps: Mutex::default(),
         });
         (state, receiver)
     }
@@ -194,6 +199,12 @@ impl LegState {
                 stats
                     .pacing
                     .record(Instant::now(), Duration::from_millis(FRAME_MS.into()));
+            }
+        }
+        if let Some(codec) = codec {
+            let taps = lock(&self.taps);
+            if !taps.is_empty() {
+                taps.sent(tick.pcm(), codec.clock_rate());
             }
         }
         let mut recordings = lock(&self.recording);
@@ -302,9 +313,13 @@ impl LegState {
             .and_then(|leg| lock(&leg.player).negotiated())
             .map(|n| n.codec);
         let transcode = bridged_codec.is_some_and(|codec| codec != negotiated.codec);
+        let tapped = !lock(&self.taps).is_empty();
         // Until something audible arrived, frames are decoded to notice it (first-audio time).
-        let needs_pcm =
-            recording || receive.inband.is_some() || transcode || receive.first_loud.is_none();
+        let needs_pcm = recording
+            || tapped
+            || receive.inband.is_some()
+            || transcode
+            || receive.first_loud.is_none();
         let metered = LevelMeter::wants(packet.sequence);
         receive.pcm.clear();
         if (needs_pcm || metered)
@@ -317,6 +332,9 @@ impl LegState {
         }
         if receive.first_loud.is_none() && is_audible(&receive.pcm) {
             receive.first_loud = Some(self.created.elapsed());
+        }
+        if tapped && !receive.pcm.is_empty() {
+            lock(&self.taps).received(&receive.pcm, negotiated.codec.clock_rate());
         }
         if let (Some(leg), Some(codec)) = (&bridged, bridged_codec) {
             leg.bridged_in(&packet.payload, &receive.pcm, negotiated.codec, codec);
@@ -574,6 +592,18 @@ impl LegacyLeg {
                 outcome: event.outcome,
             });
         }
+    }
+
+    pub fn play_live(&self, id: ItemId, feed: Arc<LiveFeed>) {
+        lock(&self.state.player).enqueue_live(id, feed);
+    }
+
+    pub fn add_tap(&self, tap: Arc<dyn AudioTap>) {
+        lock(&self.state.taps).add(tap);
+    }
+
+    pub fn remove_tap(&self, tap: &Arc<dyn AudioTap>) {
+        lock(&self.state.taps).remove(tap);
     }
 
     /// Queues a call-progress signal (ringback, hold music, error tone), `loops` times.
