@@ -16,3 +16,4 @@ pub mod procstat;
 pub mod protocol;
 pub mod script;
 pub mod untrusted;
+pub mod voice;
