@@ -352,6 +352,7 @@ impl Switchboard {
             media: self.media.clone(),
             dial_pacer: None,
             live: None,
+            stream: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::media::player::ItemId;
 use crate::protocol::CallId;
+use crate::voice::StreamRequest;
 
 /// A queued command.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +29,8 @@ pub enum Action {
     SendDtmf {
         digits: String,
     },
+    /// Stream the call to a voice agent; its audio plays until the stream ends.
+    Stream(StreamRequest),
     Hold,
     Resume,
     Transfer {
@@ -50,6 +53,7 @@ impl Action {
                 | Action::Pause { .. }
                 | Action::Tone { .. }
                 | Action::SendDtmf { .. }
+                | Action::Stream(_)
         )
     }
 }

@@ -23,6 +23,7 @@ use crate::media::stats::LegStats;
 use crate::media::transport::TransportState;
 use crate::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
 use crate::protocol::{CallId, CallState, ClientFrame, Dialect, Invite, ServerFrame, SipCode};
+use crate::voice::{Stream, StreamEvent, StreamRequest, StreamSettings};
 
 /// How long an unanswered call rings unless its setup says otherwise, either way: an inbound
 /// call the script never answers, an outbound call nobody picks up.
@@ -67,6 +68,8 @@ pub struct CallSetup {
     pub dial_pacer: Option<Arc<super::Pacer>>,
     /// Where the call shows itself while it lasts (the dashboard's live calls).
     pub live: Option<super::LiveCalls>,
+    /// How `call.stream(url)` reaches voice agents; `None`: streams are refused.
+    pub stream: Option<Arc<StreamSettings>>,
 }
 
 /// What a handler sees of a call: a snapshot taken before each event.
@@ -160,6 +163,8 @@ pub enum CallEvent {
     Timer(String),
     /// A recording file was closed (or failed: `recording_error`).
     Recording(PathBuf),
+    /// The voice-agent stream connected, returned a mark, closed or failed.
+    Stream(StreamEvent),
 }
 
 /// What a handler asks for.
@@ -177,6 +182,8 @@ pub enum CallCommand {
         max_secs: Option<u32>,
     },
     StopRecording,
+    /// End the voice-agent stream (its queued audio is dropped).
+    StopStream,
     Echo(bool),
     SetTimer(String, Duration),
     CancelTimer(String),
@@ -243,6 +250,21 @@ struct Actor {
     created: Instant,
     /// Packets received at the media watch's last look, and when that count last grew.
     media_seen: (u64, Instant),
+    stream_settings: Option<Arc<StreamSettings>>,
+    /// The voice-agent stream, while one is open.
+    stream: Option<Stream>,
+}
+
+/// The open stream's next event; never ready without a stream. A stream whose task is gone
+/// without a word counts as closed.
+async fn next_stream_event(stream: &mut Option<Stream>) -> StreamEvent {
+    match stream {
+        Some(stream) => stream
+            .next_event()
+            .await
+            .unwrap_or_else(|| StreamEvent::Closed("the stream ended".into())),
+        None => std::future::pending().await,
+    }
 }
 
 /// `call.wav` → `call-<n>.wav`.
@@ -359,6 +381,8 @@ async fn run(
         recordings_open: 0,
         created,
         media_seen: (0, created),
+        stream_settings: setup.stream,
+        stream: None,
     };
     actor
         .timers
@@ -390,6 +414,7 @@ async fn run(
                 Some(event) => actor.leg_event(event).await,
                 None => actor.input(Input::MediaLost).await,
             },
+            event = next_stream_event(&mut actor.stream) => actor.stream_event(event).await,
             () = sleep_until(deadline) => {
                 if let Some((id, _)) = next {
                     actor.timers.remove(&id);
@@ -581,6 +606,11 @@ impl Actor {
                 self.record = None;
                 self.leg.stop_recording();
             }
+            CallCommand::StopStream => {
+                if let Some(stream) = self.stream.as_mut() {
+                    stream.stop("stopped");
+                }
+            }
             CallCommand::Echo(on) => self.leg.set_echo(on),
             CallCommand::SetTimer(name, after) => {
                 self.timers
@@ -621,6 +651,7 @@ impl Actor {
                 Some(id)
             }
             Action::Pause { ms } => Some(self.leg.pause(ms)),
+            Action::Stream(request) => self.open_stream(request).await,
             Action::Tone { hz, ms } => Some(self.leg.tone(hz, ms)),
             Action::SendDtmf { digits } => match self.leg.send_dtmf(&digits) {
                 Ok(id) => Some(id),
@@ -650,6 +681,29 @@ impl Actor {
         }
     }
 
+    /// Opens a stream (replacing one that is open); returns the player item of its audio.
+    async fn open_stream(&mut self, request: StreamRequest) -> Option<ItemId> {
+        let Some(settings) = self.stream_settings.clone() else {
+            let refused = StreamEvent::Error("streams are not set up for this call".into());
+            self.event(CallEvent::Stream(refused)).await;
+            return None;
+        };
+        if let Some(mut old) = self.stream.take() {
+            old.stop("replaced by a new stream");
+        }
+        let stream = Stream::open(&self.leg, self.info.id.as_str(), request, settings);
+        let item = stream.item();
+        self.stream = Some(stream);
+        Some(item)
+    }
+
+    async fn stream_event(&mut self, event: StreamEvent) {
+        if matches!(event, StreamEvent::Closed(_) | StreamEvent::Error(_)) {
+            self.stream = None;
+        }
+        self.event(CallEvent::Stream(event)).await;
+    }
+
     async fn leg_event(&mut self, event: LegEvent) {
         match event {
             LegEvent::LocalCandidate(candidate) => {
@@ -659,6 +713,12 @@ impl Actor {
             LegEvent::State(state) => debug!("media {state:?}"),
             LegEvent::Digit { digit, .. } => self.digit(digit.as_char()).await,
             LegEvent::Played { id, outcome } => {
+                if let Some(stream) = self.stream.as_mut()
+                    && stream.item() == id
+                    && matches!(outcome, Outcome::Interrupted)
+                {
+                    stream.stop("interrupted");
+                }
                 if let Some(name) = self.prompts.remove(&id) {
                     self.info.play_interrupted = matches!(outcome, Outcome::Interrupted);
                     self.info.play_error = match &outcome {
@@ -703,6 +763,9 @@ impl Actor {
     async fn digit(&mut self, digit: char) {
         if self.info.digits.len() < DIGITS_KEPT {
             self.info.digits.push(digit);
+        }
+        if let Some(stream) = &self.stream {
+            stream.dtmf(digit);
         }
         self.event(CallEvent::Dtmf(digit)).await;
         let Some(gather) = self.gather.as_mut() else {
@@ -760,6 +823,9 @@ impl Actor {
     async fn finish(mut self, leg_events: &mut LegEvents) {
         self.gather = None;
         self.timers.clear();
+        if let Some(mut stream) = self.stream.take() {
+            stream.stop("hangup");
+        }
         if let Some(state) = self.info.state {
             self.event(CallEvent::State(state)).await;
         }

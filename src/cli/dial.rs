@@ -372,7 +372,7 @@ async fn dial(args: DialArgs) -> Result<bool, String> {
             CallEvent::Recording(path) => {
                 callbot::console::println(&format!("recording {}", path.display()))
             }
-            CallEvent::Incoming | CallEvent::Digits(_) => {}
+            CallEvent::Incoming | CallEvent::Digits(_) | CallEvent::Stream(_) => {}
         }
     };
     progress.finish_and_clear();

@@ -229,6 +229,20 @@ pub struct BotConfig {
     pub allow_dial: DialPolicy,
     /// Visible to the script as `bot.vars`.
     pub vars: BTreeMap<String, String>,
+    pub stream: StreamConfig,
+}
+
+/// A bot's `stream:` section: what its voice-agent streams send and whom they trust.
+#[derive(Debug, Default)]
+pub struct StreamConfig {
+    /// Sent with every stream's WebSocket upgrade (e.g. `Authorization`).
+    pub headers: Vec<(String, Secret)>,
+    /// Added to every stream's `customParameters`.
+    pub params: BTreeMap<String, Secret>,
+    /// How `wss://` agents are checked; `None`: as `pbx.tls`.
+    pub tls: Option<TlsSetting>,
+    /// `ws://` (no TLS) to hosts other than this machine.
+    pub allow_ws: bool,
 }
 
 impl Config {

@@ -100,6 +100,20 @@ pub(super) struct RawBot {
     pub allow_dial: Vec<Text>,
     #[serde(default)]
     pub vars: BTreeMap<String, Text>,
+    pub stream: Option<RawStream>,
+}
+
+/// `stream:` of a bot: how its `call.stream(url)` reaches voice agents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStream {
+    #[serde(default)]
+    pub headers: BTreeMap<String, Text>,
+    #[serde(default)]
+    pub params: BTreeMap<String, Text>,
+    pub tls: Option<Spanned<RawTls>>,
+    #[serde(default)]
+    pub allow_ws: bool,
 }
 
 /// `record:` is `false`, `true`, `mono` or `stereo`.

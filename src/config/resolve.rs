@@ -10,11 +10,13 @@ use url::Url;
 use super::dial::{DialPattern, DialPolicy};
 use super::env::expand;
 use super::error::{ConfigError, ConfigErrors, Problem, position_of};
-use super::raw::{RawBot, RawConfig, RawDefaults, RawMedia, RawPbx, RawRecord, Text};
+use super::raw::{
+    RawBot, RawConfig, RawDefaults, RawMedia, RawPbx, RawRecord, RawStream, RawTls, Text,
+};
 use super::secret::Secret;
 use super::{
     AdminLogin, BotConfig, Config, DialectSetting, HttpConfig, IceServerConfig, MediaConfig,
-    PbxConfig, RecordMode, TlsSetting,
+    PbxConfig, RecordMode, StreamConfig, TlsSetting,
 };
 use crate::media::transport::PortRange;
 
@@ -246,21 +248,7 @@ impl Resolver<'_> {
         };
         let tls = match &raw.tls {
             None => Some(TlsSetting::PublicRoots),
-            Some(tls) => match (&tls.value.ca_file, tls.value.insecure) {
-                (Some(_), true) => {
-                    self.report(
-                        tls.referenced,
-                        "pbx.tls",
-                        Problem::Invalid("set either ca_file or insecure, not both".into()),
-                    );
-                    None
-                }
-                (Some(ca), false) => self
-                    .existing(ca, "pbx.tls.ca_file", "CA file", Kind::File)
-                    .map(TlsSetting::CaFile),
-                (None, true) => Some(TlsSetting::Insecure),
-                (None, false) => Some(TlsSetting::PublicRoots),
-            },
+            Some(tls) => self.tls(tls, "pbx.tls"),
         };
         let admin = match &raw.admin {
             None => Some(None),
@@ -281,6 +269,78 @@ impl Resolver<'_> {
             dialect: dialect?,
             tls: tls?,
             admin: admin?,
+        })
+    }
+
+    fn tls(&mut self, tls: &Spanned<RawTls>, key: &str) -> Option<TlsSetting> {
+        match (&tls.value.ca_file, tls.value.insecure) {
+            (Some(_), true) => {
+                self.report(
+                    tls.referenced,
+                    key,
+                    Problem::Invalid("set either ca_file or insecure, not both".into()),
+                );
+                None
+            }
+            (Some(ca), false) => self
+                .existing(ca, &format!("{key}.ca_file"), "CA file", Kind::File)
+                .map(TlsSetting::CaFile),
+            (None, true) => Some(TlsSetting::Insecure),
+            (None, false) => Some(TlsSetting::PublicRoots),
+        }
+    }
+
+    /// A bot's `stream:`: header names and values must be sendable, and the upgrade's own
+    /// headers are ours to set.
+    fn stream(&mut self, index: usize, raw: &RawStream) -> Option<StreamConfig> {
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        const RESERVED: &[&str] = &["host", "connection", "upgrade"];
+        let key = |field: &str| format!("bots[{index}].stream.{field}");
+        let mut headers = Vec::new();
+        let mut valid = true;
+        for (name, value) in &raw.headers {
+            let header_key = key(&format!("headers.{name}"));
+            let lower = name.to_ascii_lowercase();
+            if HeaderName::from_bytes(name.as_bytes()).is_err()
+                || RESERVED.contains(&lower.as_str())
+                || lower.starts_with("sec-websocket-")
+            {
+                let message = format!("{name:?} is not a header a stream may set");
+                self.report(value.referenced, header_key, Problem::Invalid(message));
+                valid = false;
+                continue;
+            }
+            let Some(text) = self.non_empty(value, &header_key) else {
+                valid = false;
+                continue;
+            };
+            if HeaderValue::from_str(&text).is_err() {
+                let message = format!("{:?} is not a valid header value", value.value);
+                self.report(value.referenced, header_key, Problem::Invalid(message));
+                valid = false;
+                continue;
+            }
+            headers.push((name.clone(), Secret::new(text)));
+        }
+        let mut params = std::collections::BTreeMap::new();
+        for (name, value) in &raw.params {
+            match self.text(value, &key(&format!("params.{name}"))) {
+                Some(text) => {
+                    params.insert(name.clone(), Secret::new(text));
+                }
+                None => valid = false,
+            }
+        }
+        let tls = match &raw.tls {
+            None => Some(None),
+            Some(tls) => self.tls(tls, &key("tls")).map(Some),
+        };
+        let tls = tls?;
+        valid.then_some(StreamConfig {
+            headers,
+            params,
+            tls,
+            allow_ws: raw.allow_ws,
         })
     }
 
@@ -617,6 +677,10 @@ impl Resolver<'_> {
             .collect::<Vec<_>>()
             .into_iter()
             .collect::<Option<_>>();
+        let stream = match &bot.stream {
+            Some(raw) => self.stream(index, raw),
+            None => Some(StreamConfig::default()),
+        };
         Some(BotConfig {
             name: name?,
             extension: extension?,
@@ -630,6 +694,7 @@ impl Resolver<'_> {
             record: record?,
             allow_dial: allow_dial?,
             vars: vars?,
+            stream: stream?,
         })
     }
 

@@ -23,6 +23,7 @@ use crate::protocol::{
 };
 use crate::script::{BotApi, BotCommand, Limits, ScriptErrors, ScriptHost, client_value};
 use crate::untrusted::escaped;
+use crate::voice::StreamSettings;
 
 /// A reload waits this long after the last request, so an editor's save (truncate, write,
 /// rename …) is compiled once it is complete.
@@ -115,6 +116,8 @@ pub struct BotTask {
     reload_at: Option<Instant>,
     /// Spaces the bot's outbound calls (`max_cps`).
     dial_pacer: Arc<crate::call::Pacer>,
+    /// How the bot's calls reach voice agents.
+    stream: Arc<StreamSettings>,
 }
 
 /// Handles to a running bot.
@@ -138,6 +141,7 @@ impl BotTask {
         config: Arc<BotConfig>,
         key: String,
         link: LinkSettings,
+        stream: Arc<StreamSettings>,
         media: MediaRuntime,
         metrics: BotMetrics,
         cdr: Arc<CdrLog>,
@@ -185,6 +189,7 @@ impl BotTask {
             closing: None,
             reload_at: None,
             dial_pacer: Arc::new(crate::call::Pacer::new(max_cps)),
+            stream,
         };
         let span = tracing::info_span!("bot", bot = %name);
         let task = tokio::spawn(task.run().instrument(span));
@@ -445,6 +450,7 @@ impl BotTask {
             media: self.media.clone(),
             dial_pacer: Some(self.dial_pacer.clone()),
             live: Some(self.live.clone()),
+            stream: Some(self.stream.clone()),
         };
         let handler = Box::new(self.script.call_handler(tx.clone()));
         if !self.granted {

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::call::{CallInfo, Direction};
 use crate::protocol::CallState;
+use crate::voice::{StreamFamilies, StreamMetrics};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BotLabel {
@@ -81,6 +82,7 @@ pub struct Metrics {
     recording_failures: Family<BotLabel, Counter>,
     reconnects: Family<BotLabel, Counter>,
     connected: Family<BotLabel, Gauge>,
+    streams: StreamFamilies,
 }
 
 impl Default for Metrics {
@@ -98,6 +100,7 @@ impl Default for Metrics {
             recording_failures: Family::default(),
             reconnects: Family::default(),
             connected: Family::default(),
+            streams: StreamFamilies::register(&mut registry),
             registry: Registry::default(),
         };
         let build = Family::<BuildLabels, Gauge>::default();
@@ -204,6 +207,7 @@ impl Metrics {
             recording_failures: self.recording_failures.get_or_create(&label).clone(),
             reconnects: self.reconnects.get_or_create(&label).clone(),
             connected: self.connected.get_or_create(&label).clone(),
+            stream: self.streams.bot(bot),
         }
     }
 
@@ -233,6 +237,8 @@ pub struct BotMetrics {
     pub recording_failures: Counter,
     pub reconnects: Counter,
     pub connected: Gauge,
+    /// Voice-agent streams.
+    pub stream: StreamMetrics,
 }
 
 impl BotMetrics {

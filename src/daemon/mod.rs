@@ -32,6 +32,7 @@ use crate::connection::{Credentials, LinkSettings, tls};
 use crate::media::MediaRuntime;
 use crate::protocol::ConnectionState;
 use crate::script::Limits;
+use crate::voice::StreamSettings;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -112,10 +113,17 @@ impl Daemon {
         let mut bots = Vec::new();
         for (index, (bot, link)) in config.bots.into_iter().zip(links).enumerate() {
             let metrics = metrics.bot(&bot.name);
+            let stream = StreamSettings::from_config(
+                &bot.name,
+                &bot.stream,
+                link.tls.clone(),
+                metrics.stream.clone(),
+            )?;
             let handle = bot::BotTask::spawn(
                 Arc::new(bot),
                 format!("bots[{index}]"),
                 link,
+                Arc::new(stream),
                 media.clone(),
                 metrics,
                 cdr.clone(),

@@ -19,6 +19,7 @@ use crate::connection::Client;
 use crate::lock::lock;
 use crate::media::dtmf::Digit;
 use crate::protocol::{CallId, SipCode};
+use crate::voice::{StreamEvent, StreamRequest, Tracks};
 
 /// The most keys one `send_dtmf` sends: a whole number or code fits, and in-band keys (about
 /// 150 ms of audio each) stay a short prompt.
@@ -31,6 +32,10 @@ const MAX_MEDIA_MS: i64 = 3_600_000;
 const MAX_WAIT_MS: i64 = 86_400_000;
 /// Tone frequencies a call can carry: G.711 samples at 8 kHz, so 4 kHz is the top.
 const TONE_HZ: std::ops::RangeInclusive<f64> = 20.0..=4000.0;
+/// What one `call.stream()` may send in its `start` message: its `customParameters`…
+const MAX_STREAM_PARAMS: usize = 64;
+/// …each name and value at most this long, and the URL too.
+const MAX_STREAM_TEXT: usize = 4096;
 
 type ScriptResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -413,6 +418,51 @@ impl CallApi {
         Ok(())
     }
 
+    /// `call.stream(url, #{ params, tracks })`: checked here (a typo is a script error with its
+    /// line); whether the URL may be reached is the stream's to say (`on_stream` error).
+    fn stream(&mut self, url: &str, options: Map) -> ScriptResult<()> {
+        if url.len() > MAX_STREAM_TEXT {
+            return error(format!("stream: the URL is longer than {MAX_STREAM_TEXT} bytes"));
+        }
+        crate::voice::check_url(url, true).or_else(|e| error(format!("stream: {e}")))?;
+        let mut request = StreamRequest {
+            url: url.to_owned(),
+            ..StreamRequest::default()
+        };
+        for (key, value) in options {
+            match key.as_str() {
+                "params" => {
+                    let params = value
+                        .try_cast::<Map>()
+                        .ok_or("stream: params must be a map such as #{ lang: \"de\" }")?;
+                    if params.len() > MAX_STREAM_PARAMS {
+                        return error(format!("stream: at most {MAX_STREAM_PARAMS} params"));
+                    }
+                    for (name, value) in params {
+                        let value = value.to_string();
+                        if name.len() > MAX_STREAM_TEXT || value.len() > MAX_STREAM_TEXT {
+                            return error(format!(
+                                "stream: param names and values are at most {MAX_STREAM_TEXT} bytes"
+                            ));
+                        }
+                        request.params.insert(name.to_string(), value);
+                    }
+                }
+                "tracks" => {
+                    request.tracks = Tracks::parse(&value.to_string())
+                        .ok_or("stream: tracks must be \"inbound\" or \"both\"")?;
+                }
+                other => {
+                    return error(format!(
+                        "stream: unknown option {other:?} (known: params, tracks)"
+                    ));
+                }
+            }
+        }
+        self.queue(Action::Stream(request));
+        Ok(())
+    }
+
     fn log(&mut self, message: &str) {
         tracing::info!(
             bot = %self.bot.0.name,
@@ -474,6 +524,16 @@ fn client_map(client: &Client) -> Map {
     map.insert("status".into(), client.status.as_str().into());
     map.insert("dnd".into(), client.dnd.into());
     map
+}
+
+/// A stream event as the map `on_stream` receives: `#{ kind, name, reason }`.
+pub fn stream_event_value(event: &StreamEvent) -> Dynamic {
+    let (kind, name, reason) = event.parts();
+    let mut map = Map::new();
+    map.insert("kind".into(), kind.into());
+    map.insert("name".into(), name.into());
+    map.insert("reason".into(), reason.into());
+    map.into()
 }
 
 /// A client as the map `on_client_state` receives.
@@ -643,6 +703,13 @@ pub fn register(engine: &mut Engine) {
             },
         )
         .register_fn("send_dtmf", CallApi::send_dtmf)
+        .register_fn("stream", |c: &mut CallApi, url: &str| {
+            c.stream(url, Map::new())
+        })
+        .register_fn("stream", CallApi::stream)
+        .register_fn("stop_stream", |c: &mut CallApi| {
+            c.push(CallCommand::StopStream);
+        })
         .register_fn("hold", |c: &mut CallApi| c.queue(Action::Hold))
         .register_fn("resume", |c: &mut CallApi| c.queue(Action::Resume))
         .register_fn("transfer", CallApi::transfer)

@@ -283,6 +283,7 @@ fn call_handler(event: &CallEvent) -> (&'static str, Option<Dynamic>) {
         CallEvent::PlayDone(prompt) => ("on_play_done", Some(prompt.clone().into())),
         CallEvent::Timer(timer) => ("on_call_timer", Some(timer.clone().into())),
         CallEvent::Recording(path) => ("on_recording", Some(path.display().to_string().into())),
+        CallEvent::Stream(event) => ("on_stream", Some(api::stream_event_value(event))),
     }
 }
 

@@ -20,7 +20,8 @@ use rustls::ClientConfig;
 use thiserror::Error;
 use tokio_tungstenite::tungstenite::http::{HeaderName, StatusCode};
 
-use crate::config::Secret;
+use crate::config::{Secret, StreamConfig, TlsSetting};
+use crate::connection::tls::{self, TlsError};
 
 pub use audio::{Downlink, FRAME, Framer, STREAM_RATE};
 pub use message::{Incoming, MAX_MARK_NAME, MessageError, Outgoing, Track};
@@ -102,6 +103,43 @@ impl StreamSettings {
             allow_ws: false,
             metrics: StreamMetrics::default(),
         }
+    }
+}
+
+impl StreamSettings {
+    /// A bot's settings from its `stream:` config; `wss://` agents are checked as the PBX is
+    /// unless the section says otherwise (`pbx_tls`).
+    pub fn from_config(
+        account: &str,
+        config: &StreamConfig,
+        pbx_tls: Arc<ClientConfig>,
+        metrics: StreamMetrics,
+    ) -> Result<Self, TlsError> {
+        let tls = match &config.tls {
+            None => pbx_tls,
+            Some(setting) => {
+                if *setting == TlsSetting::Insecure {
+                    tracing::warn!(
+                        bot = account,
+                        "stream.tls.insecure: voice agents' certificates are not checked (lab use only)"
+                    );
+                }
+                Arc::new(tls::client_config(setting)?)
+            }
+        };
+        Ok(Self {
+            account: account.to_owned(),
+            // The config checked every name.
+            headers: config
+                .headers
+                .iter()
+                .filter_map(|(name, value)| Some((name.parse().ok()?, value.clone())))
+                .collect(),
+            params: config.params.clone(),
+            tls,
+            allow_ws: config.allow_ws,
+            metrics,
+        })
     }
 }
 
