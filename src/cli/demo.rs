@@ -11,6 +11,7 @@ use callbot::media::transport::NetworkSettings;
 use callbot::pbx::{Accounts, CertificateSource, MediaMode, Pbx, PbxOptions};
 use callbot::protocol::Dialect;
 use callbot::script::Limits;
+use callbot::voice::echo::EchoAgent;
 
 /// The example scripts and prompts, built in so the demo runs anywhere.
 const SCRIPTS: &[(&str, &str)] = &[
@@ -21,6 +22,7 @@ const SCRIPTS: &[(&str, &str)] = &[
     ),
     ("greeter.rhai", include_str!("../../scripts/greeter.rhai")),
     ("campaign.rhai", include_str!("../../scripts/campaign.rhai")),
+    ("agent.rhai", include_str!("../../scripts/agent.rhai")),
 ];
 const PROMPTS: &[(&str, &[u8])] = &[
     ("welcome.wav", include_bytes!("../../prompts/welcome.wav")),
@@ -52,10 +54,15 @@ const PROMPTS: &[(&str, &[u8])] = &[
         include_bytes!("../../prompts/campaign_message.wav"),
     ),
     ("thanks.wav", include_bytes!("../../prompts/thanks.wav")),
+    (
+        "agent_unavailable.wav",
+        include_bytes!("../../prompts/agent_unavailable.wav"),
+    ),
 ];
 
-/// Run the PBX emulator and the example bots: an IVR (500), a test line (501) and two greeters
-/// (600, 601) that call each other every 30 s.
+/// Run the PBX emulator and the example bots: an IVR (500), a test line (501), two greeters
+/// (600, 601) that call each other every 30 s, and a voice-agent line (602) streaming to a
+/// built-in echo agent.
 ///
 /// Open the printed URL in a browser to get a softphone, log in as one of the desk extensions
 /// (502-509, password = the number) and call 500 or 501. Scripts and prompts come from
@@ -108,12 +115,15 @@ fn unpack(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
     Ok((scripts, prompts))
 }
 
+/// The demo's agent echoes callers this much later.
+const ECHO_DELAY: Duration = Duration::from_millis(300);
+
 fn config_text(
     pbx_url: &url::Url,
+    agent_url: &str,
     dialect: Dialect,
     cert: &Path,
-    scripts: &Path,
-    prompts: &Path,
+    (scripts, prompts): (&Path, &Path),
     recordings: &Path,
     metrics: Option<SocketAddr>,
 ) -> String {
@@ -149,6 +159,11 @@ bots:
     script: "{greeter}"
     allow_dial: ["600"]
     vars: {{ peer: "600", role: callee, greeting: greeting_b.wav }}
+  - name: agent
+    extension: "602"
+    script: "{agent}"
+    allow_dial: ["509"]
+    vars: {{ agent_url: "{agent_url}", fallback: "509" }}
 "#,
         url = pbx_url,
         cert = cert.display(),
@@ -157,6 +172,7 @@ bots:
         ivr = script("ivr.rhai"),
         test_line = script("test_line.rhai"),
         greeter = script("greeter.rhai"),
+        agent = script("agent.rhai"),
     )
 }
 
@@ -299,12 +315,15 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .recordings
         .canonicalize()
         .unwrap_or(args.recordings.clone());
+    let agent = EchoAgent::start((std::net::Ipv4Addr::LOCALHOST, 0).into(), ECHO_DELAY)
+        .await
+        .map_err(|e| format!("echo agent: {e}"))?;
     let text = config_text(
         pbx.url(),
+        &agent.url(),
         options.effective_dialect(),
         &cert,
-        &scripts,
-        &prompts,
+        (&scripts, &prompts),
         &recordings,
         args.metrics,
     );
@@ -324,6 +343,10 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     println!("  log in as 502-509 (password = the number) and call:");
     println!("    500  IVR: press 1 for the test line, 2 to hang up, 0 for the operator (509)");
     println!("    501  test line: announces itself, then echoes you");
+    println!(
+        "    602  voice agent: streams you to an echo agent ({} ms), * clears, # ends",
+        ECHO_DELAY.as_millis()
+    );
     println!("  600 and 601 are greeters that call each other every 30 s");
     println!(
         "  scripts: {}   prompts: {}",
@@ -367,10 +390,10 @@ mod tests {
         std::fs::write(dir.path().join("pbx.pem"), "").expect("a CA file");
         let text = config_text(
             &url,
+            "ws://127.0.0.1:9300/",
             Dialect::Modern,
             &dir.path().join("pbx.pem"),
-            &repo.join("scripts"),
-            &repo.join("prompts"),
+            (&repo.join("scripts"), &repo.join("prompts")),
             dir.path(),
             None,
         );

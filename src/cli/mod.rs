@@ -1,6 +1,7 @@
 //! Subcommands of the `callbot` binary: argument parsing (clap) and the glue that starts the
 //! library's pieces. Each subcommand lives in a file of its own.
 
+mod agent_echo;
 mod bench;
 mod campaign;
 mod check;
@@ -55,6 +56,7 @@ enum Command {
     Dial(dial::DialArgs),
     Campaign(campaign::CampaignArgs),
     Bench(bench::BenchArgs),
+    AgentEcho(agent_echo::AgentEchoArgs),
 }
 
 impl Cli {
@@ -67,6 +69,7 @@ impl Cli {
             Command::Dial(args) => block_on(dial::run(args)),
             Command::Campaign(args) => block_on(campaign::run(args)),
             Command::Bench(args) => block_on(bench::run(args)),
+            Command::AgentEcho(args) => block_on(agent_echo::run(args)),
         }
     }
 }
