@@ -13,8 +13,8 @@ use callbot::phone::PhoneCall;
 use callbot::protocol::{CallState, Dialect};
 use common::audio::channel;
 use common::binary::{
-    self, ADMIN_PASSWORD, Emulator, Process, config, daemon, daemon_command, daemon_from, emulator,
-    emulator_with, files, phone,
+    self, ADMIN_PASSWORD, config, config_with_http, daemon, daemon_command, daemon_from, emulator,
+    emulator_with, files, metrics_address, phone,
 };
 use common::wait;
 use serde_json::Value;
@@ -28,17 +28,6 @@ fn bots(dir: &Path, text: &str) -> String {
     text.replace("{dir}", &dir.display().to_string())
 }
 
-/// A config whose daemon serves /metrics and /healthz on a free port.
-fn config_with_http(dir: &Path, pbx: &Emulator, bots: &str) -> std::path::PathBuf {
-    let path = config(dir, pbx, bots);
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        text.replace("bots:\n", "http: { listen: \"127.0.0.1:0\" }\nbots:\n"),
-    )
-    .unwrap();
-    path
-}
 
 async fn answered(call: &mut PhoneCall) -> bool {
     matches!(
@@ -47,11 +36,6 @@ async fn answered(call: &mut PhoneCall) -> bool {
     )
 }
 
-fn metrics_address(daemon: &Process) -> String {
-    let log = daemon.wait_for("dashboard on http://", 1, WAIT);
-    let tail = log.split("dashboard on http://").nth(1).unwrap();
-    tail.split('/').next().unwrap().to_owned()
-}
 
 async fn get(url: &str) -> (u16, String) {
     let response = common::insecure_http().get(url).send().await.unwrap();

@@ -183,6 +183,26 @@ bots:
     path
 }
 
+/// Like [`config`], with the dashboard, /metrics and the probes served on a free port.
+pub fn config_with_http(dir: &Path, emulator: &Emulator, bots: &str) -> PathBuf {
+    let path = config(dir, emulator, bots);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("bots:\n", "http: { listen: \"127.0.0.1:0\" }\nbots:\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// Where a daemon started with [`config_with_http`] serves its metrics (`host:port`).
+pub fn metrics_address(daemon: &Process) -> String {
+    let needle = "dashboard on http://";
+    let log = daemon.wait_for(needle, 1, Duration::from_secs(30));
+    let tail = log.split(needle).nth(1).unwrap();
+    tail.split('/').next().unwrap().to_owned()
+}
+
 /// The `callbot run -v -c config` command (`-v`: a log line per call, which tests wait for),
 /// to adjust before starting it.
 pub fn daemon_command(config: &Path) -> Command {

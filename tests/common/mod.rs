@@ -181,9 +181,11 @@ macro_rules! both_dialects {
 #[allow(unused_imports)]
 pub(crate) use both_dialects;
 
+pub mod agent;
 pub mod audio;
 pub mod binary;
 pub mod emulator;
 pub mod ivr;
+pub mod legs;
 pub mod mutate;
 pub mod wait;
