@@ -28,14 +28,12 @@ fn bots(dir: &Path, text: &str) -> String {
     text.replace("{dir}", &dir.display().to_string())
 }
 
-
 async fn answered(call: &mut PhoneCall) -> bool {
     matches!(
         timeout(WAIT, call.reach(CallState::InCall)).await,
         Ok(Ok(_))
     )
 }
-
 
 async fn get(url: &str) -> (u16, String) {
     let response = common::insecure_http().get(url).send().await.unwrap();

@@ -151,7 +151,11 @@ async fn a_caller_streamed_to_an_agent_is_heard_in_twilios_format_and_hears_itse
         stream.start["customParameters"],
         json!({"from": "503", "bot": "agent", "api_key": API_KEY})
     );
-    assert_eq!(digits(&stream.received), "12", "keys arrive as dtmf messages");
+    assert_eq!(
+        digits(&stream.received),
+        "12",
+        "keys arrive as dtmf messages"
+    );
     let inbound = stream
         .received
         .iter()
@@ -366,7 +370,8 @@ async fn on_an_opus_call_the_agent_is_heard_its_marks_follow_their_audio_and_cle
     let first_sent = Instant::now();
     agent_stream.say(&tone(600.0, 1000)).await;
     agent_stream.mark("intro").await;
-    let (loud_before, _) = loud_outbound_until(&mut agent_stream, |r, _, _| r.event() == "mark").await;
+    let (loud_before, _) =
+        loud_outbound_until(&mut agent_stream, |r, _, _| r.event() == "mark").await;
     let mark = agent_stream.received.last().unwrap().clone();
     assert_eq!(mark.message["mark"]["name"], "intro");
     assert!(
@@ -512,6 +517,9 @@ async fn a_dead_refused_or_crashing_agent_ends_the_stream_with_an_error_and_the_
                 _ => None,
             })
             .await;
-        assert!(matches!(outcome, Outcome::Done), "what follows the stream plays");
+        assert!(
+            matches!(outcome, Outcome::Done),
+            "what follows the stream plays"
+        );
     }
 }

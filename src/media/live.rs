@@ -39,7 +39,10 @@ pub enum LiveFrame {
 
 #[derive(Debug)]
 enum Entry {
-    Audio { audio: Arc<EncodedAudio>, next: usize },
+    Audio {
+        audio: Arc<EncodedAudio>,
+        next: usize,
+    },
     Mark(String),
 }
 
@@ -305,7 +308,11 @@ mod tests {
         assert_eq!(level(&feed.next_frame()), Some(100));
         assert!(marks.take().is_empty(), "its audio has not all been sent");
         assert_eq!(level(&feed.next_frame()), Some(200));
-        assert_eq!(marks.take(), ["a"], "reported the tick after its last frame left");
+        assert_eq!(
+            marks.take(),
+            ["a"],
+            "reported the tick after its last frame left"
+        );
         assert!(matches!(feed.next_frame(), LiveFrame::Silence));
     }
 
@@ -323,7 +330,10 @@ mod tests {
         feed.push_mark("old".into());
         assert_eq!(feed.push_audio(audio(4, 2)), 2);
         assert_eq!(feed.queued_frames(), 5);
-        assert!(marks.take().is_empty(), "one frame before it is still queued");
+        assert!(
+            marks.take().is_empty(),
+            "one frame before it is still queued"
+        );
         assert_eq!(feed.push_audio(audio(1, 3)), 1);
         assert_eq!(marks.take(), ["old"], "its audio is gone");
         assert_eq!(feed.dropped(), 3);

@@ -82,11 +82,24 @@ enum Prompt {
 
 #[derive(Debug)]
 enum Kind {
-    Prompt { prompt: Prompt, loops: u32 },
-    Pause { ticks: u32 },
-    Tone { hz: f32, ms: u32 },
-    Signal { signal: tone::Signal, loops: u32 },
-    Dtmf { digits: VecDeque<Digit> },
+    Prompt {
+        prompt: Prompt,
+        loops: u32,
+    },
+    Pause {
+        ticks: u32,
+    },
+    Tone {
+        hz: f32,
+        ms: u32,
+    },
+    Signal {
+        signal: tone::Signal,
+        loops: u32,
+    },
+    Dtmf {
+        digits: VecDeque<Digit>,
+    },
     /// Audio pushed from outside while it plays (a voice agent), until the feed ends.
     Live(Arc<LiveFeed>),
 }
@@ -827,7 +840,10 @@ mod tests {
         assert_eq!(*marks.0.lock().unwrap(), ["m"]);
         feed.push_audio(audio(1));
         feed.finish();
-        assert!(p.tick(None).pcm.is_some(), "what was fed before the end plays");
+        assert!(
+            p.tick(None).pcm.is_some(),
+            "what was fed before the end plays"
+        );
         let ticks: Vec<Tick> = (0..2).map(|_| p.tick(None)).collect();
         assert_eq!(
             outcomes(&ticks),

@@ -422,7 +422,9 @@ impl CallApi {
     /// line); whether the URL may be reached is the stream's to say (`on_stream` error).
     fn stream(&mut self, url: &str, options: Map) -> ScriptResult<()> {
         if url.len() > MAX_STREAM_TEXT {
-            return error(format!("stream: the URL is longer than {MAX_STREAM_TEXT} bytes"));
+            return error(format!(
+                "stream: the URL is longer than {MAX_STREAM_TEXT} bytes"
+            ));
         }
         crate::voice::check_url(url, true).or_else(|e| error(format!("stream: {e}")))?;
         let mut request = StreamRequest {

@@ -53,7 +53,12 @@ pub struct Downlink {
 
 impl std::fmt::Debug for Downlink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Downlink({:?}, {} pending)", self.codec, self.pending.len())
+        write!(
+            f,
+            "Downlink({:?}, {} pending)",
+            self.codec,
+            self.pending.len()
+        )
     }
 }
 
@@ -152,7 +157,10 @@ mod tests {
         let narrow = to_stream_rate(&wide, 48000);
         assert_eq!(narrow.len(), FRAME);
         let floats: Vec<f32> = narrow.iter().map(|&s| f32::from(s)).collect();
-        assert!(goertzel_power(&floats, 1000.0, 8000.0) > 10.0 * goertzel_power(&floats, 2000.0, 8000.0));
+        assert!(
+            goertzel_power(&floats, 1000.0, 8000.0)
+                > 10.0 * goertzel_power(&floats, 2000.0, 8000.0)
+        );
     }
 
     #[test]

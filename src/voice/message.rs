@@ -199,7 +199,12 @@ impl Outgoing {
 
     /// The agent's mark `name`: the audio it sent before the mark has played (or was cleared).
     pub fn mark(&mut self, name: &str) -> String {
-        self.envelope("mark", MarkBody { mark: Mark { name } })
+        self.envelope(
+            "mark",
+            MarkBody {
+                mark: Mark { name },
+            },
+        )
     }
 
     /// The last message.
@@ -261,8 +266,12 @@ pub enum MessageError {
 #[derive(Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 enum Raw {
-    Media { media: RawMedia },
-    Mark { mark: RawMark },
+    Media {
+        media: RawMedia,
+    },
+    Mark {
+        mark: RawMark,
+    },
     Clear,
     #[serde(other)]
     Other,
@@ -345,8 +354,14 @@ mod tests {
             })
         );
         let outbound = value(&out.media(Track::Outbound, 20, &[0xff]));
-        assert_eq!(outbound["media"]["chunk"], "1", "each track counts its chunks");
-        assert_eq!(value(&out.media(Track::Inbound, 40, &[0xff]))["media"]["chunk"], "2");
+        assert_eq!(
+            outbound["media"]["chunk"], "1",
+            "each track counts its chunks"
+        );
+        assert_eq!(
+            value(&out.media(Track::Inbound, 40, &[0xff]))["media"]["chunk"],
+            "2"
+        );
         assert_eq!(
             value(&out.dtmf('#')),
             json!({

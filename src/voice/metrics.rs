@@ -71,7 +71,9 @@ impl StreamFamilies {
 
     /// The handles of one bot.
     pub fn bot(&self, bot: &str) -> StreamMetrics {
-        let label = BotLabel { bot: bot.to_owned() };
+        let label = BotLabel {
+            bot: bot.to_owned(),
+        };
         let direction = |direction| DirectionLabel {
             bot: bot.to_owned(),
             direction,

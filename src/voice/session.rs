@@ -335,13 +335,13 @@ impl Task {
                 }
             }
             Uplink::Mark(name) => {
-                if let Some(index) = self.pending_marks.iter().position(|(n, _)| *n == name) {
-                    if let Some((_, at)) = self.pending_marks.remove(index) {
-                        self.settings
-                            .metrics
-                            .mark_rtt
-                            .observe(at.elapsed().as_secs_f64());
-                    }
+                if let Some(index) = self.pending_marks.iter().position(|(n, _)| *n == name)
+                    && let Some((_, at)) = self.pending_marks.remove(index)
+                {
+                    self.settings
+                        .metrics
+                        .mark_rtt
+                        .observe(at.elapsed().as_secs_f64());
                 }
                 texts.push(self.out.mark(&name));
                 let _ = self.events.try_send(StreamEvent::Mark(name));

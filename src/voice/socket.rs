@@ -158,7 +158,10 @@ mod tests {
             "wss://user:pw@agent.example.com/",
             "",
         ] {
-            assert!(matches!(check_url(bad, true), Err(StreamError::Url(_))), "{bad}");
+            assert!(
+                matches!(check_url(bad, true), Err(StreamError::Url(_))),
+                "{bad}"
+            );
         }
     }
 

@@ -86,6 +86,8 @@ pub struct AgentStream {
 }
 
 impl AgentStream {
+    // The header callback's error type is tungstenite's (an HTTP response).
+    #[allow(clippy::result_large_err)]
     async fn accept(tcp: TcpStream) -> Option<Self> {
         let mut headers = HeaderMap::new();
         let socket = tokio_tungstenite::accept_hdr_async(tcp, |request: &Request, response| {
@@ -214,7 +216,9 @@ impl AgentStream {
     /// Every message must be one Twilio sends, numbered and shaped as Twilio numbers and
     /// shapes them.
     fn check(&mut self, message: &Value) {
-        let event = message["event"].as_str().expect("every message has an event");
+        let event = message["event"]
+            .as_str()
+            .expect("every message has an event");
         assert!(!self.stopped, "nothing may follow stop: {message}");
         if event == "connected" {
             assert_eq!(self.sequence, 0, "connected comes first");
@@ -240,7 +244,9 @@ impl AgentStream {
             assert!(start["accountSid"].as_str().is_some_and(|a| !a.is_empty()));
             assert!(start["callSid"].as_str().is_some_and(|c| !c.is_empty()));
             let tracks = start["tracks"].as_array().expect("tracks");
-            assert!(tracks == &[json!("inbound")] || tracks == &[json!("inbound"), json!("outbound")]);
+            assert!(
+                tracks == &[json!("inbound")] || tracks == &[json!("inbound"), json!("outbound")]
+            );
             assert!(start["customParameters"].is_object());
             assert_eq!(
                 start["mediaFormat"],
@@ -300,7 +306,7 @@ impl AgentStream {
 pub fn tone(hz: f32, ms: u32) -> Vec<u8> {
     callbot::media::tone::sine(hz, 8000, ms)
         .into_iter()
-        .map(|s| audio_codec_algorithms::encode_ulaw(s))
+        .map(audio_codec_algorithms::encode_ulaw)
         .collect()
 }
 
