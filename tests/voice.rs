@@ -6,6 +6,7 @@
 //! dead agent makes the script apologise and transfer; the demo's line 602 echoes. On two legs
 //! of one process (an Opus call): the agent's audio, its marks after their audio, `clear`
 //! within a tick, a flood beyond the buffer, and agents that are dead or crash mid-call.
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
 
@@ -20,8 +21,7 @@ use callbot::config::{DialectSetting, Secret, TlsSetting};
 use callbot::connection::{Credentials, LinkSettings, tls};
 use callbot::media::codec::Codec;
 use callbot::media::player::Outcome;
-use callbot::media::recorder::RecordingReport;
-use callbot::media::{LegEvent, RecordOptions};
+use callbot::media::RecordOptions;
 use callbot::phone::{Phone, PhoneCall};
 use callbot::protocol::CallState;
 use callbot::voice::{Stream, StreamEvent, StreamRequest, StreamSettings, Tracks};
@@ -29,7 +29,7 @@ use common::agent::{Received, TestAgent, loud, tone};
 use common::audio::{channel, dominant, loud_seconds, onset, rms, slice};
 use common::binary::{self, config_with_http, daemon_from, emulator, metrics_address, phone};
 use common::emulator::media_runtime;
-use common::legs::{self, Leg};
+use common::legs;
 use common::wait;
 use serde_json::json;
 use tokio::time::{Instant, timeout};
@@ -69,7 +69,7 @@ async fn answered(call: &mut PhoneCall) {
     timeout(WAIT, call.reach(CallState::InCall))
         .await
         .expect("answered in time")
-        .unwrap_or_else(|info| panic!("call ended unanswered: {:?}", info.end));
+        .unwrap_or_else(|unreached| panic!("not answered: {unreached}"));
 }
 
 fn record_to(path: &Path) -> CallCommand {
@@ -327,20 +327,11 @@ async fn loud_outbound_until(
     }
 }
 
-async fn recording_closed(leg: &mut Leg) -> std::path::PathBuf {
-    leg.wait_for(|e| match e {
-        LegEvent::Recording(RecordingReport::Closed { path, .. }) => Some(path.clone()),
-        LegEvent::Recording(RecordingReport::Failed { error, .. }) => panic!("{error}"),
-        _ => None,
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_an_opus_call_the_agent_is_heard_its_marks_follow_their_audio_and_clear_cuts_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let media = media_runtime();
-    let (bot, mut caller) = legs::pair(&media, legs::opus_only).await;
+    let (bot, mut caller) = legs::connected_pair(&media, legs::opus_only).await;
     assert_eq!(bot.leg.negotiated().unwrap().codec, Codec::Opus);
     let recording = dir.path().join("caller.wav");
     caller.leg.record(RecordOptions {
@@ -450,18 +441,12 @@ async fn on_an_opus_call_the_agent_is_heard_its_marks_follow_their_audio_and_cle
             StreamEvent::Closed("done".into())
         ]
     );
-    let item = stream.item();
     let mut bot = bot;
-    let outcome = bot
-        .wait_for(|e| match e {
-            LegEvent::Played { id, outcome } if *id == item => Some(outcome.clone()),
-            _ => None,
-        })
-        .await;
+    let outcome = bot.played(stream.item()).await;
     assert!(matches!(outcome, Outcome::Done), "{outcome:?}");
 
     caller.leg.stop_recording();
-    let path = recording_closed(&mut caller).await;
+    let (path, _) = caller.recording_closed().await;
     let (far, rate) = channel(&path, 0);
     let windows: Vec<f32> = far
         .chunks((rate / 10) as usize)
@@ -476,7 +461,7 @@ async fn on_an_opus_call_the_agent_is_heard_its_marks_follow_their_audio_and_cle
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_refused_or_crashing_agent_ends_the_stream_with_an_error_and_the_call_goes_on() {
     let media = media_runtime();
-    let (mut bot, _caller) = legs::pair(&media, str::to_owned).await;
+    let (mut bot, _caller) = legs::connected_pair(&media, str::to_owned).await;
     let settings = settings();
     let dead = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -511,12 +496,7 @@ async fn a_dead_refused_or_crashing_agent_ends_the_stream_with_an_error_and_the_
             false => "ws:// only",
         };
         assert!(reason.contains(expected), "{url}: {reason}");
-        let outcome = bot
-            .wait_for(|e| match e {
-                LegEvent::Played { id, outcome } if *id == after => Some(outcome.clone()),
-                _ => None,
-            })
-            .await;
+        let outcome = bot.played(after).await;
         assert!(
             matches!(outcome, Outcome::Done),
             "what follows the stream plays"

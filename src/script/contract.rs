@@ -28,6 +28,7 @@ pub const HANDLERS: &[Handler] = &[
     handler("on_timer", &["name"]),
     handler("on_call_timer", &["call", "name"]),
     handler("on_recording", &["call", "path"]),
+    handler("on_stream", &["call", "event"]),
 ];
 
 /// The handler called `name`, if there is one.
