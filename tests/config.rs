@@ -388,3 +388,63 @@ fn http_needs_a_token_unless_it_listens_on_loopback() {
     assert_eq!(token.expose(), "admin-secret-41-and-more");
     assert!(!format!("{token:?}").contains("admin-secret"), "a secret");
 }
+
+#[test]
+fn a_bots_stream_section_resolves_with_its_secrets() {
+    let d = Deployment::new();
+    let bot = format!(
+        "{ONE_BOT}    stream:\n      headers: {{ Authorization: \"Bearer ${{EXT_PW}}\" }}\n      \
+         params: {{ key: \"${{ADMIN_PW}}\" }}\n      tls: {{ insecure: true }}\n      allow_ws: true\n"
+    );
+    let config = d.parse(&with_bots(&bot)).unwrap();
+    let stream = &config.bots[0].stream;
+    assert_eq!(stream.headers.len(), 1);
+    assert_eq!(stream.headers[0].0, "Authorization");
+    assert_eq!(stream.headers[0].1.expose(), "Bearer ext-secret-42");
+    assert_eq!(stream.params["key"].expose(), "admin-secret-41");
+    assert_eq!(stream.tls, Some(TlsSetting::Insecure));
+    assert!(stream.allow_ws);
+    assert!(!format!("{config:?}").contains("secret-4"), "{config:?}");
+    let plain = d.parse(&with_bots(ONE_BOT)).unwrap();
+    assert!(plain.bots[0].stream.headers.is_empty());
+    assert_eq!(plain.bots[0].stream.tls, None, "as pbx.tls");
+    assert!(!plain.bots[0].stream.allow_ws);
+}
+
+#[test]
+fn stream_section_errors() {
+    let d = Deployment::new();
+    let cases = [
+        (
+            "headers: { \"Bad Name\": x }",
+            "bots[0].stream.headers.Bad Name: \"Bad Name\" is not a header a stream may set",
+        ),
+        (
+            "headers: { Sec-WebSocket-Key: x }",
+            "is not a header a stream may set",
+        ),
+        ("headers: { Host: x }", "is not a header a stream may set"),
+        (
+            "headers: { X-Token: \"a\\nb\" }",
+            "bots[0].stream.headers.X-Token: \"a\\nb\" is not a valid header value",
+        ),
+        (
+            "headers: { X-Token: \"${UNSET_TOKEN}\" }",
+            "bots[0].stream.headers.X-Token",
+        ),
+        (
+            "tls: { insecure: true, ca_file: x.pem }",
+            "bots[0].stream.tls: set either ca_file or insecure",
+        ),
+        ("tls: { ca_file: missing.pem }", "bots[0].stream.tls.ca_file"),
+        ("allow_ws: maybe", "bots[0].stream.allow_ws"),
+        ("url: ws://x", "unknown field `url`"),
+    ];
+    for (stream, expected) in cases {
+        let errors = d.errors(&with_bots(&format!("{ONE_BOT}    stream: {{ {stream} }}\n")));
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{expected:?} not in {errors:?}"
+        );
+    }
+}
