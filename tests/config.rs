@@ -436,12 +436,17 @@ fn stream_section_errors() {
             "tls: { insecure: true, ca_file: x.pem }",
             "bots[0].stream.tls: set either ca_file or insecure",
         ),
-        ("tls: { ca_file: missing.pem }", "bots[0].stream.tls.ca_file"),
+        (
+            "tls: { ca_file: missing.pem }",
+            "bots[0].stream.tls.ca_file",
+        ),
         ("allow_ws: maybe", "bots[0].stream.allow_ws"),
         ("url: ws://x", "unknown field `url`"),
     ];
     for (stream, expected) in cases {
-        let errors = d.errors(&with_bots(&format!("{ONE_BOT}    stream: {{ {stream} }}\n")));
+        let errors = d.errors(&with_bots(&format!(
+            "{ONE_BOT}    stream: {{ {stream} }}\n"
+        )));
         assert!(
             errors.iter().any(|e| e.contains(expected)),
             "{expected:?} not in {errors:?}"

@@ -2,8 +2,8 @@
 //! the player's queue, the recorder, statistics, and a bounded stream of [`LegEvent`]s.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;

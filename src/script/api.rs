@@ -793,4 +793,57 @@ mod tests {
             assert!(run(source).is_err(), "{source} was accepted");
         }
     }
+
+    #[test]
+    fn a_stream_queues_its_request_and_bad_options_are_script_errors() {
+        let commands = run(
+            r#"call.stream("wss://a.example/s", #{ params: #{ n: 1 }, tracks: "both" });
+                call.stream("ws://127.0.0.1:9/");
+                call.stop_stream();"#,
+        )
+        .expect("valid");
+        let request = StreamRequest {
+            url: "wss://a.example/s".into(),
+            params: BTreeMap::from([("n".to_owned(), "1".to_owned())]),
+            tracks: Tracks::Both,
+        };
+        let plain = StreamRequest {
+            url: "ws://127.0.0.1:9/".into(),
+            ..StreamRequest::default()
+        };
+        assert_eq!(
+            commands,
+            vec![
+                CallCommand::Queue(Action::Stream(request)),
+                CallCommand::Queue(Action::Stream(plain)),
+                CallCommand::StopStream,
+            ]
+        );
+        let many: Vec<String> = (0..=MAX_STREAM_PARAMS)
+            .map(|i| format!("p{i}: 1"))
+            .collect();
+        let many = format!(
+            r#"call.stream("wss://a/", #{{ params: #{{ {} }} }})"#,
+            many.join(", ")
+        );
+        for source in [
+            r#"call.stream("https://a.example/")"#,
+            r#"call.stream("not a url")"#,
+            r#"call.stream("wss://a/", #{ tracks: "outbound" })"#,
+            r#"call.stream("wss://a/", #{ params: "x" })"#,
+            r#"call.stream("wss://a/", #{ loud: true })"#,
+            many.as_str(),
+        ] {
+            assert!(run(source).is_err(), "{source} was accepted");
+        }
+    }
+
+    #[test]
+    fn stream_events_reach_scripts_as_maps() {
+        let value = stream_event_value(&StreamEvent::Closed("bye".into()));
+        let map = value.cast::<Map>();
+        assert_eq!(map["kind"].to_string(), "closed");
+        assert_eq!(map["name"].to_string(), "");
+        assert_eq!(map["reason"].to_string(), "bye");
+    }
 }

@@ -355,6 +355,7 @@ mod tests {
             CallEvent::PlayDone("a.wav".into()),
             CallEvent::Timer("t".into()),
             CallEvent::Recording("r.wav".into()),
+            CallEvent::Stream(crate::voice::StreamEvent::Connected),
         ] {
             let (name, extra) = call_handler(&event);
             let handler = contract::handler_named(name).expect("in the contract");
