@@ -11,13 +11,11 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callbot::media::stats::GapHistogram;
-use callbot::media::transport::{EngineKind, NetworkSettings, Sockets, TransportState};
-use callbot::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
-use callbot::protocol::RemoteCandidate;
+use callbot::media::transport::{EngineKind, NetworkSettings, Sockets};
+use callbot::media::{MediaRuntime, RecordOptions};
 use serde_json::{Value, json};
 
 const CHILD_ENV: &str = "CALLBOT_BENCH_PAIRS";
@@ -117,55 +115,6 @@ fn cpu_time() -> Duration {
     callbot::procstat::usage(None).map_or(Duration::ZERO, |u| u.cpu)
 }
 
-struct Pair {
-    a: Arc<MediaLeg>,
-    b: Arc<MediaLeg>,
-}
-
-/// Forwards candidates to `to` and reports when the leg is connected.
-fn forward(mut events: LegEvents, to: Arc<MediaLeg>) -> tokio::sync::oneshot::Receiver<()> {
-    let (connected, done) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut connected = Some(connected);
-        while let Some(event) = events.recv().await {
-            match event {
-                LegEvent::LocalCandidate(c) => {
-                    let remote = RemoteCandidate {
-                        callid: None,
-                        candidate: c.candidate,
-                        addresses: vec![],
-                    };
-                    let _ = to.add_remote_candidate(&remote).await;
-                }
-                LegEvent::State(TransportState::Connected) => {
-                    if let Some(tx) = connected.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
-    done
-}
-
-async fn connect(media: &MediaRuntime, far: &MediaRuntime) -> Pair {
-    let (a, a_events) = media.new_leg().await.expect("leg");
-    let (b, b_events) = far.new_leg().await.expect("leg");
-    let (a, b) = (Arc::new(a), Arc::new(b));
-    let a_up = forward(a_events, b.clone());
-    let b_up = forward(b_events, a.clone());
-    let offer = a.create_offer().await.expect("offer");
-    let answer = b.accept_offer(&offer).await.expect("answer");
-    a.apply_answer(&answer).await.expect("apply answer");
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        let _ = a_up.await;
-        let _ = b_up.await;
-    })
-    .await;
-    Pair { a, b }
-}
-
 async fn run(pairs: usize, secs: u64, engine: EngineKind) -> Value {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -195,7 +144,7 @@ async fn run(pairs: usize, secs: u64, engine: EngineKind) -> Value {
         let connecting: Vec<_> = (0..batch)
             .map(|_| {
                 let (media, far) = (media.clone(), far.clone());
-                tokio::spawn(async move { connect(&media, &far).await })
+                tokio::spawn(async move { support::connect(&media, &far).await })
             })
             .collect();
         for pair in connecting {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use callbot::config::{DialectSetting, Secret, TlsSetting};
 use callbot::connection::{Credentials, LinkSettings, tls};
-use callbot::media::MediaRuntime;
+use callbot::media::transport::TransportState;
+use callbot::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime};
+use callbot::protocol::RemoteCandidate;
 use callbot::media::transport::NetworkSettings;
 use callbot::phone::Phone;
 
@@ -187,4 +189,55 @@ pub fn write_tone(path: &Path, hz: f32, ms: u32) {
         writer.write_sample(sample).expect("tone sample");
     }
     writer.finalize().expect("tone file");
+}
+
+/// Two legs of one process connected to each other: A (a bot's) and B (its far end).
+pub struct Pair {
+    pub a: Arc<MediaLeg>,
+    pub b: Arc<MediaLeg>,
+}
+
+/// Forwards candidates to `to` and reports when the leg is connected.
+fn forward(mut events: LegEvents, to: Arc<MediaLeg>) -> tokio::sync::oneshot::Receiver<()> {
+    let (connected, done) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut connected = Some(connected);
+        while let Some(event) = events.recv().await {
+            match event {
+                LegEvent::LocalCandidate(c) => {
+                    let remote = RemoteCandidate {
+                        callid: None,
+                        candidate: c.candidate,
+                        addresses: vec![],
+                    };
+                    let _ = to.add_remote_candidate(&remote).await;
+                }
+                LegEvent::State(TransportState::Connected) => {
+                    if let Some(tx) = connected.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    done
+}
+
+/// Leg A on `media` offers, leg B on `far` answers; returns once both are connected (or 30 s).
+pub async fn connect(media: &MediaRuntime, far: &MediaRuntime) -> Pair {
+    let (a, a_events) = media.new_leg().await.expect("leg");
+    let (b, b_events) = far.new_leg().await.expect("leg");
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let a_up = forward(a_events, b.clone());
+    let b_up = forward(b_events, a.clone());
+    let offer = a.create_offer().await.expect("offer");
+    let answer = b.accept_offer(&offer).await.expect("answer");
+    a.apply_answer(&answer).await.expect("apply answer");
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        let _ = a_up.await;
+        let _ = b_up.await;
+    })
+    .await;
+    Pair { a, b }
 }
