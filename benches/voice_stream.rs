@@ -77,7 +77,9 @@ fn main() {
         sizes = vec![1, 200];
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("voice_stream: {secs} s per phase, {cores} cores, PCMU calls, agent in a child process");
+    println!(
+        "voice_stream: {secs} s per phase, {cores} cores, PCMU calls, agent in a child process"
+    );
     println!(
         "{:>6} {:>11} {:>11} {:>13} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>7}",
         "calls",

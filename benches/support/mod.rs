@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use callbot::config::{DialectSetting, Secret, TlsSetting};
 use callbot::connection::{Credentials, LinkSettings, tls};
+use callbot::media::transport::NetworkSettings;
 use callbot::media::transport::TransportState;
 use callbot::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime};
-use callbot::protocol::RemoteCandidate;
-use callbot::media::transport::NetworkSettings;
 use callbot::phone::Phone;
+use callbot::protocol::RemoteCandidate;
 
 pub const ADMIN_PASSWORD: &str = "bench-admin";
 

@@ -135,13 +135,18 @@ pub struct BotHandle {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// What a bot reaches out to: its PBX and the voice agents its calls are streamed to.
+pub struct BotPeers {
+    pub link: LinkSettings,
+    pub stream: Arc<StreamSettings>,
+}
+
 impl BotTask {
     /// Compiles the bot's script, opens its link and starts its task.
     pub fn spawn(
         config: Arc<BotConfig>,
         key: String,
-        link: LinkSettings,
-        stream: Arc<StreamSettings>,
+        BotPeers { link, stream }: BotPeers,
         media: MediaRuntime,
         metrics: BotMetrics,
         cdr: Arc<CdrLog>,

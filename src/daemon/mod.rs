@@ -122,8 +122,10 @@ impl Daemon {
             let handle = bot::BotTask::spawn(
                 Arc::new(bot),
                 format!("bots[{index}]"),
-                link,
-                Arc::new(stream),
+                bot::BotPeers {
+                    link,
+                    stream: Arc::new(stream),
+                },
                 media.clone(),
                 metrics,
                 cdr.clone(),
