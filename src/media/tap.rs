@@ -1,6 +1,22 @@
 //! Listening in on a leg's audio as PCM, for whoever needs it besides the recorder: a voice
-//! agent's stream, a detector. A leg keeps a list of taps and hands each 20 ms to all of them
-//! on the media path, so a tap must only copy and pass on (a bounded channel), never block.
+//! agent's stream, a detector, a speech recogniser. Both engines serve the same contract, so a
+//! listener is written once:
+//!
+//! - [`MediaLeg::add_tap`](super::MediaLeg::add_tap) hands the leg's audio, both ways, to a tap
+//!   from then on; [`MediaLeg::remove_tap`](super::MediaLeg::remove_tap) stops it (dropping the
+//!   leg drops its taps too).
+//! - [`AudioTap::received`]: the far end's audio, decoded, mono, as each packet arrives (usually
+//!   20 ms; nothing while no packets come). [`AudioTap::sent`]: what the leg sent in each 20 ms
+//!   tick (prompts, tones, live feeds; echoed frames when decoded), `None` for silence, so a
+//!   listener can keep a continuous timeline of our side.
+//! - PCM is 16-bit at the codec's clock rate, given with every call (8000 for PCMU/PCMA, 48000
+//!   for Opus); resample to what the listener needs (see `voice::audio` for 8 kHz μ-law).
+//! - Taps run on the media path (an engine thread, or the legacy leg's task), once per packet or
+//!   tick, for every call the thread serves. A tap copies what it needs into a **bounded** queue
+//!   (`try_send`), drops and counts when that is full, and never blocks, locks for long or does
+//!   I/O there; the voice stream's bridge in `voice::session` is the model.
+//! - A leg holds taps its own code adds (one per feature per call, replaced rather than
+//!   stacked), never one per message from the wire.
 
 use std::sync::Arc;
 
@@ -31,6 +47,7 @@ impl std::fmt::Debug for AudioTaps {
 }
 
 impl AudioTaps {
+    /// Adds `tap`; it hears everything from now on.
     pub fn add(&mut self, tap: Arc<dyn AudioTap>) {
         self.0.push(tap);
     }
@@ -46,12 +63,14 @@ impl AudioTaps {
         self.0.is_empty()
     }
 
+    /// Hands the far end's decoded audio to every tap.
     pub fn received(&self, pcm: &[i16], rate: u32) {
         for tap in &self.0 {
             tap.received(pcm, rate);
         }
     }
 
+    /// Hands one tick of what the leg sent (`None`: silence) to every tap.
     pub fn sent(&self, pcm: Option<&[i16]>, rate: u32) {
         for tap in &self.0 {
             tap.sent(pcm, rate);
