@@ -21,7 +21,7 @@ use callbot::media::transport::{IceServer, NetworkSettings, PortRange, Sockets};
 use callbot::media::{LegEvent, MediaRuntime, RecordOptions};
 use common::audio::channel;
 use common::emulator::media_runtime;
-use common::legs::{Peer, connected_pair, only_payload_types, two_legs, two_legs_on};
+use common::legs::{Peer, connect, connected_pair, only_payload_types, two_legs, two_legs_on};
 use common::wait;
 use hound::{SampleFormat, WavSpec, WavWriter};
 use tokio::time::timeout;
