@@ -19,7 +19,8 @@ const IO: &[&str] = &[
 /// The parts that are plain values fed inputs (frames, commands, digits, the time) and polled
 /// for outputs, so they are tested with plain values and reused wherever they are needed
 /// (docs/architecture.md, "Sans-IO cores"): the protocol (bots and the emulator share it), the
-/// call machine, digit collection, the action queue and the prompt player.
+/// call machine, digit collection, the action queue, the prompt player and the emulator's call
+/// machine.
 #[test]
 fn sans_io_cores_do_no_io() {
     let cores = [
@@ -29,6 +30,8 @@ fn sans_io_cores_do_no_io() {
         "src/call/gather.rs",
         "src/call/actions.rs",
         "src/media/player.rs",
+        "src/pbx/call/machine.rs",
+        "src/pbx/call/machine",
     ];
     for core in cores {
         let files = sources(core);

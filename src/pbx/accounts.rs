@@ -206,6 +206,13 @@ impl Accounts {
         self.extensions.get(number)
     }
 
+    /// The display name of extension `number`; empty when it has none or does not exist.
+    pub fn display_name(&self, number: &str) -> String {
+        self.extension(number)
+            .map(|e| e.name.clone())
+            .unwrap_or_default()
+    }
+
     pub fn is_admin(&self, user: &str, password: &str) -> bool {
         user == self.admin_user && password == self.admin_password.expose()
     }

@@ -122,6 +122,11 @@ impl Journal {
         }
     }
 
+    /// Where the journal's clock starts: its times are milliseconds since.
+    pub fn epoch(&self) -> Instant {
+        self.started
+    }
+
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }

@@ -423,12 +423,6 @@ impl Switch {
                 callid,
             },
             caller_alias: alias,
-            caller_name: self
-                .ctx
-                .accounts
-                .extension(extension)
-                .map(|e| e.name.clone())
-                .unwrap_or_default(),
             to,
             offer,
             callees,
