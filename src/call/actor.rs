@@ -2,7 +2,7 @@
 //! action queue, digit collection and timers, and asks a [`CallHandler`] (the bot's script)
 //! what to do at each event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -236,6 +236,9 @@ struct Actor {
     dial_pacer: Option<Arc<super::Pacer>>,
     live: Option<super::LiveCalls>,
     reports: mpsc::UnboundedSender<CallReport>,
+    /// Events for the handler, dispatched once the change that raised them has been applied
+    /// in full (every machine output drained), so a handler never runs in the middle of one.
+    events: VecDeque<CallEvent>,
     actions: ActionQueue,
     gather: Option<Gather>,
     /// Player items that are prompts (for `PlayDone`), and which one is the gather's.
@@ -370,6 +373,7 @@ async fn run(
         dial_pacer: setup.dial_pacer,
         live: setup.live,
         reports,
+        events: VecDeque::new(),
         actions: ActionQueue::default(),
         gather: None,
         prompts: HashMap::new(),
@@ -392,18 +396,22 @@ async fn run(
     }
     actor.apply(outputs).await;
     if direction == Direction::Inbound {
-        actor.event(CallEvent::Incoming).await;
+        actor.events.push_back(CallEvent::Incoming);
     }
+    actor.dispatch().await;
+    // Each turn applies one change (an input, a leg event, a timer) with every machine output
+    // it causes, then lets the handler hear the events it raised.
     while actor.machine.end().is_none() {
         let next = actor
             .timers
             .iter()
             .min_by_key(|(_, at)| **at)
             .map(|(id, at)| (id.clone(), *at));
-        let deadline = next.as_ref().map_or_else(
-            || tokio::time::Instant::now() + Duration::from_secs(3600),
-            |(_, at)| tokio::time::Instant::from_std(*at),
-        );
+        let deadline = next
+            .as_ref()
+            .map_or_else(tokio::time::Instant::now, |(_, at)| {
+                tokio::time::Instant::from_std(*at)
+            });
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(ActorInput::Frame(frame)) => actor.input(Input::Frame(frame)).await,
@@ -415,13 +423,14 @@ async fn run(
                 None => actor.input(Input::MediaLost).await,
             },
             event = next_stream_event(&mut actor.stream) => actor.stream_event(event).await,
-            () = sleep_until(deadline) => {
+            () = sleep_until(deadline), if next.is_some() => {
                 if let Some((id, _)) = next {
                     actor.timers.remove(&id);
                     actor.timer(id).await;
                 }
             }
         }
+        actor.dispatch().await;
     }
     actor.finish(&mut leg_events).await;
 }
@@ -434,20 +443,32 @@ impl Actor {
         }
     }
 
+    /// Lets the handler hear `event` now (with any events still queued before it). For
+    /// changes outside the machine; its outputs queue their events instead (see `apply`).
     async fn event(&mut self, event: CallEvent) {
-        let commands = match self.handler.handle(&self.info, &event) {
-            Ok(commands) => commands,
-            Err(error) => {
-                warn!("script error in {event:?}: {error}");
-                if event == CallEvent::Incoming {
-                    vec![CallCommand::Reject(SipCode::SERVER_ERROR)]
-                } else {
-                    Vec::new()
+        self.events.push_back(event);
+        self.dispatch().await;
+    }
+
+    /// Lets the handler hear every queued event in order, running each one's commands (which
+    /// may queue more events) before the next. Never called while machine outputs are being
+    /// applied.
+    async fn dispatch(&mut self) {
+        while let Some(event) = self.events.pop_front() {
+            let commands = match self.handler.handle(&self.info, &event) {
+                Ok(commands) => commands,
+                Err(error) => {
+                    warn!("script error in {event:?}: {error}");
+                    if event == CallEvent::Incoming {
+                        vec![CallCommand::Reject(SipCode::SERVER_ERROR)]
+                    } else {
+                        Vec::new()
+                    }
                 }
+            };
+            for command in commands {
+                self.command(command).await;
             }
-        };
-        for command in commands {
-            Box::pin(self.command(command)).await;
         }
     }
 
@@ -488,7 +509,7 @@ impl Actor {
                     }
                     self.info.state = Some(state);
                     self.show_live();
-                    Box::pin(self.event(CallEvent::State(state))).await;
+                    self.events.push_back(CallEvent::State(state));
                 }
                 Output::SetTimer(timer, after) => {
                     self.timers
