@@ -83,6 +83,43 @@ impl Noted {
     }
 }
 
+/// Whether the bot's link is registered with the PBX (calls can be placed only then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Registration {
+    /// Not yet: the first grant is no reconnect.
+    Never,
+    Granted,
+    /// Was granted and lost it: the next grant is a reconnect.
+    Lost,
+}
+
+/// Whether the bot takes calls, or is shutting down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Running,
+    /// Shut down: no new calls; those still live get until `hang_up_at`.
+    Draining {
+        hang_up_at: Instant,
+    },
+    /// The grace is over and the calls left were told to hang up: waiting for their reports.
+    HangingUp,
+}
+
+impl Lifecycle {
+    /// No new calls are taken or placed.
+    fn is_closing(self) -> bool {
+        self != Lifecycle::Running
+    }
+
+    /// When the calls still live are hung up, if that is still to come.
+    fn hang_up_at(self) -> Option<Instant> {
+        match self {
+            Lifecycle::Draining { hang_up_at } => Some(hang_up_at),
+            Lifecycle::Running | Lifecycle::HangingUp => None,
+        }
+    }
+}
+
 pub struct BotTask {
     config: Arc<BotConfig>,
     /// The bot's key in the config (`bots[2]`), for messages that name a setting.
@@ -96,10 +133,7 @@ pub struct BotTask {
     script: ScriptHost,
     media: MediaRuntime,
     dialect: Dialect,
-    /// The link is registered now: calls can be placed.
-    granted: bool,
-    /// It has been at least once (a later grant is a reconnect).
-    ever_granted: bool,
+    registration: Registration,
     /// Live calls, each with whoever waits for its end (campaign dials).
     calls: CallTable<Option<oneshot::Sender<Box<CallInfo>>>>,
     reports: mpsc::UnboundedSender<CallReport>,
@@ -110,8 +144,7 @@ pub struct BotTask {
     timers: HashMap<String, Instant>,
     metrics: BotMetrics,
     cdr: Arc<CdrLog>,
-    /// Set by a shutdown: when to hang up whatever is left.
-    closing: Option<Instant>,
+    lifecycle: Lifecycle,
     /// A reload asked for, and when it is due.
     reload_at: Option<Instant>,
     /// Spaces the bot's outbound calls (`max_cps`).
@@ -180,8 +213,7 @@ impl BotTask {
             script,
             media,
             dialect,
-            granted: false,
-            ever_granted: false,
+            registration: Registration::Never,
             calls: CallTable::default(),
             reports,
             reports_rx,
@@ -191,7 +223,7 @@ impl BotTask {
             timers: HashMap::new(),
             metrics,
             cdr,
-            closing: None,
+            lifecycle: Lifecycle::Running,
             reload_at: None,
             dial_pacer: Arc::new(crate::call::Pacer::new(max_cps)),
             stream,
@@ -214,7 +246,7 @@ impl BotTask {
     async fn run(mut self) {
         self.script.bot_event("on_start", ());
         loop {
-            if self.closing.is_some() && self.calls.is_empty() {
+            if self.lifecycle.is_closing() && self.calls.is_empty() {
                 break;
             }
             let next_timer = self
@@ -226,10 +258,9 @@ impl BotTask {
                 .as_ref()
                 .map(|(_, at)| *at)
                 .into_iter()
-                .chain(self.closing)
+                .chain(self.lifecycle.hang_up_at())
                 .chain(self.reload_at)
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                .min();
             tokio::select! {
                 event = self.events.recv() => match event {
                     Some(event) => self.link_event(event).await,
@@ -248,7 +279,9 @@ impl BotTask {
                     Some(BotControl::Shutdown { grace }) => self.shut_down(grace),
                     None => self.shut_down(Duration::ZERO),
                 },
-                () = sleep_until(wake) => self.wake(next_timer),
+                () = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                    self.wake(next_timer);
+                }
             }
         }
         info!("stopped");
@@ -265,7 +298,7 @@ impl BotTask {
             status.total_calls = self.total_calls;
             status.clients_online = online;
             status.clients_known = known;
-            status.draining = self.closing.is_some();
+            status.draining = self.lifecycle.is_closing();
         });
         self.metrics.active.set(self.calls.len() as i64);
     }
@@ -292,9 +325,11 @@ impl BotTask {
     }
 
     fn shut_down(&mut self, grace: Duration) {
-        if self.closing.is_none() {
+        if !self.lifecycle.is_closing() {
             info!("shutting down: no new calls, {} live", self.calls.len());
-            self.closing = Some(Instant::now() + grace);
+            self.lifecycle = Lifecycle::Draining {
+                hang_up_at: Instant::now() + grace,
+            };
             self.publish_status(None);
         }
     }
@@ -305,15 +340,13 @@ impl BotTask {
             self.reload_at = None;
             self.reload();
         }
-        if let Some(closing) = self.closing
-            && closing <= now
-        {
+        if self.lifecycle.hang_up_at().is_some_and(|at| at <= now) {
             // Grace is over: hang up what is left, then wait for the calls to report.
             self.calls
                 .tell_all(|| ActorInput::Command(CallCommand::Stop));
             self.calls
                 .tell_all(|| ActorInput::Command(CallCommand::Queue(Action::Hangup)));
-            self.closing = Some(now + Duration::from_secs(3600));
+            self.lifecycle = Lifecycle::HangingUp;
         }
         if let Some((name, at)) = timer
             && at <= now
@@ -334,11 +367,10 @@ impl BotTask {
             } => {
                 self.dialect = dialect;
                 if state == ConnectionState::AccessGranted {
-                    if self.ever_granted {
+                    if self.registration == Registration::Lost {
                         self.metrics.reconnects.inc();
                     }
-                    self.granted = true;
-                    self.ever_granted = true;
+                    self.registration = Registration::Granted;
                     self.faults.cleared();
                     self.metrics.connected.set(1);
                 } else {
@@ -357,7 +389,9 @@ impl BotTask {
                     };
                     self.status
                         .send_modify(|status| status.last_error = Some(Noted::now(noted)));
-                    self.granted = false;
+                    if self.registration == Registration::Granted {
+                        self.registration = Registration::Lost;
+                    }
                     self.metrics.connected.set(0);
                     // The calls' signalling died with the socket (docs/protocol.md §6 "Reconnect":
                     // the emulator and PBXs drop them too).
@@ -387,13 +421,13 @@ impl BotTask {
 
     async fn incoming(&mut self, invite: Invite) {
         // `max_calls` is the bot's capacity for callers: its own dials do not use it up.
-        if self.closing.is_some() || self.calls.inbound() >= self.config.max_calls as usize {
+        if self.lifecycle.is_closing() || self.calls.inbound() >= self.config.max_calls as usize {
             info!(
                 target: CALLS_TARGET,
                 "call {} from {} refused: {}",
                 escaped(invite.callid.as_str()),
                 escaped(&invite.from),
-                if self.closing.is_some() {
+                if self.lifecycle.is_closing() {
                     "shutting down"
                 } else {
                     "max_calls reached"
@@ -458,7 +492,7 @@ impl BotTask {
             stream: Some(self.stream.clone()),
         };
         let handler = Box::new(self.script.call_handler(tx.clone()));
-        if !self.granted {
+        if self.registration != Registration::Granted {
             let _ = tx.send(ActorInput::LinkLost);
         }
         let key = self.calls.add(&setup.origin, tx, watcher);
@@ -496,7 +530,7 @@ impl BotTask {
         watcher: Option<oneshot::Sender<Box<CallInfo>>>,
         ring_timeout: Duration,
     ) {
-        if self.closing.is_some() {
+        if self.lifecycle.is_closing() {
             warn!("not dialling {to}: shutting down");
             return;
         }
