@@ -161,7 +161,7 @@ pub enum Input {
 }
 
 /// Where the call is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Outbound: our offer is being made.
     Offering,
@@ -171,8 +171,12 @@ enum Phase {
     Ringing,
     /// Inbound: answering (our answer is being made).
     Answering,
-    /// Talking (possibly on hold).
-    Connected,
+    /// Talking. `held`: we put the call on hold; `transferring`: we handed it on, so the
+    /// PBX's `bye` that follows is the transfer's, not a hang-up.
+    Connected {
+        held: bool,
+        transferring: bool,
+    },
     Ended,
 }
 
@@ -191,6 +195,21 @@ enum Pending {
     ApplyAnswer,
 }
 
+/// Our ICE candidates: they may only follow our SDP.
+#[derive(Debug)]
+enum LocalCandidates {
+    /// Our SDP has not gone out yet: the candidates gathered so far wait.
+    Waiting(Vec<IceCandidate>),
+    /// It has: each candidate goes out as it is gathered.
+    Trickling,
+}
+
+/// The phase of a call that has just been answered.
+const TALKING: Phase = Phase::Connected {
+    held: false,
+    transferring: false,
+};
+
 /// One call's signalling state.
 #[derive(Debug)]
 pub struct Call {
@@ -205,14 +224,10 @@ pub struct Call {
     phase: Phase,
     pending: Pending,
     state: Option<CallState>,
-    held: bool,
-    transferring: bool,
     /// The PBX's SDP for which we have done the media work, and our answer to it (if any).
     remote_sdp: Option<String>,
     our_answer: Option<String>,
-    /// Our SDP has been sent: local candidates can follow it.
-    sdp_sent: bool,
-    queued_candidates: Vec<IceCandidate>,
+    candidates: LocalCandidates,
     acked: bool,
     ring_timeout: Duration,
     end: Option<CallEnd>,
@@ -288,12 +303,9 @@ impl Call {
             phase: Phase::Offering,
             pending: Pending::None,
             state: None,
-            held: false,
-            transferring: false,
             remote_sdp: None,
             our_answer: None,
-            sdp_sent: false,
-            queued_candidates: Vec::new(),
+            candidates: LocalCandidates::Waiting(Vec::new()),
             acked: false,
             ring_timeout,
             end: None,
@@ -314,12 +326,12 @@ impl Call {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.phase == Phase::Connected
+        matches!(self.phase, Phase::Connected { .. })
     }
 
     /// We put the call on hold.
     pub fn is_held(&self) -> bool {
-        self.held
+        matches!(self.phase, Phase::Connected { held: true, .. })
     }
 
     fn set_state(&mut self, state: CallState) -> Output {
@@ -349,13 +361,10 @@ impl Call {
             Input::Frame(frame) => self.on_frame(frame, &mut out),
             Input::Command(command) => self.on_command(command, &mut out),
             Input::Media(result) => self.on_media(result, &mut out),
-            Input::LocalCandidate(candidate) => {
-                if self.sdp_sent {
-                    out.push(self.candidate_frame(candidate));
-                } else {
-                    self.queued_candidates.push(candidate);
-                }
-            }
+            Input::LocalCandidate(candidate) => match &mut self.candidates {
+                LocalCandidates::Waiting(waiting) => waiting.push(candidate),
+                LocalCandidates::Trickling => out.push(self.candidate_frame(candidate)),
+            },
             Input::MediaLost => {
                 out.push(self.bye_frame());
                 self.finish(EndReason::MediaFailed, None, &mut out);
@@ -373,7 +382,7 @@ impl Call {
                     out.push(self.bye_frame());
                     self.finish(EndReason::NoAnswer, None, &mut out);
                 }
-                Phase::Connected | Phase::Ended => {}
+                Phase::Connected { .. } | Phase::Ended => {}
             },
             Input::LinkLost => self.finish(EndReason::LinkLost, None, &mut out),
         }
@@ -404,14 +413,17 @@ impl Call {
 
     /// Our SDP went out: candidates gathered meanwhile follow it.
     fn sdp_sent(&mut self, out: &mut Vec<Output>) {
-        self.sdp_sent = true;
-        for candidate in std::mem::take(&mut self.queued_candidates) {
+        let candidates = std::mem::replace(&mut self.candidates, LocalCandidates::Trickling);
+        let LocalCandidates::Waiting(waiting) = candidates else {
+            return;
+        };
+        for candidate in waiting {
             out.push(self.candidate_frame(candidate));
         }
     }
 
     fn on_command(&mut self, command: Command, out: &mut Vec<Output>) {
-        match (command, &self.phase) {
+        match (command, self.phase) {
             (Command::Answer, Phase::Ringing) => {
                 self.phase = Phase::Answering;
                 self.pending = Pending::Answer { final_code: false };
@@ -429,12 +441,21 @@ impl Call {
             (Command::Hangup, Phase::Offering) => {
                 self.finish(EndReason::LocalHangup, None, out);
             }
-            (Command::Hangup, Phase::Calling | Phase::Connected) => {
+            (Command::Hangup, Phase::Calling | Phase::Connected { .. }) => {
                 out.push(self.bye_frame());
                 self.finish(EndReason::LocalHangup, None, out);
             }
-            (Command::Hold, Phase::Connected) if !self.held => {
-                self.held = true;
+            (
+                Command::Hold,
+                Phase::Connected {
+                    held: false,
+                    transferring,
+                },
+            ) => {
+                self.phase = Phase::Connected {
+                    held: true,
+                    transferring,
+                };
                 out.push(Output::Send(ClientFrame::WrtcHold {
                     callid: Some(self.id.clone()),
                     command: HoldCommand::Hold,
@@ -444,8 +465,17 @@ impl Call {
                 out.push(Output::Media(MediaCommand::Mute(true)));
                 out.push(self.set_state(CallState::Hold));
             }
-            (Command::Resume, Phase::Connected) if self.held => {
-                self.held = false;
+            (
+                Command::Resume,
+                Phase::Connected {
+                    held: true,
+                    transferring,
+                },
+            ) => {
+                self.phase = Phase::Connected {
+                    held: false,
+                    transferring,
+                };
                 out.push(Output::Send(ClientFrame::WrtcHold {
                     callid: Some(self.id.clone()),
                     command: HoldCommand::Resume,
@@ -455,8 +485,11 @@ impl Call {
                 out.push(Output::Media(MediaCommand::Mute(false)));
                 out.push(self.set_state(CallState::InCall));
             }
-            (Command::AttendedTransfer { id2, to }, Phase::Connected) => {
-                self.transferring = true;
+            (Command::AttendedTransfer { id2, to }, Phase::Connected { held, .. }) => {
+                self.phase = Phase::Connected {
+                    held,
+                    transferring: true,
+                };
                 out.push(Output::Send(ClientFrame::AttendedTransfer {
                     id: self.id.clone(),
                     from: self.own_extension.clone(),
@@ -464,9 +497,17 @@ impl Call {
                     to,
                 }));
             }
-            (Command::TransferPending, Phase::Connected) => self.transferring = true,
-            (Command::Transfer(to), Phase::Connected) => {
-                self.transferring = true;
+            (Command::TransferPending, Phase::Connected { held, .. }) => {
+                self.phase = Phase::Connected {
+                    held,
+                    transferring: true,
+                };
+            }
+            (Command::Transfer(to), Phase::Connected { held, .. }) => {
+                self.phase = Phase::Connected {
+                    held,
+                    transferring: true,
+                };
                 out.push(Output::Send(ClientFrame::BlindTransfer {
                     id: self.id.clone(),
                     from: self.own_extension.clone(),
@@ -535,7 +576,7 @@ impl Call {
     }
 
     fn connected(&mut self, out: &mut Vec<Output>) {
-        self.phase = Phase::Connected;
+        self.phase = TALKING;
         out.push(Output::CancelTimer(Timer::Ring));
         out.push(self.set_state(CallState::InCall));
     }
@@ -547,7 +588,7 @@ impl Call {
                 callid: self.id.clone(),
             }));
         }
-        if self.phase != Phase::Connected {
+        if !self.is_connected() {
             self.connected(out);
         }
     }
@@ -555,7 +596,7 @@ impl Call {
     fn on_frame(&mut self, frame: ServerFrame, out: &mut Vec<Output>) {
         match frame {
             ServerFrame::Sdp(sdp) => self.on_sdp(sdp, out),
-            ServerFrame::InviteSdp(invite) if self.phase == Phase::Connected => {
+            ServerFrame::InviteSdp(invite) if self.is_connected() => {
                 // A re-offer of the call in progress.
                 self.cseq = invite.cseq.clone();
                 self.on_offer(invite.sdp.text, false, out);
@@ -572,16 +613,21 @@ impl Call {
                 }
                 let failure = bye.code.and_then(CallFailure::from_code);
                 let reason = match (bye.code, failure) {
-                    _ if self.transferring => EndReason::Transferred,
-                    (Some(SipCode::UNSUPPORTED_MEDIA_TYPE), _) => EndReason::MediaFailed,
-                    (Some(SipCode::TEMPORARILY_UNAVAILABLE), _)
-                        if self.phase != Phase::Connected =>
+                    _ if matches!(
+                        self.phase,
+                        Phase::Connected {
+                            transferring: true,
+                            ..
+                        }
+                    ) =>
                     {
+                        EndReason::Transferred
+                    }
+                    (Some(SipCode::UNSUPPORTED_MEDIA_TYPE), _) => EndReason::MediaFailed,
+                    (Some(SipCode::TEMPORARILY_UNAVAILABLE), _) if !self.is_connected() => {
                         EndReason::NoAnswer
                     }
-                    (_, Some(failure)) if self.phase != Phase::Connected => {
-                        EndReason::Failed(failure)
-                    }
+                    (_, Some(failure)) if !self.is_connected() => EndReason::Failed(failure),
                     _ => EndReason::RemoteHangup,
                 };
                 self.finish(reason, bye.code, out);

@@ -265,6 +265,21 @@ fn transfer_then_bye_ends_as_transferred() {
 }
 
 #[test]
+fn a_held_call_transferred_stays_held_until_the_bye_ends_it_as_transferred() {
+    let mut call = answered_inbound();
+    call.handle(Input::Command(Command::Hold));
+    call.handle(Input::Command(Command::Transfer("501".into())));
+    assert!(call.is_held(), "the transfer does not resume the call");
+    let out = call.handle(Input::Command(Command::Resume));
+    assert!(out.contains(&Output::State(CallState::InCall)));
+    assert_eq!(
+        ended(&call.handle(bye(None))).unwrap().reason,
+        EndReason::Transferred,
+        "resuming does not forget the transfer"
+    );
+}
+
+#[test]
 fn reoffer_mid_call_is_answered() {
     let mut call = answered_inbound();
     let out = call.handle(sdp(id(1), 200, Sdp::offer("new-offer")));
