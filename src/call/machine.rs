@@ -171,13 +171,27 @@ enum Phase {
     Ringing,
     /// Inbound: answering (our answer is being made).
     Answering,
-    /// Talking. `held`: we put the call on hold; `transferring`: we handed it on, so the
-    /// PBX's `bye` that follows is the transfer's, not a hang-up.
-    Connected {
-        held: bool,
-        transferring: bool,
-    },
+    /// Talking (held or not, being transferred or not).
+    Connected(Talk),
     Ended,
+}
+
+/// A connected call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Talk {
+    /// We put the call on hold.
+    held: bool,
+    /// We handed the call on: the PBX's `bye` that follows is the transfer's, not a hang-up.
+    transferring: bool,
+}
+
+impl Talk {
+    fn transferring(self) -> Self {
+        Self {
+            transferring: true,
+            ..self
+        }
+    }
 }
 
 /// The media negotiation in progress, so its result can be put in the right frame.
@@ -203,12 +217,6 @@ enum LocalCandidates {
     /// It has: each candidate goes out as it is gathered.
     Trickling,
 }
-
-/// The phase of a call that has just been answered.
-const TALKING: Phase = Phase::Connected {
-    held: false,
-    transferring: false,
-};
 
 /// One call's signalling state.
 #[derive(Debug)]
@@ -326,12 +334,12 @@ impl Call {
     }
 
     pub fn is_connected(&self) -> bool {
-        matches!(self.phase, Phase::Connected { .. })
+        matches!(self.phase, Phase::Connected(_))
     }
 
     /// We put the call on hold.
     pub fn is_held(&self) -> bool {
-        matches!(self.phase, Phase::Connected { held: true, .. })
+        matches!(self.phase, Phase::Connected(talk) if talk.held)
     }
 
     fn set_state(&mut self, state: CallState) -> Output {
@@ -382,7 +390,7 @@ impl Call {
                     out.push(self.bye_frame());
                     self.finish(EndReason::NoAnswer, None, &mut out);
                 }
-                Phase::Connected { .. } | Phase::Ended => {}
+                Phase::Connected(_) | Phase::Ended => {}
             },
             Input::LinkLost => self.finish(EndReason::LinkLost, None, &mut out),
         }
@@ -441,21 +449,12 @@ impl Call {
             (Command::Hangup, Phase::Offering) => {
                 self.finish(EndReason::LocalHangup, None, out);
             }
-            (Command::Hangup, Phase::Calling | Phase::Connected { .. }) => {
+            (Command::Hangup, Phase::Calling | Phase::Connected(_)) => {
                 out.push(self.bye_frame());
                 self.finish(EndReason::LocalHangup, None, out);
             }
-            (
-                Command::Hold,
-                Phase::Connected {
-                    held: false,
-                    transferring,
-                },
-            ) => {
-                self.phase = Phase::Connected {
-                    held: true,
-                    transferring,
-                };
+            (Command::Hold, Phase::Connected(talk)) if !talk.held => {
+                self.phase = Phase::Connected(Talk { held: true, ..talk });
                 out.push(Output::Send(ClientFrame::WrtcHold {
                     callid: Some(self.id.clone()),
                     command: HoldCommand::Hold,
@@ -465,17 +464,11 @@ impl Call {
                 out.push(Output::Media(MediaCommand::Mute(true)));
                 out.push(self.set_state(CallState::Hold));
             }
-            (
-                Command::Resume,
-                Phase::Connected {
-                    held: true,
-                    transferring,
-                },
-            ) => {
-                self.phase = Phase::Connected {
+            (Command::Resume, Phase::Connected(talk)) if talk.held => {
+                self.phase = Phase::Connected(Talk {
                     held: false,
-                    transferring,
-                };
+                    ..talk
+                });
                 out.push(Output::Send(ClientFrame::WrtcHold {
                     callid: Some(self.id.clone()),
                     command: HoldCommand::Resume,
@@ -485,11 +478,8 @@ impl Call {
                 out.push(Output::Media(MediaCommand::Mute(false)));
                 out.push(self.set_state(CallState::InCall));
             }
-            (Command::AttendedTransfer { id2, to }, Phase::Connected { held, .. }) => {
-                self.phase = Phase::Connected {
-                    held,
-                    transferring: true,
-                };
+            (Command::AttendedTransfer { id2, to }, Phase::Connected(talk)) => {
+                self.phase = Phase::Connected(talk.transferring());
                 out.push(Output::Send(ClientFrame::AttendedTransfer {
                     id: self.id.clone(),
                     from: self.own_extension.clone(),
@@ -497,17 +487,11 @@ impl Call {
                     to,
                 }));
             }
-            (Command::TransferPending, Phase::Connected { held, .. }) => {
-                self.phase = Phase::Connected {
-                    held,
-                    transferring: true,
-                };
+            (Command::TransferPending, Phase::Connected(talk)) => {
+                self.phase = Phase::Connected(talk.transferring());
             }
-            (Command::Transfer(to), Phase::Connected { held, .. }) => {
-                self.phase = Phase::Connected {
-                    held,
-                    transferring: true,
-                };
+            (Command::Transfer(to), Phase::Connected(talk)) => {
+                self.phase = Phase::Connected(talk.transferring());
                 out.push(Output::Send(ClientFrame::BlindTransfer {
                     id: self.id.clone(),
                     from: self.own_extension.clone(),
@@ -576,7 +560,7 @@ impl Call {
     }
 
     fn connected(&mut self, out: &mut Vec<Output>) {
-        self.phase = TALKING;
+        self.phase = Phase::Connected(Talk::default());
         out.push(Output::CancelTimer(Timer::Ring));
         out.push(self.set_state(CallState::InCall));
     }
@@ -613,14 +597,7 @@ impl Call {
                 }
                 let failure = bye.code.and_then(CallFailure::from_code);
                 let reason = match (bye.code, failure) {
-                    _ if matches!(
-                        self.phase,
-                        Phase::Connected {
-                            transferring: true,
-                            ..
-                        }
-                    ) =>
-                    {
+                    _ if matches!(self.phase, Phase::Connected(talk) if talk.transferring) => {
                         EndReason::Transferred
                     }
                     (Some(SipCode::UNSUPPORTED_MEDIA_TYPE), _) => EndReason::MediaFailed,
