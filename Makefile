@@ -2,10 +2,10 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test test-deps build-deps fuzz bench benchmarks
+.PHONY: demo test test-deps build-deps speech-deps fuzz bench benchmarks
 
 ## The emulator and the example bots (callbot demo); Ctrl-C stops it.
-demo: build-deps
+demo: build-deps speech-deps
 	$(CARGO) run --release -- demo
 
 ## Install what the tests need, then formatting, lints and the whole test suite.
@@ -23,9 +23,13 @@ build-deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 	@command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
 
-## Test tools: rustfmt, clippy, Debian's Chromium (browser tests), nats-server (campaigns) and
-## coturn (media relayed through TURN).
-test-deps: build-deps
+## Speech for scripts' call.say(): espeak-ng.
+speech-deps:
+	@command -v espeak-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; }
+
+## Test tools: rustfmt, clippy, Debian's Chromium (browser tests), nats-server (campaigns),
+## coturn (media relayed through TURN) and espeak-ng (speech).
+test-deps: build-deps speech-deps
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	@test -x /usr/lib/chromium/chromium && command -v nats-server >/dev/null \

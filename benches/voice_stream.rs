@@ -244,7 +244,7 @@ struct ProbeTap {
 }
 
 impl AudioTap for ProbeTap {
-    fn received(&self, pcm: &[i16], _rate: u32) {
+    fn received(&self, pcm: &[i16], _rate: u32, _timestamp: u32) {
         if let Some(sent) = probe_time(pcm) {
             let mut latencies = self.latencies_ns.lock().unwrap_or_else(|e| e.into_inner());
             if latencies.len() < MAX_SAMPLES {

@@ -1,5 +1,6 @@
 //! callbot: a call-automation daemon for PBXs that speak the Vodia websocket protocol.
 
+pub mod amd;
 pub mod bench;
 pub mod call;
 pub mod campaign;
@@ -15,5 +16,6 @@ pub mod phone;
 pub mod procstat;
 pub mod protocol;
 pub mod script;
+pub mod speech;
 pub mod untrusted;
 pub mod voice;

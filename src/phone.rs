@@ -234,6 +234,7 @@ impl Phone {
             calls: CallTable::default(),
             reports: mpsc::unbounded_channel(),
             media,
+            speech: crate::speech::Speech::default(),
             extension: extension.to_owned(),
             dialect,
             recordings: recordings.clone(),
@@ -300,6 +301,8 @@ struct Switchboard {
         mpsc::UnboundedReceiver<CallReport>,
     ),
     media: MediaRuntime,
+    /// The phone's calls share one speech cache.
+    speech: crate::speech::Speech,
     extension: String,
     dialect: Dialect,
     recordings: PathBuf,
@@ -353,6 +356,8 @@ impl Switchboard {
             dial_pacer: None,
             live: None,
             stream: None,
+            detect_machine: None,
+            speech: self.speech.clone(),
         }
     }
 

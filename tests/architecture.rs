@@ -19,8 +19,8 @@ const IO: &[&str] = &[
 /// The parts that are plain values fed inputs (frames, commands, digits, the time) and polled
 /// for outputs, so they are tested with plain values and reused wherever they are needed
 /// (docs/architecture.md, "Sans-IO cores"): the protocol (bots and the emulator share it), the
-/// call machine, digit collection, the action queue, the prompt player and the emulator's call
-/// machine.
+/// call machine, digit collection, the action queue, the prompt player, the emulator's call
+/// machine, answering-machine detection and the campaign's schedule.
 #[test]
 fn sans_io_cores_do_no_io() {
     let cores = [
@@ -32,6 +32,12 @@ fn sans_io_cores_do_no_io() {
         "src/media/player.rs",
         "src/pbx/call/machine.rs",
         "src/pbx/call/machine",
+        "src/amd/frames.rs",
+        "src/amd/greeting.rs",
+        "src/amd/listener.rs",
+        "src/amd/settings.rs",
+        "src/amd/tone.rs",
+        "src/campaign/schedule.rs",
     ];
     for core in cores {
         let files = sources(core);

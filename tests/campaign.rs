@@ -1,6 +1,8 @@
 //! Outbound campaigns through the real binary against `callbot pbx` (relay media) whose test
-//! extensions answer, press 1, are busy or never answer: pacing, retries, results, a killed
-//! and resumed campaign, and two workers on a NATS JetStream queue.
+//! extensions say hello and press 1, answer silently, are busy, never answer, or are answering
+//! machines: pacing, retries, results, a killed and resumed campaign, two workers on a NATS
+//! JetStream queue, and answering-machine detection with spoken personal messages, a
+//! do-not-call list and contacts in other time zones.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
 
 mod common;
@@ -17,13 +19,14 @@ use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(240);
 
-/// Behaviours by the last digit of a test extension: most answer and press 1.
+/// Behaviours by the last digit of a test extension: most are people who say hello and press
+/// 1 while the reminder plays; a silent answer is a machine to the detector.
 fn behaviour(n: u32) -> &'static str {
     match n % 10 {
         3 => "{ action: busy }",
         7 => "{ action: no-answer }",
         9 => "{ action: answer }",
-        _ => "{ action: answer, press: \"1\", after_ms: 300, hangup_ms: 20000 }",
+        _ => "{ action: person, press: \"1\", after_ms: 2500, hangup_ms: 20000 }",
     }
 }
 
@@ -154,14 +157,26 @@ async fn two_hundred_contacts_are_paced_retried_and_reported_once_each() {
                     "{row:?}"
                 );
             }
+            // Silence from the start is a machine (Asterisk's rule); with no beep to wait
+            // for, the voicemail is left when the wait for one times out.
             9 => assert_eq!(
-                (state, row.outcome.result.as_str(), attempts),
-                ("COMPLETED", "no_response", 1),
+                (
+                    state,
+                    row.outcome.result.as_str(),
+                    row.outcome.amd.as_str(),
+                    attempts
+                ),
+                ("COMPLETED", "voicemail", "MACHINE", 1),
                 "{row:?}"
             ),
             _ => assert_eq!(
-                (state, row.outcome.result.as_str(), attempts),
-                ("COMPLETED", "confirmed", 1),
+                (
+                    state,
+                    row.outcome.result.as_str(),
+                    row.outcome.amd.as_str(),
+                    attempts
+                ),
+                ("COMPLETED", "confirmed", "HUMAN", 1),
                 "{row:?}"
             ),
         }
@@ -383,4 +398,187 @@ async fn two_workers_on_nats_do_every_contact_once_even_when_one_dies() {
     let (counts, _) = dials(&pbx).await;
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "dialled twice: {twice:?}");
+}
+
+/// Times of day from two hours before to two hours after now, in UTC: open for a contact in
+/// UTC, closed for one twelve or more hours away.
+fn window_around_now() -> String {
+    let now = chrono::Utc::now();
+    let hours = chrono::TimeDelta::hours(2);
+    format!(
+        "{}-{}",
+        (now - hours).format("%H:%M"),
+        (now + hours).format("%H:%M")
+    )
+}
+
+/// Seconds of speech in `what` as our renderer says it (the script's voice and rate).
+fn spoken_seconds(what: &str) -> f32 {
+    let speech = callbot::speech::Speech::default();
+    let utterance = callbot::speech::Utterance::new(what, "en-us", 160).unwrap();
+    let rendered = speech.render_blocking(&utterance).unwrap();
+    let (samples, rate) = common::audio::channel(&rendered.path, 0);
+    speech_seconds(&samples, rate)
+}
+
+/// The first stretch of speech in `samples`, in seconds (pauses under 0.8 s are part of it).
+fn speech_seconds(samples: &[f32], rate: u32) -> f32 {
+    let spans = common::audio::sound_spans(samples, rate, 0.8);
+    spans.first().map_or(0.0, |(start, end)| end - start)
+}
+
+/// Where a test extension put its recording of the call from 602 (`recorded` events).
+async fn recording_of(pbx: &Emulator, extension: &str) -> PathBuf {
+    let within = Duration::from_secs(120);
+    common::wait::until(&format!("{extension}'s recording"), within, || async {
+        events(pbx).await.into_iter().find_map(|event| {
+            let path = event["detail"]["path"].as_str().map(PathBuf::from);
+            path.filter(|_| event["kind"] == "recorded" && event["extension"] == extension)
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_get_a_voicemail_people_their_own_message_and_the_rules_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts.yaml");
+    std::fs::write(
+        &accounts,
+        format!(
+            "admin: {{ user: admin, password: \"{ADMIN_PASSWORD}\" }}\nextensions:\n  \
+             - {{ number: \"602\", password: \"602\" }}\n  \
+             - {{ number: \"7100\", auto: {{ action: machine }} }}\n  \
+             - {{ number: \"7101\", auto: {{ action: person }} }}\n  \
+             - {{ number: \"7102\", auto: {{ action: person }} }}\n  \
+             - {{ number: \"7103\", auto: {{ action: person }} }}\n"
+        ),
+    )
+    .unwrap();
+    let accounts = accounts.display().to_string();
+    let pbx = emulator_with(dir.path(), &["--media", "relay", "--accounts", &accounts]);
+    let config = campaign_config(dir.path(), &pbx);
+    let list = dir.path().join("contacts.csv");
+    std::fs::write(
+        &list,
+        "number,name,appointment,tz\n\
+         7100,Ann,Monday 10:00,UTC\n\
+         7101,Bob,Tuesday 11:30,Africa/Abidjan\n\
+         7102,Cy,Wednesday 09:15,UTC\n\
+         7103,Dee,Thursday 14:00,Pacific/Kiritimati\n",
+    )
+    .unwrap();
+    let dnc = dir.path().join("dnc.csv");
+    std::fs::write(&dnc, "number\n7102\n").unwrap();
+    let out = dir.path().join("results.csv");
+    let window = window_around_now();
+    let dnc_arg = dnc.display().to_string();
+    let options = ["--dnc", &dnc_arg, "--window", &window, "--concurrency", "4"];
+    let mut campaign = start(&local_campaign(&config, &list, &out, &options));
+
+    // The machine and the person are called, and each records what it heard.
+    let voicemail = recording_of(&pbx, "7100").await;
+    let heard = recording_of(&pbx, "7101").await;
+    // Dee's local time is half a day away: her window is closed, she waits; Cy is never
+    // called. Stopped now, the campaign keeps her for another run.
+    let status = campaign.terminate(LONG);
+    let output = campaign.output();
+    assert!(status.success(), "{output}");
+    let skipped = format!(
+        "{}:4: 7102 skipped: on the do-not-call list ({dnc_arg}:2)",
+        list.display()
+    );
+    assert!(output.contains(&skipped), "{skipped}\n{output}");
+    let (counts, _) = dials(&pbx).await;
+    assert_eq!(counts.get("7100"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("7101"), Some(&1), "{counts:?}");
+    assert!(!counts.contains_key("7102"), "do not call: {counts:?}");
+    assert!(
+        !counts.contains_key("7103"),
+        "outside her window: {counts:?}"
+    );
+
+    let rows: HashMap<String, callbot::campaign::Row> = results(&out)
+        .into_iter()
+        .map(|r| (r.number.clone(), r))
+        .collect();
+    let machine = &rows["7100"].outcome;
+    assert_eq!(
+        (
+            machine.state.as_str(),
+            machine.amd.as_str(),
+            machine.result.as_str()
+        ),
+        ("COMPLETED", "MACHINE", "voicemail"),
+        "{machine:?}"
+    );
+    // The greeting (about 5.8 s of speech and a pause) ends with the beep at about 6.3 s.
+    let beep = machine.beep_ms.expect("the beep is in the results");
+    assert!((5500..8000).contains(&beep), "beep at {beep} ms");
+    let person = &rows["7101"].outcome;
+    assert_eq!(
+        (
+            person.state.as_str(),
+            person.amd.as_str(),
+            person.result.as_str()
+        ),
+        ("COMPLETED", "HUMAN", "no_response"),
+        "{person:?}"
+    );
+    assert_eq!(person.beep_ms, None);
+    assert_eq!(rows["7102"].outcome.state, "SKIPPED");
+    assert!(rows["7102"].outcome.reason.contains("do-not-call"));
+    assert_eq!(
+        (rows["7103"].outcome.state.as_str(), rows["7103"].attempts),
+        ("PENDING", 0)
+    );
+
+    // What the machine recorded after its beep is our message, whole; what the person heard
+    // is their own reminder (the far end is the left channel of each recording).
+    let expected = spoken_seconds(
+        "Hello Ann, this is a reminder of your appointment on Monday 10:00. \
+         If you cannot come, please call us back. Goodbye.",
+    );
+    let (samples, rate) = common::audio::channel(&voicemail, 0);
+    let left = speech_seconds(&samples, rate);
+    assert!(
+        (left - expected).abs() <= expected * 0.15,
+        "voicemail holds {left:.2} s of speech, the message is {expected:.2} s ({})",
+        voicemail.display()
+    );
+    let expected = spoken_seconds(
+        "Hello Bob, this is a reminder of your appointment on Tuesday 11:30. \
+         Press 1 to confirm, or 2 to cancel.",
+    );
+    let (samples, rate) = common::audio::channel(&heard, 0);
+    let said = speech_seconds(&samples, rate);
+    assert!(
+        (said - expected).abs() <= expected * 0.15,
+        "the person heard {said:.2} s of speech, the reminder is {expected:.2} s ({})",
+        heard.display()
+    );
+    assert!(common::audio::rms(&samples) > 0.01, "speech energy");
+
+    // The verdict and the beep are in the call records too.
+    let cdr = std::fs::read_to_string(dir.path().join("recordings/cdr.jsonl")).unwrap();
+    let records: Vec<Value> = cdr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let machine_call = records
+        .iter()
+        .find(|r| r["to"] == "7100")
+        .expect("a CDR line");
+    assert_eq!(machine_call["amd"]["result"], "MACHINE", "{machine_call}");
+    assert_eq!(
+        machine_call["amd"]["reason"], "long_greeting",
+        "{machine_call}"
+    );
+    assert_eq!(machine_call["beep"]["how"], "tone", "{machine_call}");
+    let person_call = records
+        .iter()
+        .find(|r| r["to"] == "7101")
+        .expect("a CDR line");
+    assert_eq!(person_call["amd"]["result"], "HUMAN", "{person_call}");
+    assert!(person_call["beep"].is_null());
 }

@@ -26,6 +26,8 @@ pub enum Action {
         hz: f32,
         ms: u32,
     },
+    /// Text spoken (rendered by espeak-ng, then played like a prompt).
+    Say(crate::speech::Utterance),
     SendDtmf {
         digits: String,
     },
@@ -52,6 +54,7 @@ impl Action {
             Action::Play { .. }
                 | Action::Pause { .. }
                 | Action::Tone { .. }
+                | Action::Say(_)
                 | Action::SendDtmf { .. }
                 | Action::Stream(_)
         )

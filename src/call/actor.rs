@@ -12,10 +12,12 @@ use tokio::time::sleep_until;
 use tracing::{Instrument, debug, info, warn};
 
 use super::actions::{Action, ActionQueue};
+use super::detection::Detection;
 use super::gather::{Gather, GatherOptions, GatherReason, GatherStep, Gathered};
 use super::machine::{
     Call, CallEnd, Command, Direction, Input, MediaCommand, MediaResult, Output, Timer,
 };
+use crate::amd::{AmdEvent, AmdResult, AmdSettings, Beep, Verdict};
 use crate::connection::FrameSender;
 use crate::media::player::{ItemId, Outcome};
 use crate::media::recorder::RecordingReport;
@@ -23,11 +25,14 @@ use crate::media::stats::LegStats;
 use crate::media::transport::TransportState;
 use crate::media::{LegEvent, LegEvents, MediaLeg, MediaRuntime, RecordOptions};
 use crate::protocol::{CallId, CallState, ClientFrame, Dialect, Invite, ServerFrame, SipCode};
+use crate::speech::Speech;
 use crate::voice::{Stream, StreamEvent, StreamRequest, StreamSettings};
 
 /// How long an unanswered call rings unless its setup says otherwise, either way: an inbound
 /// call the script never answers, an outbound call nobody picks up.
 pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
+/// What `on_play_done` names a `say` as.
+const SAY: &str = "say";
 /// How long a finished call waits for its recording to be closed before it reports.
 const RECORDING_CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// A connected call that has received no media for this long has lost its far end (whatever
@@ -70,6 +75,10 @@ pub struct CallSetup {
     pub live: Option<super::LiveCalls>,
     /// How `call.stream(url)` reaches voice agents; `None`: streams are refused.
     pub stream: Option<Arc<StreamSettings>>,
+    /// Answering-machine detection from the answer on (the bot's `detect_machine`).
+    pub detect_machine: Option<AmdSettings>,
+    /// Renders `say` text.
+    pub speech: Speech,
 }
 
 /// What a handler sees of a call: a snapshot taken before each event.
@@ -100,6 +109,10 @@ pub struct CallInfo {
     pub recording_error: Option<String>,
     /// Offer received → answer sent (inbound); dial → answered (outbound).
     pub setup_time: Option<Duration>,
+    /// Who answered, by answering-machine detection (`on_machine`).
+    pub machine: Option<Verdict>,
+    /// When a machine's greeting ended (`on_beep`).
+    pub beep: Option<Beep>,
     /// The leg's packet counts, loss and jitter, filled in when the call ends.
     pub stats: LegStats,
 }
@@ -133,6 +146,8 @@ impl CallInfo {
             recordings: Vec::new(),
             recording_error: None,
             setup_time: None,
+            machine: None,
+            beep: None,
             stats: LegStats::default(),
         }
     }
@@ -165,6 +180,10 @@ pub enum CallEvent {
     Recording(PathBuf),
     /// The voice-agent stream connected, returned a mark, closed or failed.
     Stream(StreamEvent),
+    /// Answering-machine detection decided (`machine`).
+    Machine(Verdict),
+    /// A machine's greeting ended (`beep`).
+    Beep(Beep),
 }
 
 /// What a handler asks for.
@@ -188,7 +207,9 @@ pub enum CallCommand {
     SetTimer(String, Duration),
     CancelTimer(String),
     SetResult(String),
-    /// A queued command (play, pause, tone, send_dtmf, hold, resume, transfer, hangup).
+    /// Start answering-machine detection (now, or when the call is answered).
+    DetectMachine(AmdSettings),
+    /// A queued command (play, pause, tone, say, send_dtmf, hold, resume, transfer, hangup).
     Queue(Action),
     /// Another call of the bot is being joined with this one's far end (attended transfer).
     TransferPending,
@@ -224,6 +245,8 @@ enum TimerId {
     Script(String),
     /// Looks whether media still arrives.
     MediaWatch,
+    /// Answering-machine detection decides without the audio.
+    Detection,
 }
 
 struct Actor {
@@ -256,6 +279,11 @@ struct Actor {
     stream_settings: Option<Arc<StreamSettings>>,
     /// The voice-agent stream, while one is open.
     stream: Option<Stream>,
+    /// Answering-machine detection in progress, and one asked for before the answer.
+    detection: Option<Detection>,
+    pending_detection: Option<AmdSettings>,
+    speech: Speech,
+    media: MediaRuntime,
 }
 
 /// The open stream's next event; never ready without a stream. A stream whose task is gone
@@ -387,6 +415,12 @@ async fn run(
         media_seen: (0, created),
         stream_settings: setup.stream,
         stream: None,
+        detection: None,
+        pending_detection: setup
+            .detect_machine
+            .filter(|_| direction == Direction::Outbound),
+        speech: setup.speech,
+        media: setup.media,
     };
     actor
         .timers
@@ -423,6 +457,15 @@ async fn run(
                 None => actor.input(Input::MediaLost).await,
             },
             event = next_stream_event(&mut actor.stream) => actor.stream_event(event).await,
+            Some(audio) = async {
+                match actor.detection.as_mut() {
+                    Some(detection) => Some(detection.next_audio().await),
+                    None => std::future::pending().await,
+                }
+            } => {
+                let events = actor.detection.as_mut().map(|d| d.feed(&audio)).unwrap_or_default();
+                actor.detected(events).await;
+            },
             () = sleep_until(deadline), if next.is_some() => {
                 if let Some((id, _)) = next {
                     actor.timers.remove(&id);
@@ -505,6 +548,9 @@ impl Actor {
                         self.info.answered = Some(SystemTime::now());
                         if let Some(options) = self.record.take() {
                             self.start_recording(options);
+                        }
+                        if let Some(settings) = self.pending_detection.take() {
+                            self.start_detection(settings);
                         }
                     }
                     self.info.state = Some(state);
@@ -640,6 +686,13 @@ impl Actor {
             CallCommand::CancelTimer(name) => {
                 self.timers.remove(&TimerId::Script(name));
             }
+            CallCommand::DetectMachine(settings) => {
+                if self.machine.is_connected() {
+                    self.start_detection(settings);
+                } else {
+                    self.pending_detection = Some(settings);
+                }
+            }
             CallCommand::Queue(action) => Box::pin(self.queue(action)).await,
             CallCommand::TransferPending => {
                 self.input(Input::Command(Command::TransferPending)).await;
@@ -673,6 +726,7 @@ impl Actor {
             }
             Action::Pause { ms } => Some(self.leg.pause(ms)),
             Action::Stream(request) => self.open_stream(request).await,
+            Action::Say(utterance) => self.say(utterance).await,
             Action::Tone { hz, ms } => Some(self.leg.tone(hz, ms)),
             Action::SendDtmf { digits } => match self.leg.send_dtmf(&digits) {
                 Ok(id) => Some(id),
@@ -723,6 +777,84 @@ impl Actor {
             self.stream = None;
         }
         self.event(CallEvent::Stream(event)).await;
+    }
+
+    /// Starts (or restarts) answering-machine detection on the leg.
+    fn start_detection(&mut self, settings: AmdSettings) {
+        self.end_detection();
+        let detection = Detection::start(&self.leg, settings);
+        self.timers
+            .insert(TimerId::Detection, detection.deadline(false));
+        self.info.machine = None;
+        self.info.beep = None;
+        self.detection = Some(detection);
+    }
+
+    /// What detection decided: the script hears the verdict, then (a machine's) beep; the
+    /// detection ends when it has nothing more to say.
+    async fn detected(&mut self, events: Vec<AmdEvent>) {
+        for event in events {
+            match event {
+                AmdEvent::Verdict(verdict) => {
+                    info!(
+                        "answered by {} ({}, {} ms)",
+                        verdict.result.as_str(),
+                        verdict.reason.as_str(),
+                        verdict.ms
+                    );
+                    self.info.machine = Some(verdict);
+                    if let Some(detection) = &self.detection
+                        && verdict.result == AmdResult::Machine
+                    {
+                        self.timers
+                            .insert(TimerId::Detection, detection.deadline(true));
+                    }
+                    self.event(CallEvent::Machine(verdict)).await;
+                }
+                AmdEvent::Beep(beep) => {
+                    info!(
+                        "the greeting ended: {} at {} ms",
+                        beep.how.as_str(),
+                        beep.ms
+                    );
+                    self.info.beep = Some(beep);
+                    self.event(CallEvent::Beep(beep)).await;
+                }
+            }
+        }
+        if self.detection.as_ref().is_some_and(Detection::is_done) {
+            self.end_detection();
+        }
+    }
+
+    /// Stops detection (if any): the leg no longer hands it audio.
+    fn end_detection(&mut self) {
+        if let Some(detection) = self.detection.take() {
+            detection.stop(&self.leg);
+        }
+        self.timers.remove(&TimerId::Detection);
+    }
+
+    /// Renders `utterance` (at once when cached) and queues it on the leg like a prompt; a
+    /// render that fails is reported as a prompt that failed.
+    async fn say(&mut self, utterance: crate::speech::Utterance) -> Option<ItemId> {
+        match self.speech.render(utterance).await {
+            Ok(rendered) => {
+                for gone in &rendered.evicted {
+                    self.media.prompts().forget(gone);
+                }
+                let id = self.leg.play(rendered.path, 1);
+                self.prompts.insert(id, SAY.to_owned());
+                Some(id)
+            }
+            Err(error) => {
+                warn!("{error}");
+                self.info.play_interrupted = false;
+                self.info.play_error = Some(error.to_string());
+                self.event(CallEvent::PlayDone(SAY.to_owned())).await;
+                None
+            }
+        }
     }
 
     async fn leg_event(&mut self, event: LegEvent) {
@@ -819,6 +951,10 @@ impl Actor {
                 }
             }
             TimerId::Script(name) => self.event(CallEvent::Timer(name)).await,
+            TimerId::Detection => {
+                let event = self.detection.as_mut().and_then(Detection::time_up);
+                self.detected(event.into_iter().collect()).await;
+            }
             TimerId::MediaWatch => {
                 let received = self.leg.stats().packets_received;
                 let now = Instant::now();

@@ -3,6 +3,7 @@
 
 mod actions;
 mod actor;
+mod detection;
 mod gather;
 mod live;
 mod machine;

@@ -2,6 +2,7 @@
 //! outcome after, so a campaign killed at any moment resumes where it stopped and never calls
 //! anyone twice.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -235,6 +236,23 @@ impl Journal {
         tx.commit().map_err(sqlite)
     }
 
+    /// When each contact (by line) was dialled, unix ms: what a daily cap counts.
+    pub fn attempt_starts(&self) -> Result<HashMap<u64, Vec<u64>>, JournalError> {
+        let mut statement = self
+            .db
+            .prepare("SELECT line, started_at FROM attempts ORDER BY id")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| Ok((unsql(row.get(0)?), unsql(row.get(1)?))))
+            .map_err(|e| self.error(e))?;
+        let mut starts: HashMap<u64, Vec<u64>> = HashMap::new();
+        for row in rows {
+            let (line, at) = row.map_err(|e| self.error(e))?;
+            starts.entry(line).or_default().push(at);
+        }
+        Ok(starts)
+    }
+
     /// Every attempt's number, in order (for reports).
     pub fn attempted_numbers(&self) -> Result<Vec<String>, JournalError> {
         let mut statement = self
@@ -284,6 +302,9 @@ mod tests {
         assert_eq!(entries[1].outcome.as_ref().unwrap().state, "INTERRUPTED");
         assert_eq!(entries[2].contact.vars["name"], "n2");
         assert_eq!(journal.attempted_numbers().unwrap(), ["700", "701"]);
+        let starts = journal.attempt_starts().unwrap();
+        assert_eq!((starts[&2].len(), starts[&3].len()), (1, 1));
+        assert!(!starts.contains_key(&4));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! NATS JetStream work queue.
 
 mod contacts;
+mod dnc;
 mod eta;
 mod journal;
 mod outcome;
@@ -11,8 +12,10 @@ pub mod queue;
 mod results;
 mod row_cap;
 mod runner;
+mod schedule;
 
-pub use contacts::{Contact, ContactList, Skipped, load as load_contacts};
+pub use contacts::{Contact, ContactList, Screen, Skipped, TZ_COLUMN, load as load_contacts};
+pub use dnc::DoNotCall;
 pub use eta::Eta;
 pub use journal::{Entry, Journal, JournalError};
 pub use outcome::{Outcome, RetryOn, RetryRule};

@@ -23,6 +23,12 @@ pub struct Outcome {
     /// What the script passed to `set_result`.
     pub result: String,
     pub call_id: String,
+    /// Answering-machine detection's verdict (HUMAN, MACHINE, NOTSURE), when it ran.
+    #[serde(default)]
+    pub amd: String,
+    /// When a machine's greeting ended (its beep), since detection started.
+    #[serde(default)]
+    pub beep_ms: Option<u64>,
 }
 
 fn timestamp(at: SystemTime) -> String {
@@ -40,6 +46,11 @@ impl Outcome {
             digits: info.digits.clone(),
             result: info.result.clone().unwrap_or_default(),
             call_id: info.id.to_string(),
+            amd: info
+                .machine
+                .map(|v| v.result.as_str().to_owned())
+                .unwrap_or_default(),
+            beep_ms: info.beep.map(|b| u64::from(b.ms)),
         }
     }
 

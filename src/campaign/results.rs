@@ -7,7 +7,7 @@ use super::contacts::Skipped;
 use super::journal::Entry;
 use super::outcome::Outcome;
 
-const HEADER: [&str; 11] = [
+const HEADER: [&str; 13] = [
     "line",
     "number",
     "attempts",
@@ -19,6 +19,8 @@ const HEADER: [&str; 11] = [
     "digits",
     "result",
     "call_id",
+    "amd",
+    "beep_ms",
 ];
 
 /// One row of the results (also the message a queue worker publishes).
@@ -89,6 +91,8 @@ pub fn write(path: &Path, rows: &mut [Row]) -> Result<(), String> {
             escape(&o.digits).into_owned(),
             escape(&o.result).into_owned(),
             escape(&o.call_id).into_owned(),
+            escape(&o.amd).into_owned(),
+            o.beep_ms.map(|ms| ms.to_string()).unwrap_or_default(),
         ];
         csv.write_record(&record)
             .map_err(|e| format!("{shown}: {e}"))?;
@@ -119,6 +123,8 @@ pub fn read(path: &Path) -> Result<Vec<Row>, String> {
                 digits: field(8),
                 result: field(9),
                 call_id: field(10),
+                amd: field(11),
+                beep_ms: field(12).parse().ok(),
             },
         });
     }
@@ -140,6 +146,8 @@ mod tests {
             outcome: Outcome {
                 state: state.into(),
                 result: "confirmed, \"yes\"".into(),
+                amd: "MACHINE".into(),
+                beep_ms: Some(4210),
                 ..Outcome::default()
             },
         };

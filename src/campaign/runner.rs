@@ -1,6 +1,6 @@
 //! Running a campaign on this machine: contacts from the journal, dialled through one bot of
 //! the daemon, paced by calls per second and concurrency, retried by the rules, inside the
-//! daily window, with a progress bar.
+//! daily window in each contact's own time zone and under the daily cap, with a progress bar.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use super::eta::Eta;
 use super::journal::{Entry, Journal, JournalError, now_ms};
 use super::outcome::{Outcome, RetryRule};
 use super::pacing::Window;
+use super::schedule::{Next, Schedule};
 use crate::call::Pacer;
 use crate::daemon::{CampaignProgress, Daemon};
 
@@ -27,9 +28,12 @@ pub struct Pace {
     /// New calls per second at most.
     pub cps: f64,
     pub retry: RetryRule,
+    /// The hours of the day to call, in each contact's own time.
     pub window: Option<Window>,
     /// How long a contact's phone may ring (default: a minute).
     pub ring_timeout: Option<Duration>,
+    /// Attempts per contact in one of its days at most.
+    pub per_day: Option<u32>,
 }
 
 /// What a finished (or stopped) run did.
@@ -61,6 +65,8 @@ struct Shown<'a> {
     queue: &'a VecDeque<Entry>,
     eta: &'a Eta,
     pace: &'a Pace,
+    /// How long until the next contact may be called, when nobody may be called now.
+    next_call: Option<Duration>,
 }
 
 impl Shown<'_> {
@@ -87,11 +93,17 @@ impl Shown<'_> {
             }
             Some(left) => format!("ETA {}", crate::console::human(left)),
         };
-        bar.set_message(format!(
-            "{} active, {} failed, {eta}",
-            self.live.len(),
-            self.failed
-        ));
+        let mut message = format!("{} active, {} failed, {eta}", self.live.len(), self.failed);
+        if let Some(wait) = self.next_call
+            && wait >= Duration::from_secs(60)
+        {
+            // Everyone left waits for a window, a daily cap or a retry.
+            message.push_str(&format!(
+                ", next call in {} min",
+                wait.as_secs().div_ceil(60)
+            ));
+        }
+        bar.set_message(message);
         daemon.show_campaign(CampaignProgress {
             bot: self.bot.to_owned(),
             total: self.total,
@@ -130,10 +142,19 @@ pub async fn run(
     let mut started: HashMap<i64, Instant> = HashMap::new();
     let mut eta = Eta::default();
     let pacer = Pacer::new(pace.cps);
+    let mut schedule = Schedule::new(pace.window, pace.per_day, journal.attempt_starts()?);
     let mut failed = 0u32;
     tokio::pin!(stop);
     let mut stopping = false;
     loop {
+        let over = live.is_empty() && (stopping || queue.is_empty());
+        // At the concurrency limit (or stopping) only a call's end can change anything.
+        let throttled = stopping || live.len() >= pace.concurrency;
+        let next = if throttled || over {
+            Next::Idle
+        } else {
+            schedule.next(&queue, chrono::Utc::now())
+        };
         let shown = Shown {
             bot,
             total: entries.len(),
@@ -144,30 +165,21 @@ pub async fn run(
             queue: &queue,
             eta: &eta,
             pace,
+            next_call: match next {
+                Next::Wait(wait) => Some(wait),
+                Next::Now(_) | Next::Idle => None,
+            },
         };
-        let over = live.is_empty() && (stopping || queue.is_empty());
         shown.show(&bar, daemon, over);
         if over {
             break;
         }
-        let now = now_ms();
-        // At the concurrency limit (or stopping) only a call's end can change anything.
-        let throttled = stopping || live.len() >= pace.concurrency;
-        let due = queue
-            .iter()
-            .position(|e| e.next_at <= now)
-            .filter(|_| !throttled);
-        let wait = match (due, pace.window) {
-            (Some(_), Some(window)) => window.wait(chrono::Local::now().time()),
-            (Some(_), None) => Duration::ZERO,
-            (None, _) if throttled => IDLE,
-            (None, _) => queue
-                .iter()
-                .map(|e| Duration::from_millis(e.next_at.saturating_sub(now)))
-                .min()
-                .unwrap_or(IDLE),
+        let wait = match next {
+            Next::Now(_) => Duration::ZERO,
+            Next::Wait(wait) => wait,
+            Next::Idle => IDLE,
         };
-        if let (Some(index), true) = (due, wait.is_zero()) {
+        if let Next::Now(index) = next {
             let went = tokio::select! {
                 went = pacer.wait() => went,
                 () = &mut stop => { stopping = true; continue; }
@@ -183,6 +195,7 @@ pub async fn run(
             // The attempt starts when the pacer let it go, so the journal shows the pacing.
             let started_at = now_ms().saturating_sub(went.elapsed().as_millis() as u64);
             let attempt = journal.start(entry.contact.line, started_at)?;
+            schedule.started(entry.contact.line, started_at);
             summary.attempts += 1;
             started.insert(attempt, Instant::now());
             let finished = daemon

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use callbot::campaign::queue::{Queue, WorkSettings};
 use callbot::campaign::{
-    self, ContactList, Journal, Pace, RetryOn, RetryRule, Row, Window, parse_duration,
+    self, ContactList, DoNotCall, Journal, Pace, RetryOn, RetryRule, Row, Screen, Window,
+    parse_duration,
 };
 use callbot::config::Config;
 use callbot::daemon::Daemon;
@@ -15,11 +16,13 @@ use callbot::script::Limits;
 
 /// Call a contact list through a bot's script (see scripts/campaign.rhai).
 ///
-/// The CSV's first column is `number`; the others become the call's `vars`. Each contact is
-/// dialled through the bot (its `on_call_state` and `set_result` decide the outcome), at most
-/// --concurrency at a time and --cps per second, inside --window, with retries for the
-/// failures in --retry-on. Rows with a bad number, a duplicate or a number outside the bot's
-/// allow_dial are reported with their line and never dialled. A journal (SQLite, next to the
+/// The CSV's first column is `number`; the others become the call's `vars` (a `tz` column, an
+/// IANA time zone, sets the contact's local time). Each contact is dialled through the bot
+/// (its `on_call_state` and `set_result` decide the outcome), at most --concurrency at a time
+/// and --cps per second, inside --window in its own local time, at most
+/// --max-attempts-per-day times a day, with retries for the failures in --retry-on. Rows with a
+/// bad number, a duplicate, a number outside the bot's allow_dial or on the --dnc list are
+/// reported with their line and never dialled. A journal (SQLite, next to the
 /// results) records every attempt before it is dialled: a campaign killed at any moment and
 /// started again resumes where it stopped and calls nobody twice. With --queue the contacts go
 /// through a NATS JetStream work queue instead (see `publish`, `work`, `results`).
@@ -92,9 +95,15 @@ struct RunArgs {
     contacts: Option<PathBuf>,
     #[command(flatten)]
     dialling: Dialling,
-    /// Only dial between these local times, e.g. 09:00-18:00.
+    /// Only dial between these times of day, e.g. 09:00-18:00, in each contact's own time zone
+    /// (its `tz` column; this machine's for contacts without one).
     #[arg(long)]
     window: Option<Window>,
+    /// Attempts per contact in one day (of its time zone) at most; more wait for the next day.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts_per_day: Option<u32>,
+    #[command(flatten)]
+    dnc: DncArg,
     /// One row per contact: number, attempts, final state, answered at, duration, digits, result.
     #[arg(long, value_name = "FILE", default_value = "campaign-results.csv")]
     results: PathBuf,
@@ -105,6 +114,27 @@ struct RunArgs {
     /// config's http.token guards it.
     #[arg(long, value_name = "ADDRESS")]
     http: Option<std::net::SocketAddr>,
+}
+
+#[derive(clap::Args)]
+struct DncArg {
+    /// A do-not-call list: numbers in its first column are never dialled (reported as skipped
+    /// with their line).
+    #[arg(long, value_name = "FILE")]
+    dnc: Option<PathBuf>,
+}
+
+impl DncArg {
+    fn load(&self) -> Result<Option<DoNotCall>, String> {
+        let Some(path) = &self.dnc else {
+            return Ok(None);
+        };
+        let list = DoNotCall::load(path)?;
+        for line in &list.unreadable {
+            eprintln!("{}:{line}: not a phone number (ignored)", list.file);
+        }
+        Ok(Some(list))
+    }
 }
 
 #[derive(clap::Args)]
@@ -122,6 +152,8 @@ struct PublishArgs {
     config: Option<PathBuf>,
     #[arg(long)]
     bot: Option<String>,
+    #[command(flatten)]
+    dnc: DncArg,
 }
 
 #[derive(clap::Args)]
@@ -206,7 +238,7 @@ fn config_for(
     Ok(config)
 }
 
-fn contacts(path: &Path, config: Option<&Config>) -> Result<ContactList, String> {
+fn contacts(path: &Path, config: Option<&Config>, dnc: &DncArg) -> Result<ContactList, String> {
     let allow = config.map_or_else(
         || {
             callbot::config::DialPolicy::new(vec![
@@ -215,7 +247,12 @@ fn contacts(path: &Path, config: Option<&Config>) -> Result<ContactList, String>
         },
         |c| c.bots[0].allow_dial.clone(),
     );
-    let list = campaign::load_contacts(path, &allow)?;
+    let dnc = dnc.load()?;
+    let screen = Screen {
+        allow: &allow,
+        dnc: dnc.as_ref(),
+    };
+    let list = campaign::load_contacts(path, screen)?;
     for skipped in &list.skipped {
         eprintln!(
             "{}:{}: {} skipped: {}",
@@ -236,7 +273,7 @@ async fn local(args: RunArgs) -> Result<ExitCode, String> {
     let bot = args.bot.ok_or("--bot NAME is needed")?;
     let contacts_path = args.contacts.ok_or("--contacts FILE is needed")?;
     let config = config_for(&args.config, &bot, Some(args.dialling.cps), args.http)?;
-    let list = contacts(&contacts_path, Some(&config))?;
+    let list = contacts(&contacts_path, Some(&config), &args.dnc)?;
     let journal_path = args
         .journal
         .unwrap_or_else(|| args.results.with_extension("journal"));
@@ -260,6 +297,7 @@ async fn local(args: RunArgs) -> Result<ExitCode, String> {
         retry: args.dialling.retry(),
         window: args.window,
         ring_timeout: Some(args.dialling.ring_timeout),
+        per_day: args.max_attempts_per_day,
     };
     let summary = campaign::run(&daemon, &bot, &mut journal, &pace, super::shutdown_signal())
         .await
@@ -298,7 +336,7 @@ async fn publish(args: PublishArgs) -> Result<ExitCode, String> {
         (Some(path), Some(bot)) => Some(config_for(path, bot, None, None)?),
         _ => None,
     };
-    let list = contacts(&args.contacts, config.as_ref())?;
+    let list = contacts(&args.contacts, config.as_ref(), &args.dnc)?;
     let queue = Queue::connect(&args.queue, &args.campaign)
         .await
         .map_err(|e| format!("NATS {}: {e}", args.queue))?;

@@ -49,10 +49,6 @@ const PROMPTS: &[(&str, &[u8])] = &[
         "greeting_b.wav",
         include_bytes!("../../prompts/greeting_b.wav"),
     ),
-    (
-        "campaign_message.wav",
-        include_bytes!("../../prompts/campaign_message.wav"),
-    ),
     ("thanks.wav", include_bytes!("../../prompts/thanks.wav")),
     (
         "agent_unavailable.wav",

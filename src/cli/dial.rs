@@ -67,6 +67,10 @@ pub struct DialArgs {
     /// existing one is never replaced.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// Tell a person from an answering machine once answered (default settings), and print
+    /// the verdict and the end of a machine's greeting.
+    #[arg(long)]
+    detect_machine: bool,
     /// Hang up after this many seconds of talk.
     #[arg(long, default_value_t = 10)]
     secs: u64,
@@ -293,6 +297,11 @@ pub async fn run(args: DialArgs) -> ExitCode {
 /// The commands that carry out the command line's plan once the call is answered.
 fn plan(args: &DialArgs) -> Vec<CallCommand> {
     let mut commands = Vec::new();
+    if args.detect_machine {
+        commands.push(CallCommand::DetectMachine(
+            callbot::amd::AmdSettings::default(),
+        ));
+    }
     if let Some(path) = &args.record {
         commands.push(CallCommand::Record {
             path: Some(path.clone()),
@@ -371,6 +380,19 @@ async fn dial(args: DialArgs) -> Result<bool, String> {
             }
             CallEvent::Recording(path) => {
                 callbot::console::println(&format!("recording {}", path.display()))
+            }
+            CallEvent::Machine(verdict) => callbot::console::println(&format!(
+                "answered by {} ({}, after {} ms)",
+                verdict.result.as_str(),
+                verdict.reason.as_str(),
+                verdict.ms
+            )),
+            CallEvent::Beep(beep) => {
+                callbot::console::println(&format!(
+                    "greeting ended: {} at {} ms",
+                    beep.how.as_str(),
+                    beep.ms
+                ));
             }
             CallEvent::Incoming | CallEvent::Digits(_) | CallEvent::Stream(_) => {}
         }

@@ -226,6 +226,9 @@ pub struct BotConfig {
     /// Bytes the script may keep between handler runs (`bot.set`, `call.set`, timers).
     pub script_memory: usize,
     pub record: RecordMode,
+    /// Answering-machine detection started on each outbound call when it is answered (a
+    /// script's `call.detect_machine` replaces it).
+    pub detect_machine: Option<crate::amd::AmdSettings>,
     pub allow_dial: DialPolicy,
     /// Visible to the script as `bot.vars`.
     pub vars: BTreeMap<String, String>,

@@ -96,6 +96,8 @@ pub(super) struct RawBot {
     pub max_cps: Option<Spanned<f64>>,
     pub script_memory_mb: Option<Spanned<u32>>,
     pub record: Option<Spanned<RawRecord>>,
+    /// Answering-machine detection on every outbound call (`{}` for the defaults).
+    pub detect_machine: Option<Spanned<crate::amd::AmdSettings>>,
     #[serde(default)]
     pub allow_dial: Vec<Text>,
     #[serde(default)]

@@ -666,6 +666,20 @@ impl Resolver<'_> {
             Some(value) => self.record(value, &key("record")),
             None => Some(defaults.record),
         };
+        let detect_machine = match &bot.detect_machine {
+            None => Some(None),
+            Some(value) => match value.value.validate() {
+                Ok(()) => Some(Some(value.value)),
+                Err(problem) => {
+                    self.report(
+                        value.referenced,
+                        key("detect_machine"),
+                        Problem::Invalid(problem),
+                    );
+                    None
+                }
+            },
+        };
         let allow_dial = self.allow_dial(index, &bot.allow_dial);
         let vars = bot
             .vars
@@ -692,6 +706,7 @@ impl Resolver<'_> {
             max_cps: max_cps?,
             script_memory: script_memory?,
             record: record?,
+            detect_machine: detect_machine?,
             allow_dial: allow_dial?,
             vars: vars?,
             stream: stream?,

@@ -22,6 +22,7 @@ use crate::protocol::{
     CallId, ClientFrame, ConnectionState, Dialect, Invite, ServerFrame, SipCode,
 };
 use crate::script::{BotApi, BotCommand, Limits, ScriptErrors, ScriptHost, client_value};
+use crate::speech::Speech;
 use crate::untrusted::escaped;
 use crate::voice::StreamSettings;
 
@@ -132,6 +133,7 @@ pub struct BotTask {
     events: mpsc::Receiver<LinkEvent>,
     script: ScriptHost,
     media: MediaRuntime,
+    speech: Speech,
     dialect: Dialect,
     registration: Registration,
     /// Live calls, each with whoever waits for its end (campaign dials).
@@ -175,12 +177,13 @@ pub struct BotPeers {
 }
 
 impl BotTask {
-    /// Compiles the bot's script, opens its link and starts its task.
+    /// Compiles the bot's script, opens its link and starts its task; its calls share the
+    /// daemon's media runtime and speech cache.
     pub fn spawn(
         config: Arc<BotConfig>,
         key: String,
         BotPeers { link, stream }: BotPeers,
-        media: MediaRuntime,
+        (media, speech): (MediaRuntime, Speech),
         metrics: BotMetrics,
         cdr: Arc<CdrLog>,
         limits: Limits,
@@ -212,6 +215,7 @@ impl BotTask {
             events,
             script,
             media,
+            speech,
             dialect,
             registration: Registration::Never,
             calls: CallTable::default(),
@@ -490,6 +494,8 @@ impl BotTask {
             dial_pacer: Some(self.dial_pacer.clone()),
             live: Some(self.live.clone()),
             stream: Some(self.stream.clone()),
+            detect_machine: self.config.detect_machine,
+            speech: self.speech.clone(),
         };
         let handler = Box::new(self.script.call_handler(tx.clone()));
         if self.registration != Registration::Granted {

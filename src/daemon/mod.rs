@@ -110,6 +110,8 @@ impl Daemon {
             MediaRuntime::start(config.media.network_settings()).map_err(DaemonError::Media)?;
         let metrics = Arc::new(Metrics::default());
         let cdr = Arc::new(CdrLog::new(config.recordings.join("cdr.jsonl")));
+        // One speech cache for every bot: the same sentence is rendered once.
+        let speech = crate::speech::Speech::default();
         let mut bots = Vec::new();
         for (index, (bot, link)) in config.bots.into_iter().zip(links).enumerate() {
             let metrics = metrics.bot(&bot.name);
@@ -126,7 +128,7 @@ impl Daemon {
                     link,
                     stream: Arc::new(stream),
                 },
-                media.clone(),
+                (media.clone(), speech.clone()),
                 metrics,
                 cdr.clone(),
                 limits,

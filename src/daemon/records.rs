@@ -41,6 +41,8 @@ pub fn call_record(bot: &str, info: &CallInfo) -> Value {
         "recordings": info.recordings,
         "recording_error": info.recording_error,
         "setup_ms": info.setup_time.map(|d| d.as_secs_f64() * 1000.0),
+        "amd": info.machine,
+        "beep": info.beep,
         "connect_ms": info.stats.connect_time.map(|d| d.as_secs_f64() * 1000.0),
         "first_audio_ms": info.stats.first_audio.map(|d| d.as_secs_f64() * 1000.0),
         "packets_sent": info.stats.packets_sent,
@@ -202,6 +204,34 @@ mod tests {
             path.parent(),
             Some(root.path().canonicalize().unwrap().as_path())
         );
+    }
+
+    #[test]
+    fn the_answering_machine_verdict_and_the_beep_are_recorded() {
+        use crate::amd::{AmdReason, AmdResult, Beep, BeepKind, Verdict};
+        let mut info = CallInfo::new(
+            crate::protocol::CallId::from_bits(7),
+            crate::call::Direction::Outbound,
+            ("602", ""),
+            "706",
+            Default::default(),
+        );
+        assert!(call_record("c", &info)["amd"].is_null());
+        info.machine = Some(Verdict {
+            result: AmdResult::Machine,
+            reason: AmdReason::LongGreeting,
+            ms: 2112,
+        });
+        info.beep = Some(Beep {
+            how: BeepKind::Tone,
+            ms: 6384,
+        });
+        let record = call_record("c", &info);
+        assert_eq!(
+            record["amd"],
+            json!({ "result": "MACHINE", "reason": "long_greeting", "ms": 2112 })
+        );
+        assert_eq!(record["beep"], json!({ "how": "tone", "ms": 6384 }));
     }
 
     #[test]

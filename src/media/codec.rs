@@ -145,23 +145,28 @@ impl Encoder {
     }
 }
 
-/// Converts mono PCM between the two rates our codecs use (8 and 48 kHz): averaging groups of
-/// six going down (enough low-pass for narrowband speech and DTMF), linear interpolation going up.
+/// Converts mono PCM between rates a whole factor apart (our codecs' 8 and 48 kHz, and the 16 kHz
+/// of answering-machine detection): averaging groups going down (enough low-pass for narrowband
+/// speech and DTMF), linear interpolation going up.
 pub fn convert_rate(pcm: &[i16], from: u32, to: u32) -> Vec<i16> {
     match (from, to) {
         (a, b) if a == b => pcm.to_vec(),
-        (48000, 8000) => pcm
-            .chunks(6)
+        // Down by a whole factor (48 kHz to 8 or 16 kHz): each output sample is the mean of
+        // its group.
+        (from, to) if to > 0 && from > to && from % to == 0 => pcm
+            .chunks((from / to) as usize)
             .map(|group| {
                 (group.iter().map(|&s| i32::from(s)).sum::<i32>() / group.len() as i32) as i16
             })
             .collect(),
-        (8000, 48000) => {
-            let mut out = Vec::with_capacity(pcm.len() * 6);
+        // Up by a whole factor (8 kHz to 16 or 48 kHz): straight lines between samples.
+        (from, to) if from > 0 && to > from && to % from == 0 => {
+            let factor = (to / from) as i32;
+            let mut out = Vec::with_capacity(pcm.len() * factor as usize);
             for (i, &sample) in pcm.iter().enumerate() {
                 let next = i32::from(*pcm.get(i + 1).unwrap_or(&sample));
                 let sample = i32::from(sample);
-                out.extend((0..6).map(|k| (sample + (next - sample) * k / 6) as i16));
+                out.extend((0..factor).map(|k| (sample + (next - sample) * k / factor) as i16));
             }
             out
         }

@@ -216,6 +216,12 @@ impl PromptCache {
         (*stamp == modified).then(|| audio.clone())
     }
 
+    /// Drops what is cached for `path` (every codec): a file that is gone for good (speech the
+    /// speech cache let go) must not stay in memory. Calls playing it keep their copy.
+    pub fn forget(&self, path: &Path) {
+        lock(&self.slots).retain(|(cached, _), _| cached != path);
+    }
+
     fn slot(&self, path: &Path, codec: Codec) -> Arc<Slot> {
         lock(&self.slots)
             .entry((path.to_path_buf(), codec))
@@ -325,5 +331,8 @@ mod tests {
             .set_modified(later)
             .unwrap();
         assert_eq!(cache.get(&path, Codec::Pcmu).unwrap().frames.len(), 20);
+        cache.forget(&path);
+        assert!(lock(&cache.slots).is_empty(), "forgotten, every codec");
+        assert!(cache.get_if_cached(&path, Codec::Pcmu).is_none());
     }
 }

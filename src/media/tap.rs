@@ -1,12 +1,13 @@
 //! Listening in on a leg's audio as PCM, for whoever needs it besides the recorder: a voice
-//! agent's stream, a detector, a speech recogniser. Both engines serve the same contract, so a
+//! agent's stream, answering-machine detection, a speech recogniser. Both engines serve the same contract, so a
 //! listener is written once:
 //!
 //! - [`MediaLeg::add_tap`](super::MediaLeg::add_tap) hands the leg's audio, both ways, to a tap
 //!   from then on; [`MediaLeg::remove_tap`](super::MediaLeg::remove_tap) stops it (dropping the
 //!   leg drops its taps too).
 //! - [`AudioTap::received`]: the far end's audio, decoded, mono, as each packet arrives (usually
-//!   20 ms; nothing while no packets come). [`AudioTap::sent`]: what the leg sent in each 20 ms
+//!   20 ms; nothing while no packets come), with the packet's RTP timestamp, so a listener that
+//!   keeps the audio's own clock (answering-machine detection) can fill a lost packet. [`AudioTap::sent`]: what the leg sent in each 20 ms
 //!   tick (prompts, tones, live feeds; echoed frames when decoded), `None` for silence, so a
 //!   listener can keep a continuous timeline of our side.
 //! - PCM is 16-bit at the codec's clock rate, given with every call (8000 for PCMU/PCMA, 48000
@@ -22,8 +23,10 @@ use std::sync::Arc;
 
 /// One listener of a leg's audio.
 pub trait AudioTap: Send + Sync {
-    /// Audio the far end sent, decoded, mono at `rate` Hz, as it arrives (usually 20 ms).
-    fn received(&self, pcm: &[i16], rate: u32);
+    /// Audio the far end sent, decoded, mono at `rate` Hz, as it arrives (usually 20 ms);
+    /// `timestamp` is its packet's RTP timestamp (same clock), so a tap that keeps time by the
+    /// audio (answering-machine detection) can tell a lost packet from a pause.
+    fn received(&self, pcm: &[i16], rate: u32, timestamp: u32);
 
     /// What the leg sent in one 20 ms interval, at `rate` Hz; `None` is silence (nothing
     /// queued, or on hold).
@@ -64,9 +67,9 @@ impl AudioTaps {
     }
 
     /// Hands the far end's decoded audio to every tap.
-    pub fn received(&self, pcm: &[i16], rate: u32) {
+    pub fn received(&self, pcm: &[i16], rate: u32, timestamp: u32) {
         for tap in &self.0 {
-            tap.received(pcm, rate);
+            tap.received(pcm, rate, timestamp);
         }
     }
 
@@ -87,7 +90,7 @@ mod tests {
     struct Count(AtomicUsize);
 
     impl AudioTap for Count {
-        fn received(&self, pcm: &[i16], _rate: u32) {
+        fn received(&self, pcm: &[i16], _rate: u32, _timestamp: u32) {
             self.0.fetch_add(pcm.len(), Ordering::Relaxed);
         }
     }
@@ -100,9 +103,9 @@ mod tests {
         assert!(taps.is_empty());
         taps.add(a_tap.clone());
         taps.add(b_tap);
-        taps.received(&[0; 160], 8000);
+        taps.received(&[0; 160], 8000, 0);
         taps.remove(&a_tap);
-        taps.received(&[0; 160], 8000);
+        taps.received(&[0; 160], 8000, 0);
         taps.sent(None, 8000);
         assert_eq!(a.0.load(Ordering::Relaxed), 160);
         assert_eq!(b.0.load(Ordering::Relaxed), 320);

@@ -24,7 +24,7 @@ pub struct Extension {
 #[serde(deny_unknown_fields)]
 pub struct AutoAnswer {
     pub action: AutoAction,
-    /// Digits to press once answered (RFC 4733), after `after_ms`.
+    /// Digits to press once answered (RFC 4733), after `after_ms`: answer and person.
     #[serde(default)]
     pub press: Option<String>,
     #[serde(default = "default_after_ms")]
@@ -45,7 +45,12 @@ fn default_hangup_ms() -> u32 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AutoAction {
+    /// Answers and stays silent.
     Answer,
+    /// Answers with a short "Hello?", then waits, recording what it hears.
+    Person,
+    /// An answering machine: a long greeting, a beep, then records what follows.
+    Machine,
     /// 486 Busy Here.
     Busy,
     /// 603 Decline.
@@ -106,11 +111,12 @@ fn default_name(number: u32) -> String {
     }
 }
 
-/// The default test extensions 700–705, for campaigns against the emulator: they answer and
-/// press 1, answer and stay silent, are busy, never answer, decline, answer and press 2.
+/// The default test extensions 700–707, for campaigns against the emulator: a person who
+/// says hello and presses 1, a silent answer, busy, no answer, a decline, a person who presses
+/// 2, an answering machine, a person who says hello and waits.
 fn default_auto(number: u32) -> (String, AutoAnswer) {
-    let answer = |press: Option<&str>| AutoAnswer {
-        action: AutoAction::Answer,
+    let answer = |action, press: Option<&str>| AutoAnswer {
+        action,
         press: press.map(str::to_owned),
         after_ms: 4000,
         hangup_ms: 30_000,
@@ -122,19 +128,27 @@ fn default_auto(number: u32) -> (String, AutoAnswer) {
         hangup_ms: default_hangup_ms(),
     };
     match number {
-        700 => ("Answers, presses 1".into(), answer(Some("1"))),
-        701 => ("Answers, silent".into(), answer(None)),
+        700 => (
+            "Says hello, presses 1".into(),
+            answer(AutoAction::Person, Some("1")),
+        ),
+        701 => ("Answers, silent".into(), answer(AutoAction::Answer, None)),
         702 => ("Always busy".into(), only(AutoAction::Busy)),
         703 => ("Never answers".into(), only(AutoAction::NoAnswer)),
         704 => ("Declines".into(), only(AutoAction::Reject)),
-        _ => ("Answers, presses 2".into(), answer(Some("2"))),
+        705 => (
+            "Says hello, presses 2".into(),
+            answer(AutoAction::Person, Some("2")),
+        ),
+        706 => ("Answering machine".into(), only(AutoAction::Machine)),
+        _ => ("Says hello, waits".into(), answer(AutoAction::Person, None)),
     }
 }
 
 impl Accounts {
     /// The built-in accounts: admin (with `admin_password`), extensions 500–509 and 600–609,
     /// each with its number as password (a lab emulator, never a real PBX), and the test
-    /// extensions 700–705 that the emulator answers itself.
+    /// extensions 700–707 that the emulator answers itself.
     pub fn defaults(admin_password: Secret) -> Self {
         let people = (500..510).chain(600..610).map(|n: u32| Extension {
             number: n.to_string(),
@@ -142,7 +156,7 @@ impl Accounts {
             password: Secret::new(n.to_string()),
             auto: None,
         });
-        let tests = (700..706).map(|n: u32| {
+        let tests = (700..708).map(|n: u32| {
             let (name, auto) = default_auto(n);
             Extension {
                 number: n.to_string(),
@@ -225,7 +239,7 @@ mod tests {
     #[test]
     fn defaults_have_the_demo_extensions() {
         let accounts = Accounts::defaults(Secret::new("pw"));
-        assert_eq!(accounts.extensions.len(), 26);
+        assert_eq!(accounts.extensions.len(), 28);
         assert_eq!(
             accounts
                 .extension("702")

@@ -149,7 +149,7 @@ pub struct Pbx {
     server: JoinHandle<()>,
     switch: JoinHandle<()>,
     /// The test extensions the emulator answers itself.
-    extensions: Vec<JoinHandle<()>>,
+    extensions: Option<auto::TestExtensions>,
 }
 
 impl Pbx {
@@ -203,10 +203,10 @@ impl Pbx {
         let (switch_tx, switch_rx) = mpsc::unbounded_channel();
         let switch =
             tokio::spawn(switch::Switch::new(ctx.clone(), switch_tx.clone()).run(switch_rx));
-        let extensions = match &ctx.media {
-            Some(media) => auto::start(&ctx, &switch_tx, media),
-            None => Vec::new(),
-        };
+        let extensions = ctx
+            .media
+            .as_ref()
+            .map(|media| auto::start(&ctx, &switch_tx, media));
         let version = match dialect {
             Dialect::Modern => "PBX/70.1 (callbot emulator)",
             Dialect::Legacy => "PBX/68.5 (callbot emulator)",
@@ -269,7 +269,7 @@ impl Pbx {
     pub async fn stop(mut self) {
         self.server.abort();
         self.switch.abort();
-        for extension in &self.extensions {
+        for extension in self.extensions.iter().flat_map(|e| &e.tasks) {
             extension.abort();
         }
         let _ = (&mut self.server).await;
@@ -281,7 +281,7 @@ impl Drop for Pbx {
     fn drop(&mut self) {
         self.server.abort();
         self.switch.abort();
-        for extension in &self.extensions {
+        for extension in self.extensions.iter().flat_map(|e| &e.tasks) {
             extension.abort();
         }
     }

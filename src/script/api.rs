@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::memory::{MemoryBudget, Store};
 use super::prompts;
+use crate::amd::{AmdSettings, Beep, Verdict};
 use crate::call::{
     self, Action, ActorInput, CallCommand, CallInfo, Direction, GatherOptions, Inbox,
 };
@@ -19,6 +20,7 @@ use crate::connection::Client;
 use crate::lock::lock;
 use crate::media::dtmf::Digit;
 use crate::protocol::{CallId, SipCode};
+use crate::speech;
 use crate::voice::{StreamEvent, StreamRequest, Tracks};
 
 /// The most keys one `send_dtmf` sends: a whole number or code fits, and in-band keys (about
@@ -68,6 +70,9 @@ pub struct BotShared {
     pub vars: Map,
     pub prompts: PathBuf,
     pub allow_dial: DialPolicy,
+    /// The bot's answering-machine settings (`detect_machine:`), what `call.detect_machine`
+    /// starts from.
+    pub detect_machine: Option<AmdSettings>,
     /// `bot.set` values and bot timers, counted against `memory` with every call's store.
     state: Store,
     memory: Arc<MemoryBudget>,
@@ -101,6 +106,7 @@ impl BotApi {
             vars,
             prompts: prompts::root(&prompts),
             allow_dial,
+            detect_machine: None,
             state: Store::new(memory.clone()),
             memory,
             clients: Mutex::default(),
@@ -120,6 +126,16 @@ impl BotApi {
             config.script_memory,
             commands,
         )
+        .with_detect_machine(config.detect_machine)
+    }
+
+    /// The bot's answering-machine settings, which `call.detect_machine` starts from. Set
+    /// before the object is handed out (later, it is shared and stays as it is).
+    pub fn with_detect_machine(mut self, settings: Option<AmdSettings>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.0) {
+            shared.detect_machine = settings;
+        }
+        self
     }
 
     pub fn shared(&self) -> &BotShared {
@@ -363,6 +379,59 @@ impl CallApi {
         Ok(())
     }
 
+    /// `detect_machine(#{ greeting_ms: 2000, … })`: the bot's settings (or the defaults), with
+    /// the map's keys changed.
+    fn detect_machine(&mut self, overrides: Map) -> ScriptResult<()> {
+        let mut object = match serde_json::to_value(self.bot.0.detect_machine) {
+            Ok(serde_json::Value::Object(object)) => object,
+            _ => serde_json::Map::new(),
+        };
+        for (key, value) in overrides {
+            let number = if let Ok(n) = value.as_int() {
+                serde_json::Value::from(n)
+            } else if let Ok(x) = value.as_float() {
+                serde_json::Value::from(x)
+            } else {
+                return error(format!(
+                    "detect_machine: {key} must be a number, not {}",
+                    value.type_name()
+                ));
+            };
+            object.insert(key.to_string(), number);
+        }
+        let settings = AmdSettings::from_overrides(serde_json::Value::Object(object))
+            .map_err(|e| format!("detect_machine: {e}"))?;
+        self.push(CallCommand::DetectMachine(settings));
+        Ok(())
+    }
+
+    /// `say(text, #{ voice, rate })`: queued like `play`.
+    fn say(&mut self, text: &str, options: Map) -> ScriptResult<()> {
+        let (mut voice, mut rate) = (
+            speech::DEFAULT_VOICE.to_owned(),
+            i64::from(speech::DEFAULT_RATE),
+        );
+        for (key, value) in options {
+            match key.as_str() {
+                "voice" => voice = value.to_string(),
+                "rate" => {
+                    rate = value.as_int().or_else(|_| {
+                        error("say: rate must be a whole number (words per minute)")
+                    })?;
+                }
+                other => {
+                    return error(format!(
+                        "say: unknown option {other:?} (known: voice, rate)"
+                    ));
+                }
+            }
+        }
+        let utterance =
+            speech::Utterance::new(text, &voice, rate).or_else(|e| error(e.to_string()))?;
+        self.queue(Action::Say(utterance));
+        Ok(())
+    }
+
     fn transfer(&mut self, number: &str) -> ScriptResult<()> {
         self.bot.check_dial(number, "transfer to")?;
         self.queue(Action::Transfer {
@@ -543,6 +612,23 @@ pub fn client_value(client: &Client) -> Dynamic {
     client_map(client).into()
 }
 
+/// A verdict as `on_machine` and `call.machine` give it: `#{ result, reason, ms }`.
+pub fn verdict_value(verdict: &Verdict) -> Dynamic {
+    let mut map = Map::new();
+    map.insert("result".into(), verdict.result.as_str().into());
+    map.insert("reason".into(), verdict.reason.as_str().into());
+    map.insert("ms".into(), i64::from(verdict.ms).into());
+    map.into()
+}
+
+/// The end of a greeting as `call.beep` gives it: `#{ how, ms }`.
+fn beep_value(beep: &Beep) -> Dynamic {
+    let mut map = Map::new();
+    map.insert("how".into(), beep.how.as_str().into());
+    map.insert("ms".into(), i64::from(beep.ms).into());
+    map.into()
+}
+
 fn text(value: Option<&str>) -> ImmutableString {
     value.unwrap_or_default().into()
 }
@@ -642,6 +728,18 @@ pub fn register(engine: &mut Engine) {
         .register_get("recording_error", |c: &mut CallApi| {
             text(c.info.recording_error.as_deref())
         })
+        .register_get("machine", |c: &mut CallApi| {
+            c.info.machine.as_ref().map_or(Dynamic::UNIT, verdict_value)
+        })
+        .register_get("beep", |c: &mut CallApi| {
+            c.info.beep.as_ref().map_or(Dynamic::UNIT, beep_value)
+        })
+        .register_fn("detect_machine", |c: &mut CallApi| {
+            c.detect_machine(Map::new())
+        })
+        .register_fn("detect_machine", CallApi::detect_machine)
+        .register_fn("say", |c: &mut CallApi, text: &str| c.say(text, Map::new()))
+        .register_fn("say", CallApi::say)
         .register_fn("answer", |c: &mut CallApi| c.push(CallCommand::Answer))
         .register_fn("reject", |c: &mut CallApi| c.reject(486))
         .register_fn("reject", CallApi::reject)
@@ -723,7 +821,8 @@ mod tests {
     use super::*;
     use crate::config::DialPattern;
 
-    /// Runs `source` with `call` and `bot` in scope; the commands it gave, or its error.
+    /// Runs `source` with `call` and `bot` (whose config sets `detect_machine: { greeting_ms:
+    /// 2000 }`) in scope; the commands it gave, or its error.
     fn run(source: &str) -> Result<Vec<CallCommand>, String> {
         let mut engine = super::super::engine::engine("t.rhai", super::super::Limits::default());
         register(&mut engine);
@@ -737,7 +836,11 @@ mod tests {
             allow,
             super::super::DEFAULT_MEMORY_BYTES,
             bot_commands,
-        );
+        )
+        .with_detect_machine(Some(AmdSettings {
+            greeting_ms: 2000,
+            ..AmdSettings::default()
+        }));
         let (inbox, _) = call::inbox();
         let sink = Arc::new(CommandSink::buffered(inbox));
         let info = CallInfo::new(
@@ -845,5 +948,57 @@ mod tests {
         assert_eq!(map["kind"].to_string(), "closed");
         assert_eq!(map["name"].to_string(), "");
         assert_eq!(map["reason"].to_string(), "bye");
+    }
+
+    #[test]
+    fn detect_machine_starts_from_the_bots_settings() {
+        let commands =
+            run("call.detect_machine(#{ max_words: 5, voice_threshold: 0.6 });").expect("valid");
+        let [CallCommand::DetectMachine(settings)] = &commands[..] else {
+            panic!("{commands:?}");
+        };
+        assert_eq!(
+            (
+                settings.greeting_ms,
+                settings.max_words,
+                settings.voice_threshold
+            ),
+            (2000, 5, 0.6)
+        );
+        let error = run("call.detect_machine(#{ greting_ms: 1 });").unwrap_err();
+        assert!(error.contains("greting_ms"), "{error}");
+        let error = run("call.detect_machine(#{ greeting_ms: \"long\" });").unwrap_err();
+        assert!(error.contains("greeting_ms must be a number"), "{error}");
+    }
+
+    #[test]
+    fn say_is_queued_with_its_voice_and_refuses_what_espeak_must_not_get() {
+        let commands =
+            run("call.say(\"Hello\"); call.say(\"Bye\", #{ voice: \"en+f3\", rate: 200 });")
+                .expect("valid");
+        assert_eq!(
+            commands,
+            [
+                CallCommand::Queue(Action::Say(
+                    speech::Utterance::new("Hello", "en-us", 160).expect("valid")
+                )),
+                CallCommand::Queue(Action::Say(
+                    speech::Utterance::new("Bye", "en+f3", 200).expect("valid")
+                )),
+            ]
+        );
+        for (source, problem) in [
+            ("call.say(\"\");", "empty"),
+            ("call.say(\"x\", #{ voice: \"--help\" });", "voice"),
+            ("call.say(\"x\", #{ rate: 5000 });", "rate"),
+            ("call.say(\"x\", #{ speed: 1 });", "unknown option"),
+            (
+                "let t = \"\"; t.pad(2000, \"y\"); call.say(t);",
+                "at most 1000",
+            ),
+        ] {
+            let error = run(source).unwrap_err();
+            assert!(error.contains(problem), "{source}: {error}");
+        }
     }
 }

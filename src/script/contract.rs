@@ -29,6 +29,8 @@ pub const HANDLERS: &[Handler] = &[
     handler("on_call_timer", &["call", "name"]),
     handler("on_recording", &["call", "path"]),
     handler("on_stream", &["call", "event"]),
+    handler("on_machine", &["call", "result"]),
+    handler("on_beep", &["call"]),
 ];
 
 /// The handler called `name`, if there is one.

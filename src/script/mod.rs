@@ -284,6 +284,8 @@ fn call_handler(event: &CallEvent) -> (&'static str, Option<Dynamic>) {
         CallEvent::Timer(timer) => ("on_call_timer", Some(timer.clone().into())),
         CallEvent::Recording(path) => ("on_recording", Some(path.display().to_string().into())),
         CallEvent::Stream(event) => ("on_stream", Some(api::stream_event_value(event))),
+        CallEvent::Machine(verdict) => ("on_machine", Some(api::verdict_value(verdict))),
+        CallEvent::Beep(_) => ("on_beep", None),
     }
 }
 

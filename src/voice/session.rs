@@ -64,7 +64,7 @@ impl Bridge {
 }
 
 impl AudioTap for Bridge {
-    fn received(&self, pcm: &[i16], rate: u32) {
+    fn received(&self, pcm: &[i16], rate: u32, _timestamp: u32) {
         self.audio(Track::Inbound, to_stream_rate(pcm, rate));
     }
 

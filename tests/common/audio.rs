@@ -56,3 +56,21 @@ pub fn slice(samples: &[f32], rate: u32, from: f32, to: f32) -> &[f32] {
     let end = ((to * rate as f32) as usize).clamp(start, samples.len());
     &samples[start..end]
 }
+
+/// Where speech (or any sound louder than about -40 dBFS) is: (start, end) in seconds, with
+/// pauses shorter than `bridge` seconds (between words and sentences) inside one span.
+pub fn sound_spans(samples: &[f32], rate: u32, bridge: f32) -> Vec<(f32, f32)> {
+    let window = (rate / 100) as usize;
+    let mut spans: Vec<(f32, f32)> = Vec::new();
+    for (i, chunk) in samples.chunks(window).enumerate() {
+        if rms(chunk) < 0.01 {
+            continue;
+        }
+        let (start, end) = (i as f32 / 100.0, (i + 1) as f32 / 100.0);
+        match spans.last_mut() {
+            Some(last) if start - last.1 <= bridge => last.1 = end,
+            _ => spans.push((start, end)),
+        }
+    }
+    spans
+}

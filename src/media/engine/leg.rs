@@ -644,8 +644,11 @@ impl Leg {
             receive.level.measure(&receive.pcm);
         }
         if tapped && !receive.pcm.is_empty() {
-            self.taps
-                .received(&receive.pcm, negotiated.codec.clock_rate());
+            self.taps.received(
+                &receive.pcm,
+                negotiated.codec.clock_rate(),
+                packet.timestamp,
+            );
         }
         if receive.first_loud.is_none() && is_audible(&receive.pcm) {
             receive.first_loud = Some(at.duration_since(self.created));

@@ -334,7 +334,11 @@ impl LegState {
             receive.first_loud = Some(self.created.elapsed());
         }
         if tapped && !receive.pcm.is_empty() {
-            lock(&self.taps).received(&receive.pcm, negotiated.codec.clock_rate());
+            lock(&self.taps).received(
+                &receive.pcm,
+                negotiated.codec.clock_rate(),
+                packet.timestamp,
+            );
         }
         if let (Some(leg), Some(codec)) = (&bridged, bridged_codec) {
             leg.bridged_in(&packet.payload, &receive.pcm, negotiated.codec, codec);
