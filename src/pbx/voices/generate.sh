@@ -3,7 +3,8 @@
 # answering machine's greeting, which ends in its beep, and the person's "Hello?". 8 kHz mono
 # 16-bit, spoken by espeak-ng and shaped by sox like a phone line.
 #
-#   src/pbx/voices/generate.sh     (needs espeak-ng and sox; `make test` installs them)
+#   src/pbx/voices/generate.sh     (needs espeak-ng, which `make test` installs, and sox:
+#                                   apt-get install sox)
 set -euo pipefail
 cd "$(dirname "$0")"
 work=$(mktemp -d)
