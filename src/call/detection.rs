@@ -4,9 +4,11 @@
 //! little audio arrives.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tracing::warn;
 
 use crate::amd::{AmdEvent, AmdSettings, MachineListener};
 use crate::media::MediaLeg;
@@ -31,23 +33,29 @@ pub struct ReceivedAudio {
 }
 
 /// The leg's side: copies each received frame into a bounded queue. A detection that falls
-/// behind loses frames (a gap in the timestamps, filled with silence) rather than holding up
-/// the media path.
-struct Tap(mpsc::Sender<ReceivedAudio>);
+/// behind loses frames (a gap in the timestamps, filled with silence; counted) rather than
+/// holding up the media path.
+struct Tap {
+    frames: mpsc::Sender<ReceivedAudio>,
+    dropped: AtomicU64,
+}
 
 impl AudioTap for Tap {
     fn received(&self, pcm: &[i16], rate: u32, timestamp: u32) {
-        let _ = self.0.try_send(ReceivedAudio {
+        let frame = ReceivedAudio {
             rate,
             timestamp,
             samples: pcm.to_vec(),
-        });
+        };
+        if self.frames.try_send(frame).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
 pub struct Detection {
     listener: MachineListener,
-    tap: Arc<dyn AudioTap>,
+    tap: Arc<Tap>,
     audio: mpsc::Receiver<ReceivedAudio>,
     started: Instant,
     /// The RTP timestamp the next frame should have.
@@ -57,8 +65,11 @@ pub struct Detection {
 impl Detection {
     /// Starts listening to `leg` now.
     pub fn start(leg: &MediaLeg, settings: AmdSettings) -> Self {
-        let (sender, audio) = mpsc::channel(BACKLOG);
-        let tap: Arc<dyn AudioTap> = Arc::new(Tap(sender));
+        let (frames, audio) = mpsc::channel(BACKLOG);
+        let tap = Arc::new(Tap {
+            frames,
+            dropped: AtomicU64::new(0),
+        });
         leg.add_tap(tap.clone());
         Self {
             listener: MachineListener::new(settings),
@@ -71,7 +82,12 @@ impl Detection {
 
     /// Stops listening to `leg` (the one it started on).
     pub fn stop(self, leg: &MediaLeg) {
-        leg.remove_tap(&self.tap);
+        let tap: Arc<dyn AudioTap> = self.tap.clone();
+        leg.remove_tap(&tap);
+        let dropped = self.tap.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            warn!("answering-machine detection fell behind: {dropped} frames heard as silence");
+        }
     }
 
     /// The next received frame (pending forever once the leg is gone).

@@ -1,15 +1,16 @@
 //! Listening in on a leg's audio as PCM, for whoever needs it besides the recorder: a voice
-//! agent's stream, answering-machine detection, a speech recogniser. Both engines serve the same contract, so a
-//! listener is written once:
+//! agent's stream, answering-machine detection, a speech recogniser. Both engines serve the
+//! same contract, so a listener is written once:
 //!
 //! - [`MediaLeg::add_tap`](super::MediaLeg::add_tap) hands the leg's audio, both ways, to a tap
 //!   from then on; [`MediaLeg::remove_tap`](super::MediaLeg::remove_tap) stops it (dropping the
 //!   leg drops its taps too).
 //! - [`AudioTap::received`]: the far end's audio, decoded, mono, as each packet arrives (usually
 //!   20 ms; nothing while no packets come), with the packet's RTP timestamp, so a listener that
-//!   keeps the audio's own clock (answering-machine detection) can fill a lost packet. [`AudioTap::sent`]: what the leg sent in each 20 ms
-//!   tick (prompts, tones, live feeds; echoed frames when decoded), `None` for silence, so a
-//!   listener can keep a continuous timeline of our side.
+//!   keeps the audio's own clock (answering-machine detection) can fill a lost packet.
+//!   [`AudioTap::sent`]: what the leg sent in each 20 ms tick (prompts, tones, live feeds;
+//!   echoed frames when decoded), `None` for silence, so a listener can keep a continuous
+//!   timeline of our side.
 //! - PCM is 16-bit at the codec's clock rate, given with every call (8000 for PCMU/PCMA, 48000
 //!   for Opus); resample to what the listener needs (see `voice::audio` for 8 kHz μ-law).
 //! - Taps run on the media path (an engine thread, or the legacy leg's task), once per packet or
