@@ -593,7 +593,7 @@ async fn the_readme_campaign_recipe_works_against_the_demo() {
     let status = campaign.wait(Duration::from_secs(120));
     let output = campaign.output();
     assert!(status.success(), "{output}");
-    assert!(output.contains("6 attempt(s) this run"), "{output}");
+    assert!(output.contains("8 attempt(s) this run"), "{output}");
     let rows = callbot::campaign::read_results(&dir.path().join("campaign-results.csv")).unwrap();
     let outcome = |number: &str| {
         rows.iter()
@@ -601,9 +601,22 @@ async fn the_readme_campaign_recipe_works_against_the_demo() {
             .map(|r| (r.outcome.state.clone(), r.outcome.reason.clone()))
             .unwrap_or_default()
     };
+    let result = |number: &str| {
+        rows.iter()
+            .find(|r| r.number == number)
+            .map(|r| (r.outcome.amd.clone(), r.outcome.result.clone()))
+            .unwrap_or_default()
+    };
     assert_eq!(outcome("700").0, "COMPLETED", "{output}");
     assert_eq!(outcome("702").0, "BUSY", "{output}");
     assert_eq!(outcome("703").1, "no_answer", "{output}");
+    // The answering machine gets the reminder as a voicemail; the person who waits hears it.
+    assert_eq!(
+        result("706"),
+        ("MACHINE".to_owned(), "voicemail".to_owned()),
+        "{output}"
+    );
+    assert_eq!(result("707").0, "HUMAN", "{output}");
     assert!(
         !output.contains("incoming call") && !output.contains("dialling"),
         "{output}"

@@ -209,7 +209,7 @@ fn shell_word(text: &str) -> String {
 }
 
 /// Writes a config for `callbot run` (a test line on 603) and one for `callbot campaign`
-/// (602 calling the test extensions 700-705) into `work`, and prints the commands that use
+/// (602 calling the test extensions 700-707) into `work`, and prints the commands that use
 /// them and `callbot dial`.
 fn print_commands(
     pbx: &Pbx,
