@@ -3,7 +3,7 @@
 //!
 //! Through the real binaries (emulator, daemon, demo): scripts/agent.rhai streams a caller to
 //! the agent, who hears every message as Twilio sends it and echoes the caller 200 ms later; a
-//! dead agent makes the script apologise and transfer; the demo's line 602 echoes. On two legs
+//! dead agent makes the script apologise and transfer; the demo's line 604 echoes. On two legs
 //! of one process (an Opus call): the agent's audio, its marks after their audio, `clear`
 //! within a tick, a flood beyond the buffer, and agents that are dead or crash mid-call.
 #![allow(clippy::unwrap_used)] // a test that unwraps fails with the reason
@@ -278,7 +278,7 @@ async fn the_demos_agent_line_echoes_the_caller() {
     let desk = Phone::connect(settings, media_runtime(), dir.path().to_owned())
         .await
         .expect("the desk phone logs in");
-    let mut call = desk.dial("602");
+    let mut call = desk.dial("604");
     answered(&mut call).await;
     let recording = dir.path().join("desk.wav");
     call.command(record_to(&recording));

@@ -57,7 +57,7 @@ const PROMPTS: &[(&str, &[u8])] = &[
 ];
 
 /// Run the PBX emulator and the example bots: an IVR (500), a test line (501), two greeters
-/// (600, 601) that call each other every 30 s, and a voice-agent line (602) streaming to a
+/// (600, 601) that call each other every 30 s, and a voice-agent line (604) streaming to a
 /// built-in echo agent.
 ///
 /// Open the printed URL in a browser to get a softphone, log in as one of the desk extensions
@@ -156,7 +156,7 @@ bots:
     allow_dial: ["600"]
     vars: {{ peer: "600", role: callee, greeting: greeting_b.wav }}
   - name: agent
-    extension: "602"
+    extension: "604"
     script: "{agent}"
     allow_dial: ["509"]
     vars: {{ agent_url: "{agent_url}", fallback: "509" }}
@@ -340,7 +340,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     println!("    500  IVR: press 1 for the test line, 2 to hang up, 0 for the operator (509)");
     println!("    501  test line: announces itself, then echoes you");
     println!(
-        "    602  voice agent: streams you to an echo agent ({} ms), * clears, # ends",
+        "    604  voice agent: streams you to an echo agent ({} ms), * clears, # ends",
         ECHO_DELAY.as_millis()
     );
     println!("  600 and 601 are greeters that call each other every 30 s");
