@@ -10,6 +10,7 @@ pub mod inband;
 mod leg;
 mod legacy;
 pub mod live;
+pub mod pacer;
 pub mod player;
 pub mod prompt;
 pub mod recorder;

@@ -354,6 +354,28 @@ impl Player {
         tick
     }
 
+    /// The media clock stalled and skipped `intervals` intervals ([`super::pacer`]): nothing is
+    /// sent for them, but the queue moves on as if they had been played and the RTP timestamp
+    /// jumps by as much, so the far end hears a gap as long as the stall and everything after it
+    /// keeps its timing. Returns the events of items that ended meanwhile.
+    pub fn skip(&mut self, intervals: u32) -> Vec<PlayerEvent> {
+        let Some(negotiated) = self.negotiated.filter(|_| self.connected) else {
+            return Vec::new();
+        };
+        let mut skipped = Tick::default();
+        for _ in 0..intervals {
+            if self.start_delay > 0 {
+                self.start_delay -= 1;
+            } else {
+                // Event packets made here are never sent: their sequence numbers read as lost.
+                self.play(negotiated, None, &mut skipped);
+            }
+        }
+        self.sequencer
+            .advance((negotiated.codec.frame_samples() as u32).wrapping_mul(intervals));
+        skipped.events
+    }
+
     fn audio_packet(&mut self, payload_type: u8, payload: Bytes, tick: &mut Tick) {
         let timestamp = self.sequencer.timestamp();
         let marker = std::mem::take(&mut self.first_packet);
@@ -638,6 +660,38 @@ mod tests {
         assert!(p.tick(None).packets.is_empty());
         p.connected();
         assert_eq!(p.tick(None).packets.len(), 1);
+    }
+
+    #[test]
+    fn a_skip_sends_nothing_and_the_rest_keeps_its_timing() {
+        let frame = Codec::Pcmu.frame_samples() as u32;
+        let mut p = ready_player();
+        let distinct = (0..10u8)
+            .flat_map(|i| std::iter::repeat_n(i16::from(i) * 100, 160))
+            .collect();
+        p.enqueue_audio(
+            1,
+            Arc::new(EncodedAudio::from_pcm(Codec::Pcmu, distinct).unwrap()),
+            1,
+        );
+        let first = p.tick(None);
+        let start = first.packets[0].timestamp;
+        // The clock stalls for 3 intervals: frames 1..=3 are due but never sent.
+        assert!(p.skip(3).is_empty());
+        let ticks: Vec<Tick> = (0..6).map(|_| p.tick(None)).collect();
+        let after = &ticks[0];
+        assert_eq!(after.packets.len(), 1);
+        // Frame 4 goes out with frame 4's timestamp and the next sequence number.
+        assert_eq!(after.packets[0].timestamp, start.wrapping_add(4 * frame));
+        assert_eq!(
+            after.packets[0].sequence,
+            first.packets[0].sequence.wrapping_add(1)
+        );
+        assert_eq!(after.pcm().unwrap()[0], 400);
+        assert_eq!(outcomes(&ticks), [(1, "Done".to_string())]);
+        // A skip past the end of the queue reports what ended meanwhile.
+        p.enqueue_audio(2, audio(2), 1);
+        assert_eq!(p.skip(5).len(), 1);
     }
 
     #[test]

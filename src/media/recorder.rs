@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use hound::{SampleFormat, WavSpec, WavWriter};
 
-/// Samples are written this long after they were sent, so received audio that arrives a little
-/// late still lands in its place.
-const WRITE_DELAY_MS: u64 = 100;
+use super::pacer::MAX_CATCH_UP;
+
+/// Samples are written this long after they were sent, so received audio that arrives late
+/// still lands in its place: a far end whose clock stalled catches up for up to
+/// [`MAX_CATCH_UP`], and its late frames carry their own timestamps.
+const WRITE_DELAY_MS: u64 = MAX_CATCH_UP.as_millis() as u64 + 200;
 /// Received audio this far ahead of or behind the timeline re-anchors it (a timestamp jump, or
 /// clock drift between the two ends).
 const MAX_SKEW_MS: u64 = 2000;
@@ -115,9 +118,11 @@ impl Timeline {
         self.take_until(ready_until)
     }
 
-    /// Everything left, at the end of the recording.
+    /// Everything left, at the end of the recording, including received audio placed beyond
+    /// "now" (its first packet came late, so the rest lands ahead of our own clock).
     pub fn take_all(&mut self) -> Vec<i16> {
-        self.take_until(self.now)
+        let received_until = self.written + self.remote.len() as u64;
+        self.take_until(self.now.max(received_until))
     }
 
     /// Whether `max_secs` has been written.
@@ -149,6 +154,48 @@ impl Timeline {
         }
         self.written += count as u64;
         out
+    }
+}
+
+/// A leg's recording in progress: its id at the writer and its timeline.
+#[derive(Debug)]
+pub struct Recording {
+    pub id: u64,
+    pub timeline: Timeline,
+}
+
+/// A leg's recording in progress, and those stopped whose last samples still have to reach the
+/// writer (so a file's close always follows its samples).
+#[derive(Debug, Default)]
+pub struct Recordings {
+    pub active: Option<Recording>,
+    stopping: Vec<Recording>,
+}
+
+impl Recordings {
+    pub fn stop(&mut self) {
+        self.stopping.extend(self.active.take());
+    }
+
+    /// Hands the stopped recordings' last samples and closes to the writer.
+    pub fn finish(&mut self, writes: &mut WriteBatch) {
+        for mut done in self.stopping.drain(..) {
+            writes.samples(done.id, done.timeline.take_all());
+            writes.close(done.id);
+        }
+    }
+
+    /// Adds `samples` of what we sent (silence when `None`) to the active recording and hands
+    /// what is final to the writer.
+    pub fn push_local(&mut self, pcm: Option<&[i16]>, samples: usize, writes: &mut WriteBatch) {
+        if let Some(active) = self.active.as_mut() {
+            active.timeline.push_local(pcm, samples);
+            writes.samples(active.id, active.timeline.take_ready());
+            if active.timeline.is_full() {
+                self.stop();
+            }
+        }
+        self.finish(writes);
     }
 }
 
@@ -434,13 +481,70 @@ mod tests {
     #[test]
     fn ready_samples_trail_by_the_write_delay_and_mono_mixes() {
         let mut t = Timeline::new(8000, false, None);
-        for _ in 0..10 {
+        for _ in 0..50 {
             t.push_local(Some(&frame(100)), 160);
         }
+        let delay = WRITE_DELAY_MS as usize * 8;
         let ready = t.take_ready();
-        assert_eq!(ready.len(), 1600 - 800);
+        assert_eq!(ready.len(), 8000 - delay);
         assert!(ready.iter().all(|&s| s == 100));
-        assert_eq!(t.take_all().len(), 800);
+        assert_eq!(t.take_all().len(), delay);
+    }
+
+    /// Plays the far end's `arrivals` (per interval of ours: the frame numbers that arrive then,
+    /// 160 samples of `9` each) into a timeline that writes as it goes, as a leg does; returns
+    /// the recorded left channel.
+    fn record_arrivals(arrivals: &[Vec<u32>]) -> Vec<i16> {
+        let mut t = Timeline::new(8000, true, None);
+        let mut out = Vec::new();
+        for frames in arrivals {
+            for &n in frames {
+                t.push_remote(160 * n, &frame(9));
+            }
+            t.push_local(None, 160);
+            out.extend(t.take_ready());
+        }
+        out.extend(t.take_all());
+        out.chunks(2).map(|lr| lr[0]).collect()
+    }
+
+    /// Samples from the first to the last sound.
+    fn span(left: &[i16]) -> usize {
+        let first = left.iter().position(|&s| s != 0).unwrap();
+        let last = left.iter().rposition(|&s| s != 0).unwrap();
+        assert!(left[first..=last].iter().all(|&s| s == 9), "a gap");
+        last + 1 - first
+    }
+
+    #[test]
+    fn a_catching_up_far_end_is_recorded_at_its_length() {
+        // 100 frames; the far end stalls for 280 ms after frame 9, then sends the 14 frames it
+        // owes at once, each with its own timestamp, then the rest on time.
+        let arrivals: Vec<Vec<u32>> = (0..130u32)
+            .map(|tick| match tick {
+                0..10 => vec![tick],
+                10..24 => vec![],
+                24 => (10..=24).collect(),
+                25..100 => vec![tick],
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(span(&record_arrivals(&arrivals)), 100 * 160);
+    }
+
+    #[test]
+    fn audio_placed_ahead_of_our_clock_is_kept_at_the_end() {
+        // The first packet (it anchors) comes 60 ms late, with the next three: the rest land
+        // 60 ms ahead of our clock, and the recording still ends with the last of them.
+        let arrivals: Vec<Vec<u32>> = (0..30u32)
+            .map(|tick| match tick {
+                0..3 => vec![],
+                3 => (0..=3).collect(),
+                4..30 => vec![tick],
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(span(&record_arrivals(&arrivals)), 30 * 160);
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub struct LegStats {
     pub bytes_sent: u64,
     /// Packets the media clock could not hand to the transport at once (overload).
     pub packets_dropped: u64,
+    /// 20 ms intervals not sent at all because the media clock stalled for longer than it
+    /// catches up (a badly overloaded or suspended machine); the RTP timestamps jump over them.
+    pub intervals_skipped: u64,
     pub packets_received: u64,
     pub bytes_received: u64,
     /// Expected minus received, from sequence numbers (RFC 3550 §6.4.1); never negative.

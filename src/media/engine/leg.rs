@@ -18,7 +18,7 @@ use crate::media::inband::InbandDetector;
 use crate::media::live::LiveFeed;
 use crate::media::player::{EchoFrame, ItemId, Negotiated, Player};
 use crate::media::prompt::{EncodedAudio, PromptError};
-use crate::media::recorder::{RecordingWriter, Timeline, WriteBatch};
+use crate::media::recorder::{Recording, RecordingWriter, Recordings, Timeline, WriteBatch};
 use crate::media::rtp::RtpPacket;
 use crate::media::stats::{GapHistogram, LegStats, LevelMeter, ReceiveStats};
 use crate::media::tap::{AudioTap, AudioTaps};
@@ -197,37 +197,12 @@ struct Transcoder {
     pcm: Vec<i16>,
 }
 
-struct Recording {
-    id: u64,
-    timeline: Timeline,
-}
-
-/// The recording in progress, and those stopped whose last samples still have to reach the
-/// writer (so a file's close always follows its samples).
-#[derive(Default)]
-struct Recordings {
-    active: Option<Recording>,
-    stopping: Vec<Recording>,
-}
-
-impl Recordings {
-    fn stop(&mut self) {
-        self.stopping.extend(self.active.take());
-    }
-
-    fn finish(&mut self, writes: &mut WriteBatch) {
-        for mut done in self.stopping.drain(..) {
-            writes.samples(done.id, done.timeline.take_all());
-            writes.close(done.id);
-        }
-    }
-}
-
 #[derive(Default)]
 struct Sent {
     packets: u64,
     bytes: u64,
     dropped: u64,
+    skipped: u64,
     pacing: GapHistogram,
     connect_time: Option<Duration>,
     first_audio: Option<Duration>,
@@ -540,19 +515,30 @@ impl Leg {
         {
             self.taps.sent(tick.pcm(), codec.clock_rate());
         }
-        if let (Some(active), Some(codec)) = (self.recordings.active.as_mut(), codec) {
-            active
-                .timeline
-                .push_local(tick.pcm(), codec.frame_samples());
-            writes.samples(active.id, active.timeline.take_ready());
-            if active.timeline.is_full() {
-                self.recordings.stop();
-            }
+        if let Some(codec) = codec {
+            self.recordings
+                .push_local(tick.pcm(), codec.frame_samples(), writes);
         }
-        self.recordings.finish(writes);
         self.publish_in = self.publish_in.saturating_sub(1);
         if self.publish_in == 0 {
             self.publish();
+        }
+    }
+
+    /// The clock skipped `intervals` intervals ([`crate::media::pacer`]): nothing is sent for
+    /// them, the queue and the RTP timestamp move on, and a recording gets silence for them, so
+    /// it stays on the far end's timeline.
+    pub fn skip(&mut self, intervals: u32, writes: &mut WriteBatch) {
+        for event in self.player.skip(intervals) {
+            self.emit(LegEvent::Played {
+                id: event.id,
+                outcome: event.outcome,
+            });
+        }
+        self.sent.skipped += u64::from(intervals);
+        if let Some(codec) = self.player.negotiated().map(|n| n.codec) {
+            let samples = codec.frame_samples() * intervals as usize;
+            self.recordings.push_local(None, samples, writes);
         }
     }
 
@@ -770,6 +756,7 @@ impl Leg {
             packets_sent: self.sent.packets,
             bytes_sent: self.sent.bytes,
             packets_dropped: self.sent.dropped,
+            intervals_skipped: self.sent.skipped,
             connect_time: self.sent.connect_time,
             first_audio: self.sent.first_audio,
             ..LegStats::default()

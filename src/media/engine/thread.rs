@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -29,15 +29,13 @@ use super::reflexive::{Mapped, Reflexive, Request, StunServer};
 use super::relay::{RelayEvent, Relays, TurnServer};
 use super::udp::{self, Outgoing, Received};
 use crate::media::codec::FRAME_MS;
+use crate::media::pacer::{Due, Pacer};
 use crate::media::recorder::{RecordingWriter, WriteBatch};
 use crate::media::transport::{Sockets, TransportError};
 use crate::media::{LegEvent, MediaError};
 
 /// Sub-intervals of the 20 ms media interval, 1 ms each: every leg belongs to one.
 const SLOTS: usize = FRAME_MS as usize;
-const SLOT: Duration = Duration::from_millis(1);
-/// Far behind (the machine stalled): skip ahead rather than burst.
-const MAX_LAG: Duration = Duration::from_millis(100);
 /// Datagrams read from one socket per millisecond at most, so one flooded socket cannot starve
 /// the rest of the loop.
 const MAX_READS: usize = 16;
@@ -294,7 +292,7 @@ impl EngineThread {
             self.ask_servers(token, port, token == 1, Instant::now());
         }
         self.send_all();
-        let mut next_slot = Instant::now();
+        let mut pacer = Pacer::new(Instant::now(), SLOTS as u32);
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             if self.legs.is_empty() {
@@ -314,13 +312,19 @@ impl EngineThread {
                         let _ = self.epoll.wait(&mut events, timeout);
                     }
                 }
-                next_slot = Instant::now();
-            } else {
-                let now = Instant::now();
-                if next_slot > now {
-                    std::thread::sleep(next_slot - now);
-                } else if now - next_slot > MAX_LAG {
-                    next_slot = now;
+                pacer.restart(Instant::now());
+            }
+            let mut skipped = 0;
+            if !self.legs.is_empty() {
+                // Late wake-ups run every slot they missed, one per pass, at once.
+                loop {
+                    match pacer.due(Instant::now()) {
+                        Due::Wait(wait) => std::thread::sleep(wait),
+                        Due::Slot { skipped: intervals } => {
+                            skipped = intervals;
+                            break;
+                        }
+                    }
                 }
             }
             let _ = self.waker.read();
@@ -333,9 +337,11 @@ impl EngineThread {
             self.relays.timeouts(now);
             self.relay_events();
             self.timeouts(now);
+            if skipped > 0 {
+                self.skip_intervals(skipped);
+            }
             if !self.legs.is_empty() {
                 self.run_slot(now);
-                next_slot += SLOT;
             }
             self.flush(now);
             self.recordings.send(std::mem::take(&mut self.writes));
@@ -824,6 +830,18 @@ impl EngineThread {
             entry.deadline = None;
             self.on_leg(id, |l, _| l.peer.handle_timeout(now));
             self.mark_dirty(id);
+        }
+    }
+
+    /// The clock stalled past what it catches up: every leg skips the same whole intervals.
+    fn skip_intervals(&mut self, intervals: u32) {
+        tracing::warn!(
+            "media clock stalled: {} ms of audio skipped on every leg",
+            u64::from(intervals) * u64::from(FRAME_MS)
+        );
+        let writes = &mut self.writes;
+        for entry in self.legs.values_mut() {
+            entry.leg.skip(intervals, writes);
         }
     }
 

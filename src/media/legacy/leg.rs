@@ -17,7 +17,7 @@ use crate::media::inband::InbandDetector;
 use crate::media::live::LiveFeed;
 use crate::media::player::{EchoFrame, ItemId, Negotiated, Player};
 use crate::media::prompt::{EncodedAudio, PromptCache};
-use crate::media::recorder::{RecordingWriter, Timeline, WriteBatch};
+use crate::media::recorder::{Recording, RecordingWriter, Recordings, Timeline, WriteBatch};
 use crate::media::rtp::RtpPacket;
 use crate::media::stats::{GapHistogram, LegStats, LevelMeter, ReceiveStats};
 use crate::media::tap::{AudioTap, AudioTaps};
@@ -62,24 +62,12 @@ impl Passthrough {
     }
 }
 
-struct Recording {
-    id: u64,
-    timeline: Timeline,
-}
-
-/// The recording in progress, and those stopped whose last samples the clock still has to hand
-/// to the writer (so a file's close always follows its samples).
-#[derive(Default)]
-struct Recordings {
-    active: Option<Recording>,
-    stopping: Vec<Recording>,
-}
-
 #[derive(Default)]
 struct Sent {
     packets: u64,
     bytes: u64,
     dropped: u64,
+    skipped: u64,
     pacing: GapHistogram,
     connect_time: Option<Duration>,
     first_audio: Option<Duration>,
@@ -206,18 +194,29 @@ impl LegState {
             if !taps.is_empty() {
                 taps.sent(tick.pcm(), codec.clock_rate());
             }
+            lock(&self.recording).push_local(tick.pcm(), codec.frame_samples(), writes);
         }
-        let mut recordings = lock(&self.recording);
-        if let (Some(active), Some(codec)) = (recordings.active.as_mut(), codec) {
-            active
-                .timeline
-                .push_local(tick.pcm(), codec.frame_samples());
-            writes.samples(active.id, active.timeline.take_ready());
-            if active.timeline.is_full() {
-                recordings.stop();
-            }
+    }
+
+    /// The clock skipped `intervals` intervals ([`crate::media::pacer`]): nothing is sent for
+    /// them, the queue and the RTP timestamp move on, and a recording gets silence for them, so
+    /// it stays on the far end's timeline.
+    pub(super) fn skip(&self, intervals: u32, writes: &mut WriteBatch) {
+        let (events, codec) = {
+            let mut player = lock(&self.player);
+            (player.skip(intervals), player.negotiated().map(|n| n.codec))
+        };
+        for event in events {
+            self.emit(LegEvent::Played {
+                id: event.id,
+                outcome: event.outcome,
+            });
         }
-        recordings.finish(writes);
+        lock(&self.sent).skipped += u64::from(intervals);
+        if let Some(codec) = codec {
+            let samples = codec.frame_samples() * intervals as usize;
+            lock(&self.recording).push_local(None, samples, writes);
+        }
     }
 
     /// The leg is gone: its recordings get their last samples and are closed.
@@ -374,19 +373,6 @@ impl LegState {
             && let Some(active) = lock(&self.recording).active.as_mut()
         {
             active.timeline.push_remote(packet.timestamp, &receive.pcm);
-        }
-    }
-}
-
-impl Recordings {
-    fn stop(&mut self) {
-        self.stopping.extend(self.active.take());
-    }
-
-    fn finish(&mut self, writes: &mut WriteBatch) {
-        for mut done in self.stopping.drain(..) {
-            writes.samples(done.id, done.timeline.take_all());
-            writes.close(done.id);
         }
     }
 }
@@ -654,6 +640,7 @@ impl LegacyLeg {
             stats.packets_sent = sent.packets;
             stats.bytes_sent = sent.bytes;
             stats.packets_dropped = sent.dropped;
+            stats.intervals_skipped = sent.skipped;
             stats.connect_time = sent.connect_time;
             stats.first_audio = sent.first_audio;
         }

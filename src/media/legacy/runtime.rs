@@ -2,7 +2,7 @@
 //! legs spread over twenty 1 ms slots.
 
 use std::sync::{Arc, mpsc as std_mpsc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -11,6 +11,7 @@ use super::transport::Transport;
 use super::webrtc::WebRtcTransport;
 use crate::media::LegEvent;
 use crate::media::codec::FRAME_MS;
+use crate::media::pacer::{Due, Pacer};
 use crate::media::prompt::PromptCache;
 use crate::media::recorder::{RecordingWriter, WriteBatch};
 use crate::media::transport::{NetworkSettings, TransportError};
@@ -70,10 +71,9 @@ const SLOTS: usize = 20;
 /// the network work that follows each send is spread evenly instead of arriving in one burst.
 fn run_clock(new_legs: std_mpsc::Receiver<ClockEntry>, recordings: RecordingWriter) {
     raise_priority();
-    let slot_period = Duration::from_millis(FRAME_MS.into()) / SLOTS as u32;
     let mut slots: Vec<Vec<ClockEntry>> = (0..SLOTS).map(|_| Vec::new()).collect();
     let mut slot = 0;
-    let mut next = Instant::now();
+    let mut pacer = Pacer::new(Instant::now(), SLOTS as u32);
     loop {
         if slots.iter().all(Vec::is_empty) {
             // Nothing to pace: sleep until a leg arrives (or every handle is gone).
@@ -81,21 +81,29 @@ fn run_clock(new_legs: std_mpsc::Receiver<ClockEntry>, recordings: RecordingWrit
                 Ok(entry) => slots[slot].push(entry),
                 Err(_) => return,
             }
-            next = Instant::now();
+            pacer.restart(Instant::now());
         }
         for entry in new_legs.try_iter() {
             let emptiest = (0..SLOTS).min_by_key(|&i| slots[i].len()).unwrap_or(0);
             slots[emptiest].push(entry);
         }
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else if now - next > slot_period * SLOTS as u32 * 5 {
-            // Far behind (the machine stalled): skip ahead rather than burst.
-            next = now;
-        }
-        next += slot_period;
         let mut writes = WriteBatch::default();
+        // Late wake-ups run every slot they missed, one per pass, at once.
+        let skipped = loop {
+            match pacer.due(Instant::now()) {
+                Due::Wait(wait) => std::thread::sleep(wait),
+                Due::Slot { skipped } => break skipped,
+            }
+        };
+        if skipped > 0 {
+            tracing::warn!(
+                "media clock stalled: {} ms of audio skipped on every leg",
+                u64::from(skipped) * u64::from(FRAME_MS)
+            );
+            for (state, _) in slots.iter().flatten() {
+                state.skip(skipped, &mut writes);
+            }
+        }
         slots[slot].retain(|(state, transport)| {
             if state.is_closed() {
                 state.finish(&mut writes);
