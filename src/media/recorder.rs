@@ -185,6 +185,15 @@ impl Recordings {
         }
     }
 
+    /// The clock skipped `samples` (a stall): silence on our side, and nothing is made final
+    /// yet, so the far end's audio that arrived meanwhile and is read after the skip still
+    /// lands in its place.
+    pub fn skip(&mut self, samples: usize) {
+        if let Some(active) = self.active.as_mut() {
+            active.timeline.push_local(None, samples);
+        }
+    }
+
     /// Adds `samples` of what we sent (silence when `None`) to the active recording and hands
     /// what is final to the writer.
     pub fn push_local(&mut self, pcm: Option<&[i16]>, samples: usize, writes: &mut WriteBatch) {
@@ -530,6 +539,50 @@ mod tests {
             })
             .collect();
         assert_eq!(span(&record_arrivals(&arrivals)), 100 * 160);
+    }
+
+    #[test]
+    fn audio_that_arrived_while_our_clock_stalled_lands_in_place() {
+        let mut recordings = Recordings {
+            active: Some(Recording {
+                id: 1,
+                timeline: Timeline::new(8000, true, None),
+            }),
+            ..Recordings::default()
+        };
+        let mut writes = WriteBatch::default();
+        let mut tick = |recordings: &mut Recordings, frames: std::ops::Range<u32>| {
+            for n in frames {
+                let timeline = &mut recordings.active.as_mut().unwrap().timeline;
+                timeline.push_remote(160 * n, &frame(9));
+            }
+            recordings.push_local(None, 160, &mut writes);
+        };
+        for n in 0..20 {
+            tick(&mut recordings, n..n + 1);
+        }
+        // Our clock stalls for a second: 700 ms are skipped, then the 50 frames that came
+        // meanwhile are read, and the last 300 ms are caught up.
+        recordings.skip(35 * 160);
+        tick(&mut recordings, 20..70);
+        for _ in 0..14 {
+            tick(&mut recordings, 0..0);
+        }
+        for n in 70..100 {
+            tick(&mut recordings, n..n + 1);
+        }
+        recordings.stop();
+        recordings.finish(&mut writes);
+        let samples: Vec<i16> = writes
+            .0
+            .iter()
+            .flat_map(|write| match write {
+                Write::Samples { samples, .. } => samples.clone(),
+                Write::Close { .. } => Vec::new(),
+            })
+            .collect();
+        let left: Vec<i16> = samples.chunks(2).map(|lr| lr[0]).collect();
+        assert_eq!(span(&left), 100 * 160);
     }
 
     #[test]

@@ -528,7 +528,7 @@ impl Leg {
     /// The clock skipped `intervals` intervals ([`crate::media::pacer`]): nothing is sent for
     /// them, the queue and the RTP timestamp move on, and a recording gets silence for them, so
     /// it stays on the far end's timeline.
-    pub fn skip(&mut self, intervals: u32, writes: &mut WriteBatch) {
+    pub fn skip(&mut self, intervals: u32) {
         for event in self.player.skip(intervals) {
             self.emit(LegEvent::Played {
                 id: event.id,
@@ -538,7 +538,7 @@ impl Leg {
         self.sent.skipped += u64::from(intervals);
         if let Some(codec) = self.player.negotiated().map(|n| n.codec) {
             let samples = codec.frame_samples() * intervals as usize;
-            self.recordings.push_local(None, samples, writes);
+            self.recordings.skip(samples);
         }
     }
 

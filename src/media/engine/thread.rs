@@ -839,9 +839,17 @@ impl EngineThread {
             "media clock stalled: {} ms of audio skipped on every leg",
             u64::from(intervals) * u64::from(FRAME_MS)
         );
-        let writes = &mut self.writes;
-        for entry in self.legs.values_mut() {
-            entry.leg.skip(intervals, writes);
+        let mut failed = Vec::new();
+        for (&id, entry) in &mut self.legs {
+            let skipped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                entry.leg.skip(intervals);
+            }));
+            if skipped.is_err() {
+                failed.push(id);
+            }
+        }
+        for id in failed {
+            self.fail(id);
         }
     }
 

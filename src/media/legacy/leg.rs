@@ -201,7 +201,7 @@ impl LegState {
     /// The clock skipped `intervals` intervals ([`crate::media::pacer`]): nothing is sent for
     /// them, the queue and the RTP timestamp move on, and a recording gets silence for them, so
     /// it stays on the far end's timeline.
-    pub(super) fn skip(&self, intervals: u32, writes: &mut WriteBatch) {
+    pub(super) fn skip(&self, intervals: u32) {
         let (events, codec) = {
             let mut player = lock(&self.player);
             (player.skip(intervals), player.negotiated().map(|n| n.codec))
@@ -215,7 +215,7 @@ impl LegState {
         lock(&self.sent).skipped += u64::from(intervals);
         if let Some(codec) = codec {
             let samples = codec.frame_samples() * intervals as usize;
-            lock(&self.recording).push_local(None, samples, writes);
+            lock(&self.recording).skip(samples);
         }
     }
 

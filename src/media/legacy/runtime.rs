@@ -101,7 +101,7 @@ fn run_clock(new_legs: std_mpsc::Receiver<ClockEntry>, recordings: RecordingWrit
                 u64::from(skipped) * u64::from(FRAME_MS)
             );
             for (state, _) in slots.iter().flatten() {
-                state.skip(skipped, &mut writes);
+                state.skip(skipped);
             }
         }
         slots[slot].retain(|(state, transport)| {
