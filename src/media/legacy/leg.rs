@@ -190,9 +190,11 @@ impl LegState {
             }
         }
         if let Some(codec) = codec {
-            let taps = lock(&self.taps);
-            if !taps.is_empty() {
-                taps.sent(tick.pcm(), codec.clock_rate());
+            {
+                let taps = lock(&self.taps);
+                if !taps.is_empty() {
+                    taps.sent(tick.pcm(), codec.clock_rate());
+                }
             }
             lock(&self.recording).push_local(tick.pcm(), codec.frame_samples(), writes);
         }
