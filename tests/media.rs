@@ -91,9 +91,13 @@ async fn prompt_reaches_the_recording(edit: impl Fn(&str) -> String, expected: C
         (dominant - 440.0).abs() <= 5.0,
         "{expected:?}: dominant {dominant} Hz"
     );
+    // The prompt keeps its length whatever the load: a late clock sends the frames that were
+    // due with their own timestamps, and the recorder places them by timestamp.
     assert!(
         (seconds - 2.0).abs() <= 0.1,
-        "{expected:?}: {seconds} s of audio"
+        "{expected:?}: {seconds} s of audio; sent {:?}; received {:?}",
+        a.leg.stats(),
+        b.leg.stats()
     );
     let stats = b.leg.stats();
     assert!(stats.packets_received > 100, "{stats:?}");
