@@ -19,8 +19,6 @@ use callbot::media::{MediaRuntime, RecordOptions};
 use serde_json::{Value, json};
 
 const CHILD_ENV: &str = "CALLBOT_BENCH_PAIRS";
-/// Pairs set up at once: keeps ICE checks of many legs from crowding each other out.
-const SETUP_BATCH: usize = 25;
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -138,19 +136,7 @@ async fn run(pairs: usize, secs: u64, engine: EngineKind) -> Value {
     let baseline_rss = rss_kib();
 
     let setup_start = Instant::now();
-    let mut all = Vec::with_capacity(pairs);
-    while all.len() < pairs {
-        let batch = SETUP_BATCH.min(pairs - all.len());
-        let connecting: Vec<_> = (0..batch)
-            .map(|_| {
-                let (media, far) = (media.clone(), far.clone());
-                tokio::spawn(async move { support::connect(&media, &far).await })
-            })
-            .collect();
-        for pair in connecting {
-            all.push(pair.await.expect("setup task"));
-        }
-    }
+    let all = support::connect_many(&media, &far, pairs).await;
     let setup = setup_start.elapsed();
     for (i, pair) in all.iter().enumerate() {
         for (side, leg) in [("a", &pair.a), ("b", &pair.b)] {

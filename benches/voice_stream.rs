@@ -37,8 +37,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const CHILD_CALLS: &str = "CALLBOT_BENCH_STREAM_CALLS";
 const CHILD_AGENT: &str = "CALLBOT_BENCH_STREAM_AGENT";
-/// Pairs set up at once.
-const SETUP_BATCH: usize = 25;
 /// A probe frame starts with these μ-law codes (loud, and each decodes and encodes back to
 /// itself), then the send time as 16 nibbles, each as `NIBBLE_BASE + nibble`.
 const MAGIC: [u8; 4] = [0x91, 0xA2, 0x93, 0xA4];
@@ -338,19 +336,7 @@ async fn run(calls: usize, secs: u64) -> Value {
     };
     let media = MediaRuntime::start(network(Sockets::Shared)).expect("media runtime");
     let far = MediaRuntime::start(network(Sockets::PerLeg)).expect("media runtime");
-    let mut pairs = Vec::with_capacity(calls);
-    while pairs.len() < calls {
-        let batch = SETUP_BATCH.min(calls - pairs.len());
-        let connecting: Vec<_> = (0..batch)
-            .map(|_| {
-                let (media, far) = (media.clone(), far.clone());
-                tokio::spawn(async move { support::connect(&media, &far).await })
-            })
-            .collect();
-        for pair in connecting {
-            pairs.push(pair.await.expect("setup task"));
-        }
-    }
+    let pairs = support::connect_many(&media, &far, calls).await;
     for pair in &pairs {
         pair.a.play(prompt.clone(), 1000);
         pair.b.play(prompt.clone(), 1000);

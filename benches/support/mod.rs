@@ -241,3 +241,24 @@ pub async fn connect(media: &MediaRuntime, far: &MediaRuntime) -> Pair {
     .await;
     Pair { a, b }
 }
+
+/// Pairs set up at once: keeps ICE checks of many legs from crowding each other out.
+const SETUP_BATCH: usize = 25;
+
+/// `count` pairs of [`connect`], set up [`SETUP_BATCH`] at a time.
+pub async fn connect_many(media: &MediaRuntime, far: &MediaRuntime, count: usize) -> Vec<Pair> {
+    let mut pairs = Vec::with_capacity(count);
+    while pairs.len() < count {
+        let batch = SETUP_BATCH.min(count - pairs.len());
+        let connecting: Vec<_> = (0..batch)
+            .map(|_| {
+                let (media, far) = (media.clone(), far.clone());
+                tokio::spawn(async move { connect(&media, &far).await })
+            })
+            .collect();
+        for pair in connecting {
+            pairs.push(pair.await.expect("setup task"));
+        }
+    }
+    pairs
+}
