@@ -158,8 +158,14 @@ async fn emulator_calls(url: &str) -> Vec<serde_json::Value> {
         )
         .build()
         .expect("client");
-    let Ok(response) = client.get(format!("{url}emulator/calls")).send().await else {
-        return Vec::new();
-    };
-    response.json().await.unwrap_or_default()
+    // A view that cannot be read fails the run instead of reading as no legs at all.
+    client
+        .get(format!("{url}emulator/calls"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("the emulator's /emulator/calls")
+        .json()
+        .await
+        .expect("the emulator's calls as JSON")
 }

@@ -80,6 +80,8 @@ pub fn emulator(extra: &[&str], cert: &Path) -> (Process, String) {
         "127.0.0.1",
         "--ring-timeout",
         "300",
+        // The benches read /emulator/calls, which is closed to anyone but the admin otherwise.
+        "--open-test-api",
         "--cert-out",
     ];
     let cert = cert.display().to_string();
