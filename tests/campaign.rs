@@ -242,7 +242,22 @@ async fn a_killed_campaign_resumes_and_calls_nobody_twice() {
         rows.iter().all(|r| r.outcome.state != "PENDING"),
         "all finished"
     );
-    assert_eq!(counts.len(), 60, "every contact dialled once");
+    // A contact whose attempt was journalled when the kill came may or may not have reached the
+    // PBX: it is INTERRUPTED and never dialled again. Every other contact was dialled.
+    for row in &rows {
+        assert!(
+            counts.contains_key(&row.number) || row.outcome.state == "INTERRUPTED",
+            "never dialled: {row:?}"
+        );
+    }
+    let interrupted = rows
+        .iter()
+        .filter(|r| r.outcome.state == "INTERRUPTED")
+        .count();
+    assert!(
+        interrupted <= 10,
+        "{interrupted} interrupted: more than the calls live at the kill"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
