@@ -156,16 +156,20 @@ impl View {
             .is_ok()
     }
 
-    /// The file behind `<bot>/<path>`: only a WAV inside the bot's recordings folder, after
-    /// every link is resolved (no `..`, no absolute path, no symlink out).
-    fn recording_file(&self, bot: &str, path: &str) -> Option<PathBuf> {
-        let root = self
-            .bots
+    /// `bot`'s recordings folder with every link resolved, if the bot exists and the folder does.
+    fn recordings_root(&self, bot: &str) -> Option<PathBuf> {
+        self.bots
             .iter()
             .find(|b| b.name == bot)?
             .recordings
             .canonicalize()
-            .ok()?;
+            .ok()
+    }
+
+    /// The file behind `<bot>/<path>`: only a WAV inside the bot's recordings folder, after
+    /// every link is resolved (no `..`, no absolute path, no symlink out).
+    fn recording_file(&self, bot: &str, path: &str) -> Option<PathBuf> {
+        let root = self.recordings_root(bot)?;
         let relative = Path::new(path);
         if relative
             .components()
@@ -180,13 +184,7 @@ impl View {
 
     /// `<bot>/<path inside its folder>` of a recording the CDR names, if it lies there.
     fn recording_name(&self, bot: &str, file: &Path) -> Option<String> {
-        let root = self
-            .bots
-            .iter()
-            .find(|b| b.name == bot)?
-            .recordings
-            .canonicalize()
-            .ok()?;
+        let root = self.recordings_root(bot)?;
         let file = file.canonicalize().ok()?;
         let inside = file.strip_prefix(&root).ok()?;
         let parts: Option<Vec<&str>> = inside
