@@ -22,6 +22,8 @@ const WRITE_DELAY_MS: u64 = MAX_CATCH_UP.as_millis() as u64 + 200;
 const MAX_SKEW_MS: u64 = 2000;
 /// The header is rewritten at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The most audio a WAV file holds: its sizes are 32-bit, less the header (44 bytes).
+const MAX_DATA_BYTES: u64 = u32::MAX as u64 - 64;
 /// How often the writer looks for files due a header rewrite.
 const SCAN_EVERY: Duration = Duration::from_millis(200);
 
@@ -44,13 +46,15 @@ pub struct Timeline {
 
 impl Timeline {
     pub fn new(rate: u32, stereo: bool, max_secs: Option<u32>) -> Self {
+        // What the write delay holds and a little more, so the queues do not grow by doubling.
+        let held = (WRITE_DELAY_MS + 100) as usize * rate as usize / 1000;
         Self {
             rate,
             stereo,
             written: 0,
             now: 0,
-            local: VecDeque::new(),
-            remote: VecDeque::new(),
+            local: VecDeque::with_capacity(held),
+            remote: VecDeque::with_capacity(held),
             anchor: None,
             max_samples: max_secs.map(|s| u64::from(s) * u64::from(rate)),
         }
@@ -309,6 +313,9 @@ struct OpenFile {
     /// `None` after a write error: the rest of the call is not recorded.
     writer: Option<WavWriter<BufWriter<File>>>,
     frames: u64,
+    /// Audio bytes written: the WAV header holds them in 32 bits, which hound does not check.
+    data_bytes: u64,
+    max_data_bytes: u64,
     rate: u32,
     channels: u16,
     dirty_since: Option<Instant>,
@@ -316,6 +323,30 @@ struct OpenFile {
 }
 
 impl OpenFile {
+    /// Creates the file with a valid (empty) header; a failure is reported, and the file then
+    /// ignores what it is given.
+    fn create(path: PathBuf, spec: WavSpec, report: Reporter, max_data_bytes: u64) -> Self {
+        let mut file = OpenFile {
+            writer: None,
+            frames: 0,
+            data_bytes: 0,
+            max_data_bytes,
+            rate: spec.sample_rate,
+            channels: spec.channels,
+            dirty_since: None,
+            report,
+            path,
+        };
+        match create(&file.path, spec) {
+            Ok(writer) => {
+                file.writer = Some(writer);
+                file.flush();
+            }
+            Err(error) => file.fail(error),
+        }
+        file
+    }
+
     fn fail(&mut self, error: impl std::fmt::Display) {
         self.writer = None;
         (self.report)(RecordingReport::Failed {
@@ -328,15 +359,30 @@ impl OpenFile {
         let Some(writer) = &mut self.writer else {
             return;
         };
-        let mut written = Ok(());
-        for &sample in samples {
-            written = writer.write_sample(sample);
-            if written.is_err() {
-                break;
+        let bytes = self.data_bytes + 2 * samples.len() as u64;
+        let count = match u32::try_from(samples.len()) {
+            Ok(count) if bytes <= self.max_data_bytes => count,
+            _ => {
+                // What fits is kept: the header is made valid before the file is given up.
+                let finalized = self.writer.take().map(WavWriter::finalize);
+                let error = match finalized {
+                    Some(Err(e)) => e.to_string(),
+                    _ => format!(
+                        "the WAV size limit ({} bytes of audio) is reached; the rest of the call is not recorded",
+                        self.max_data_bytes
+                    ),
+                };
+                return self.fail(error);
             }
+        };
+        // One buffer and one write per batch instead of a call per sample.
+        let mut out = writer.get_i16_writer(count);
+        for &sample in samples {
+            out.write_sample(sample);
         }
-        match written {
+        match out.flush() {
             Ok(()) => {
+                self.data_bytes = bytes;
                 self.frames += (samples.len() / usize::from(self.channels)) as u64;
                 self.dirty_since.get_or_insert_with(Instant::now);
             }
@@ -392,24 +438,7 @@ fn write_loop(commands: mpsc::Receiver<Command>) {
                 spec,
                 report,
             }) => {
-                let mut file = OpenFile {
-                    path: path.clone(),
-                    writer: None,
-                    frames: 0,
-                    rate: spec.sample_rate,
-                    channels: spec.channels,
-                    dirty_since: None,
-                    report,
-                };
-                match create(&path, spec) {
-                    Ok(writer) => {
-                        file.writer = Some(writer);
-                        // A valid (empty) header on disk from the start.
-                        file.flush();
-                    }
-                    Err(error) => file.fail(error),
-                }
-                files.insert(id, file);
+                files.insert(id, OpenFile::create(path, spec, report, MAX_DATA_BYTES));
             }
             Ok(Command::Batch(writes)) => {
                 for write in writes {
@@ -644,6 +673,34 @@ mod tests {
         let reader = hound::WavReader::open(&path).unwrap();
         assert_eq!(reader.spec().channels, 2);
         assert_eq!(reader.duration(), 8000);
+    }
+
+    #[test]
+    fn a_file_at_the_wav_size_limit_keeps_what_fits_and_reports_why_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.wav");
+        let spec = WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: SampleFormat::Int,
+        };
+        let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = reports.clone();
+        let report: Reporter = Box::new(move |r| seen.lock().unwrap().push(r));
+        let mut file = OpenFile::create(path.clone(), spec, report, 2000);
+        file.write(&[7; 400]);
+        file.write(&[7; 400]);
+        file.write(&[7; 400]);
+        file.close();
+        let reports = reports.lock().unwrap();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(
+            matches!(&reports[0], RecordingReport::Failed { error, .. } if error.contains("size limit")),
+            "{reports:?}"
+        );
+        let reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.duration(), 800, "what fitted is in the header");
     }
 
     #[test]
