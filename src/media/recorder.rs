@@ -6,7 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use hound::{SampleFormat, WavSpec, WavWriter};
@@ -236,14 +237,32 @@ enum Command {
 
 #[derive(Debug)]
 enum Write {
-    Samples { id: u64, samples: Vec<i16> },
-    Close { id: u64 },
+    Samples {
+        id: u64,
+        samples: Vec<i16>,
+    },
+    /// Samples of this file were dropped because the writer fell too far behind.
+    Lost {
+        id: u64,
+    },
+    Close {
+        id: u64,
+    },
 }
 
 /// What the media clock collects for the writer during one tick: one message per tick, however
 /// many calls are recorded, and a close always after the last samples of its file.
 #[derive(Debug, Default)]
 pub struct WriteBatch(Vec<Write>);
+
+impl Write {
+    fn bytes(&self) -> usize {
+        match self {
+            Write::Samples { samples, .. } => samples.len() * 2,
+            Write::Lost { .. } | Write::Close { .. } => 0,
+        }
+    }
+}
 
 impl WriteBatch {
     pub fn samples(&mut self, id: u64, samples: Vec<i16>) {
@@ -261,20 +280,38 @@ impl WriteBatch {
     }
 }
 
+/// Audio waiting for the writer at most: about two minutes of 200 stereo G.711 calls. A disk
+/// that stalls longer costs the recordings it cannot take (each is reported as failed), not
+/// the daemon's memory.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+
 /// Hands recordings to one writer thread, which keeps file I/O off the media clock.
 #[derive(Debug, Clone)]
 pub struct RecordingWriter {
     commands: mpsc::Sender<Command>,
+    /// Bytes of samples sent and not yet written.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
 }
 
 impl RecordingWriter {
     /// Starts the writer thread; it ends when every handle is dropped, closing open files.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_bounded(MAX_QUEUED_BYTES)
+    }
+
+    fn start_bounded(max_queued: usize) -> std::io::Result<Self> {
         let (commands, receiver) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written = queued.clone();
         std::thread::Builder::new()
             .name("callbot-recorder".into())
-            .spawn(move || write_loop(receiver))?;
-        Ok(Self { commands })
+            .spawn(move || write_loop(receiver, &written))?;
+        Ok(Self {
+            commands,
+            queued,
+            max_queued,
+        })
     }
 
     /// Opens `path` (creating its folder) for 16-bit audio; `report` hears when it closes or fails.
@@ -300,11 +337,24 @@ impl RecordingWriter {
         });
     }
 
-    /// Hands over one tick's samples and closes.
+    /// Hands over a batch of samples and closes. Samples that would take the queue past its
+    /// bound are dropped and their files marked as having lost audio; closes always go.
     pub fn send(&self, batch: WriteBatch) {
-        if !batch.is_empty() {
-            let _ = self.commands.send(Command::Batch(batch.0));
+        if batch.is_empty() {
+            return;
         }
+        let mut writes = batch.0;
+        let bytes = writes.iter().map(Write::bytes).sum::<usize>();
+        let before = self.queued.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.max_queued {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            for write in &mut writes {
+                if let Write::Samples { id, .. } = *write {
+                    *write = Write::Lost { id };
+                }
+            }
+        }
+        let _ = self.commands.send(Command::Batch(writes));
     }
 }
 
@@ -345,6 +395,18 @@ impl OpenFile {
             Err(error) => file.fail(error),
         }
         file
+    }
+
+    /// The writer fell behind and this file's audio was dropped: it keeps what it has, with a
+    /// valid header, and the rest of the call is not recorded (a file with a gap would lie).
+    fn lose(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let error = match writer.finalize() {
+                Ok(()) => "the disk did not keep up: audio was dropped and the rest of the call is not recorded".to_string(),
+                Err(e) => e.to_string(),
+            };
+            self.fail(error);
+        }
     }
 
     fn fail(&mut self, error: impl std::fmt::Display) {
@@ -427,7 +489,7 @@ fn create(path: &Path, spec: WavSpec) -> Result<WavWriter<BufWriter<File>>, Stri
     WavWriter::new(BufWriter::new(file), spec).map_err(|e| e.to_string())
 }
 
-fn write_loop(commands: mpsc::Receiver<Command>) {
+fn write_loop(commands: mpsc::Receiver<Command>, queued: &AtomicUsize) {
     let mut files: HashMap<u64, OpenFile> = HashMap::new();
     let mut last_scan = Instant::now();
     loop {
@@ -442,6 +504,7 @@ fn write_loop(commands: mpsc::Receiver<Command>) {
             }
             Ok(Command::Batch(writes)) => {
                 for write in writes {
+                    queued.fetch_sub(write.bytes(), Ordering::Relaxed);
                     match write {
                         Write::Samples { id, samples } => {
                             if let Some(file) = files.get_mut(&id) {
@@ -449,6 +512,11 @@ fn write_loop(commands: mpsc::Receiver<Command>) {
                                 if file.dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
                                     file.flush();
                                 }
+                            }
+                        }
+                        Write::Lost { id } => {
+                            if let Some(file) = files.get_mut(&id) {
+                                file.lose();
                             }
                         }
                         Write::Close { id } => {
@@ -607,7 +675,7 @@ mod tests {
             .iter()
             .flat_map(|write| match write {
                 Write::Samples { samples, .. } => samples.clone(),
-                Write::Close { .. } => Vec::new(),
+                Write::Lost { .. } | Write::Close { .. } => Vec::new(),
             })
             .collect();
         let left: Vec<i16> = samples.chunks(2).map(|lr| lr[0]).collect();
@@ -701,6 +769,44 @@ mod tests {
         );
         let reader = hound::WavReader::open(&path).unwrap();
         assert_eq!(reader.duration(), 800, "what fitted is in the header");
+    }
+
+    #[test]
+    fn samples_past_the_queue_bound_are_dropped_and_their_file_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kept, dropped) = (dir.path().join("kept.wav"), dir.path().join("dropped.wav"));
+        let writer = RecordingWriter::start_bounded(1000).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        writer.open(1, &kept, 1, 8000, move |r| tx.send(r).unwrap());
+        writer.open(2, &dropped, 1, 8000, move |r| tx2.send(r).unwrap());
+        let mut first = WriteBatch::default();
+        first.samples(1, vec![1; 400]);
+        writer.send(first);
+        // The writer may not have taken the first batch yet: hold the queue full meanwhile.
+        writer.queued.fetch_add(1000, Ordering::Relaxed);
+        let mut second = WriteBatch::default();
+        second.samples(2, vec![1; 400]);
+        second.close(1);
+        second.close(2);
+        writer.send(second);
+        let mut reports = [
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        ];
+        reports.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(
+            reports[0],
+            RecordingReport::Closed {
+                path: kept.clone(),
+                duration: Duration::from_millis(50)
+            }
+        );
+        assert!(
+            matches!(&reports[1], RecordingReport::Failed { path, error } if *path == dropped && error.contains("did not keep up")),
+            "{reports:?}"
+        );
+        assert_eq!(hound::WavReader::open(&dropped).unwrap().duration(), 0);
     }
 
     #[test]
