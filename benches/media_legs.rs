@@ -140,7 +140,7 @@ async fn run(pairs: usize, secs: u64, engine: EngineKind) -> Value {
     let setup = setup_start.elapsed();
     for (i, pair) in all.iter().enumerate() {
         for (side, leg) in [("a", &pair.a), ("b", &pair.b)] {
-            leg.play(prompt.clone(), 1000);
+            leg.play(1, prompt.clone(), 1000);
             if std::env::var_os("BENCH_NO_RECORD").is_none() {
                 leg.record(RecordOptions {
                     path: dir.path().join(format!("{i}-{side}.wav")),

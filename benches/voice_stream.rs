@@ -283,6 +283,7 @@ async fn open_streams(
         };
         streams.push(Stream::open(
             &pair.a,
+            1,
             &format!("bench-{i}"),
             request,
             settings.clone(),
@@ -338,8 +339,8 @@ async fn run(calls: usize, secs: u64) -> Value {
     let far = MediaRuntime::start(network(Sockets::PerLeg)).expect("media runtime");
     let pairs = support::connect_many(&media, &far, calls).await;
     for pair in &pairs {
-        pair.a.play(prompt.clone(), 1000);
-        pair.b.play(prompt.clone(), 1000);
+        pair.a.play(1, prompt.clone(), 1000);
+        pair.b.play(1, prompt.clone(), 1000);
     }
     let (cores_a, _) = measure(secs, &agents).await;
 

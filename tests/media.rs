@@ -79,7 +79,8 @@ async fn prompt_reaches_the_recording(edit: impl Fn(&str) -> String, expected: C
         stereo: true,
         max_secs: None,
     });
-    let id = a.leg.play(prompt, 1);
+    let id = 1;
+    a.leg.play(id, prompt, 1);
     assert!(matches!(a.played(id).await, Outcome::Done));
     b.received_all_sent_by(&a.leg).await;
     b.leg.stop_recording();
@@ -126,7 +127,8 @@ async fn rfc4733_digits_arrive_once_each_in_order() {
     let media = media_runtime();
     let (mut a, mut b) = connected_pair(&media, |sdp| sdp.to_owned()).await;
     assert_eq!(b.leg.negotiated().unwrap().telephone_event, Some(101));
-    let id = a.leg.send_dtmf("0123456789*#").unwrap();
+    let id = 1;
+    a.leg.send_dtmf(id, "0123456789*#").unwrap();
     assert_eq!(b.digits(12, false).await, "0123456789*#");
     assert!(matches!(a.played(id).await, Outcome::Done));
     // Nothing more arrives: no duplicates from the repeated end packets.
@@ -158,7 +160,7 @@ async fn inband_digits_in_a_prompt_are_detected() {
     // No telephone-event: B must listen to the audio.
     let (a, mut b) = connected_pair(&media, |sdp| only_payload_types(sdp, &["0"])).await;
     assert_eq!(b.leg.negotiated().unwrap().telephone_event, None);
-    a.leg.play(prompt, 1);
+    a.leg.play(1, prompt, 1);
     assert_eq!(b.digits(12, true).await, "0123456789*#");
 }
 
@@ -173,7 +175,8 @@ async fn rollback_then_answer_the_other_offer() {
     b.leg.apply_answer(&answer).await.unwrap();
     a.connected().await;
     b.connected().await;
-    let id = a.leg.tone(440.0, 400);
+    let id = 1;
+    a.leg.tone(id, 440.0, 400);
     assert!(matches!(a.played(id).await, Outcome::Done));
     b.received_all_sent_by(&a.leg).await;
     assert!(b.leg.stats().packets_received >= 20, "{:?}", b.leg.stats());
@@ -270,8 +273,9 @@ async fn a_failed_prompt_is_reported_and_the_queue_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let media = media_runtime();
     let (mut a, _b) = connected_pair(&media, |sdp| sdp.to_owned()).await;
-    let bad = a.leg.play(dir.path().join("nope.wav"), 1);
-    let tone = a.leg.tone(300.0, 100);
+    let (bad, tone) = (1, 2);
+    a.leg.play(bad, dir.path().join("nope.wav"), 1);
+    a.leg.tone(tone, 300.0, 100);
     assert!(
         matches!(a.played(bad).await, Outcome::Failed(e) if matches!(*e, PromptError::NotFound(_)))
     );
@@ -295,7 +299,7 @@ async fn recording_child() {
         stereo: true,
         max_secs: None,
     });
-    a.leg.tone(440.0, 60_000);
+    a.leg.tone(1, 440.0, 60_000);
     println!("{CHILD_READY}");
     // Records until the parent kills this process.
     std::future::pending::<()>().await;
@@ -354,7 +358,8 @@ async fn echo_mode_sends_back_what_arrives() {
         stereo: true,
         max_secs: None,
     });
-    let id = a.leg.play(prompt, 1);
+    let id = 1;
+    a.leg.play(id, prompt, 1);
     assert!(matches!(a.played(id).await, Outcome::Done));
     // The echo of the prompt's end comes back through B.
     b.received_all_sent_by(&a.leg).await;
@@ -425,7 +430,7 @@ async fn legs_sharing_one_port_with_their_far_ends_connect_and_talk() {
         "legs that moved to a port of their own: {moved}"
     );
     for (from, to) in [(&a, &b), (&b, &a), (&c, &d), (&d, &c)] {
-        from.leg.tone(440.0, 1000);
+        from.leg.tone(1, 440.0, 1000);
         received(to, 20).await;
     }
     // Each leg hears its own far end only: once another second of packets has gone each way,
@@ -503,7 +508,7 @@ async fn the_configured_port_carries_the_calls() {
     assert!(!theirs.contains(&host), "the phone's own port: {theirs}");
     a.connected().await;
     b.connected().await;
-    a.leg.tone(440.0, 1000);
+    a.leg.tone(1, 440.0, 1000);
     received(&b, 20).await;
 }
 
@@ -718,8 +723,8 @@ async fn calls_go_through_a_turn_relay() {
         for candidate in &bot.candidates {
             assert!(candidate.contains("typ relay"), "{candidate}");
         }
-        bot.leg.tone(440.0, 1000);
-        phone.leg.tone(440.0, 1000);
+        bot.leg.tone(1, 440.0, 1000);
+        phone.leg.tone(1, 440.0, 1000);
         received(phone, 20).await;
         received(bot, 20).await;
     }

@@ -343,6 +343,7 @@ async fn on_an_opus_call_the_agent_is_heard_its_marks_follow_their_audio_and_cle
     let settings = settings();
     let mut stream = Stream::open(
         &bot.leg,
+        1,
         "call-1",
         request(&agent.url, Tracks::Both),
         settings.clone(),
@@ -397,7 +398,7 @@ async fn on_an_opus_call_the_agent_is_heard_its_marks_follow_their_audio_and_cle
     );
 
     // The caller's tone comes back, 200 ms later, through μ-law both ways.
-    caller.leg.tone(1000.0, 2000);
+    caller.leg.tone(1, 1000.0, 2000);
     let (tone_frames, quiet_after) = (Cell::new(0), Cell::new(0));
     agent_stream
         .echo_until(Duration::from_millis(200), |r| {
@@ -468,18 +469,24 @@ async fn a_dead_refused_or_crashing_agent_ends_the_stream_with_an_error_and_the_
         format!("ws://{}/", listener.local_addr().unwrap())
     };
     let mut agent = TestAgent::start().await;
-    for (url, crash) in [
+    for (round, (url, crash)) in [
         (dead.clone(), false),
         ("ws://192.0.2.1/".to_owned(), false),
         (agent.url.clone(), true),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Each round's items have ids of their own.
+        let (item, after) = (2 * round as u64 + 1, 2 * round as u64 + 2);
         let mut stream = Stream::open(
             &bot.leg,
+            item,
             "c",
             request(&url, Tracks::Inbound),
             settings.clone(),
         );
-        let after = bot.leg.tone(440.0, 100);
+        bot.leg.tone(after, 440.0, 100);
         if crash {
             let mut agent_stream = agent.stream().await;
             agent_stream.started().await;

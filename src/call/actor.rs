@@ -284,6 +284,8 @@ struct Actor {
     pending_detection: Option<AmdSettings>,
     speech: Speech,
     media: MediaRuntime,
+    /// The id of the next item queued on the leg.
+    next_item: ItemId,
 }
 
 /// The open stream's next event; never ready without a stream. A stream whose task is gone
@@ -421,6 +423,7 @@ async fn run(
             .filter(|_| direction == Direction::Outbound),
         speech: setup.speech,
         media: setup.media,
+        next_item: 1,
     };
     actor
         .timers
@@ -479,6 +482,13 @@ async fn run(
 }
 
 impl Actor {
+    /// Names the next item queued on the leg.
+    fn item(&mut self) -> ItemId {
+        let id = self.next_item;
+        self.next_item += 1;
+        id
+    }
+
     /// Brings the call's live entry up to date.
     fn show_live(&self) {
         if let Some(live) = &self.live {
@@ -717,19 +727,28 @@ impl Actor {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let id = self.leg.play(prompt, loops);
+                let id = self.item();
+                self.leg.play(id, prompt, loops);
                 self.prompts.insert(id, name);
                 if for_gather {
                     self.gather_prompt = Some(id);
                 }
                 Some(id)
             }
-            Action::Pause { ms } => Some(self.leg.pause(ms)),
+            Action::Pause { ms } => {
+                let id = self.item();
+                self.leg.pause(id, ms);
+                Some(id)
+            }
             Action::Stream(request) => self.open_stream(request).await,
             Action::Say(utterance) => self.say(utterance).await,
-            Action::Tone { hz, ms } => Some(self.leg.tone(hz, ms)),
-            Action::SendDtmf { digits } => match self.leg.send_dtmf(&digits) {
-                Ok(id) => Some(id),
+            Action::Tone { hz, ms } => {
+                let id = self.item();
+                self.leg.tone(id, hz, ms);
+                Some(id)
+            }
+            Action::SendDtmf { digits } => match self.leg.send_dtmf(self.next_item, &digits) {
+                Ok(()) => Some(self.item()),
                 Err(e) => {
                     warn!("{e}");
                     None
@@ -766,8 +785,8 @@ impl Actor {
         if let Some(mut old) = self.stream.take() {
             old.stop("replaced by a new stream");
         }
-        let stream = Stream::open(&self.leg, self.info.id.as_str(), request, settings);
-        let item = stream.item();
+        let item = self.item();
+        let stream = Stream::open(&self.leg, item, self.info.id.as_str(), request, settings);
         self.stream = Some(stream);
         Some(item)
     }
@@ -843,7 +862,8 @@ impl Actor {
                 for gone in &rendered.evicted {
                     self.media.prompts().forget(gone);
                 }
-                let id = self.leg.play(rendered.path, 1);
+                let id = self.item();
+                self.leg.play(id, rendered.path, 1);
                 self.prompts.insert(id, SAY.to_owned());
                 Some(id)
             }

@@ -171,7 +171,9 @@ enum Phase {
     Ringing,
     /// Inbound: answering (our answer is being made).
     Answering,
-    /// Talking (held or not, being transferred or not).
+    /// Talking (held or not, being transferred or not). An outbound call gets here only by
+    /// acknowledging the PBX's final answer (`sip-ack`), so a connected outbound call has
+    /// acked, and a repeated answer is not acked again.
     Connected(Talk),
     Ended,
 }
@@ -236,7 +238,6 @@ pub struct Call {
     remote_sdp: Option<String>,
     our_answer: Option<String>,
     candidates: LocalCandidates,
-    acked: bool,
     ring_timeout: Duration,
     end: Option<CallEnd>,
 }
@@ -314,7 +315,6 @@ impl Call {
             remote_sdp: None,
             our_answer: None,
             candidates: LocalCandidates::Waiting(Vec::new()),
-            acked: false,
             ring_timeout,
             end: None,
         }
@@ -565,16 +565,15 @@ impl Call {
         out.push(self.set_state(CallState::InCall));
     }
 
+    /// The PBX's final answer to our call: acked once, which connects the call.
     fn ack_and_connect(&mut self, out: &mut Vec<Output>) {
-        if !self.acked {
-            self.acked = true;
-            out.push(Output::Send(ClientFrame::SipAck {
-                callid: self.id.clone(),
-            }));
+        if self.is_connected() {
+            return;
         }
-        if !self.is_connected() {
-            self.connected(out);
-        }
+        out.push(Output::Send(ClientFrame::SipAck {
+            callid: self.id.clone(),
+        }));
+        self.connected(out);
     }
 
     fn on_frame(&mut self, frame: ServerFrame, out: &mut Vec<Output>) {

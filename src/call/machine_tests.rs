@@ -324,6 +324,17 @@ fn legacy_answer_is_applied_once_then_acked() {
 }
 
 #[test]
+fn a_repeated_final_answer_is_acked_once() {
+    let mut call = outbound(Dialect::Legacy);
+    let first = call.handle(sdp(id(2), 200, Sdp::answer("answer")));
+    assert_eq!(sent(&first), vec![ClientFrame::SipAck { callid: id(2) }]);
+    let again = call.handle(sdp(id(2), 200, Sdp::answer("answer")));
+    assert!(sent(&again).is_empty(), "{again:?}");
+    assert!(!again.contains(&Output::State(CallState::InCall)));
+    assert!(call.is_connected());
+}
+
+#[test]
 fn modern_offer_under_a_new_id_is_adopted_rolled_back_and_answered() {
     let mut call = outbound(Dialect::Modern);
     let out = call.handle(sdp(id(99), 183, Sdp::offer("pbx-offer")));

@@ -2,7 +2,6 @@
 //! the player's queue, the recorder, statistics, and a bounded stream of [`LegEvent`]s.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,9 +67,11 @@ enum Inner {
 }
 
 /// One WebRTC audio leg. Dropping it without [`MediaLeg::close`] still stops its media.
+///
+/// Its owner names each queued item (the id its `Played` event carries): a call decides its
+/// item ids without asking the leg, so its decisions stay plain values (see `call::core`).
 pub struct MediaLeg {
     inner: Inner,
-    next_item: AtomicU64,
     negotiated: Mutex<Option<Negotiated>>,
 }
 
@@ -86,7 +87,6 @@ impl MediaLeg {
     fn new(inner: Inner) -> Self {
         Self {
             inner,
-            next_item: AtomicU64::new(1),
             negotiated: Mutex::new(None),
         }
     }
@@ -97,10 +97,6 @@ impl MediaLeg {
             Inner::Engine(leg) => leg.id(),
             Inner::Legacy(leg) => leg.id(),
         }
-    }
-
-    fn item(&self) -> ItemId {
-        self.next_item.fetch_add(1, Ordering::Relaxed)
     }
 
     fn settled(&self, negotiated: Negotiated) {
@@ -182,43 +178,36 @@ impl MediaLeg {
     }
 
     /// Queues a WAV prompt, `loops` times; it is loaded (once per codec, cached) in the
-    /// background and reported with a `Played` event.
-    pub fn play(&self, path: PathBuf, loops: u32) -> ItemId {
-        let id = self.item();
+    /// background and reported with a `Played` event for `id`.
+    pub fn play(&self, id: ItemId, path: PathBuf, loops: u32) {
         match &self.inner {
             Inner::Engine(leg) => leg.control(Control::Play { id, path, loops }),
             Inner::Legacy(leg) => leg.play(id, path, loops),
         }
-        id
     }
 
-    pub fn pause(&self, ms: u32) -> ItemId {
-        let id = self.item();
+    pub fn pause(&self, id: ItemId, ms: u32) {
         match &self.inner {
             Inner::Engine(leg) => leg.control(Control::Pause { id, ms }),
             Inner::Legacy(leg) => leg.pause(id, ms),
         }
-        id
     }
 
-    pub fn tone(&self, hz: f32, ms: u32) -> ItemId {
-        let id = self.item();
+    pub fn tone(&self, id: ItemId, hz: f32, ms: u32) {
         match &self.inner {
             Inner::Engine(leg) => leg.control(Control::Tone { id, hz, ms }),
             Inner::Legacy(leg) => leg.tone(id, hz, ms),
         }
-        id
     }
 
     /// Queues DTMF (`"12#"`): RFC 4733 events, or tones when the far end has no telephone-event.
-    pub fn send_dtmf(&self, digits: &str) -> Result<ItemId, MediaError> {
+    pub fn send_dtmf(&self, id: ItemId, digits: &str) -> Result<(), MediaError> {
         let parsed = Digit::parse_all(digits).ok_or_else(|| MediaError::Digits(digits.into()))?;
-        let id = self.item();
         match &self.inner {
             Inner::Engine(leg) => leg.control(Control::Dtmf { id, digits: parsed }),
             Inner::Legacy(leg) => leg.send_dtmf(id, parsed),
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Clears the queue and cuts the current item (barge-in).
@@ -231,13 +220,11 @@ impl MediaLeg {
 
     /// Queues a live feed: audio pushed into it from outside plays in order, with its marks,
     /// until the feed ends (see [`LiveFeed`]). Reported with a `Played` event like a prompt.
-    pub fn play_live(&self, feed: Arc<LiveFeed>) -> ItemId {
-        let id = self.item();
+    pub fn play_live(&self, id: ItemId, feed: Arc<LiveFeed>) {
         match &self.inner {
             Inner::Engine(leg) => leg.control(Control::Live { id, feed }),
             Inner::Legacy(leg) => leg.play_live(id, feed),
         }
-        id
     }
 
     /// Hands this leg's audio, both ways, to `tap` from now on.
@@ -257,13 +244,11 @@ impl MediaLeg {
     }
 
     /// Queues a call-progress signal (ringback, hold music, error tone), `loops` times.
-    pub fn play_signal(&self, signal: Signal, loops: u32) -> ItemId {
-        let id = self.item();
+    pub fn play_signal(&self, id: ItemId, signal: Signal, loops: u32) {
         match &self.inner {
             Inner::Engine(leg) => leg.control(Control::Signal { id, signal, loops }),
             Inner::Legacy(leg) => leg.play_signal(id, signal, loops),
         }
-        id
     }
 
     /// Echo mode: what arrives is sent back (re-timed) whenever nothing is queued.

@@ -92,11 +92,12 @@ pub struct Stream {
 
 impl Stream {
     /// Starts streaming `leg` (call `call_id`) to the agent at `request.url`. The agent's audio
-    /// plays as a player item queued now ([`Stream::item`]), which ends with the stream; a URL
+    /// plays as player item `item`, queued now, which ends with the stream; a URL
     /// the policy refuses or an agent that cannot be reached is reported as
     /// [`StreamEvent::Error`].
     pub fn open(
         leg: &Arc<MediaLeg>,
+        item: ItemId,
         call_id: &str,
         request: StreamRequest,
         settings: Arc<StreamSettings>,
@@ -110,7 +111,7 @@ impl Stream {
             dropped: settings.metrics.dropped_to_agent.clone(),
         });
         let feed = Arc::new(LiveFeed::new(DEFAULT_CAPACITY_FRAMES, bridge.clone()));
-        let item = leg.play_live(feed.clone());
+        leg.play_live(item, feed.clone());
         let stream_sid = format!("MZ{:032x}", rand::random::<u128>());
         let mut params: BTreeMap<String, String> = request.params.clone();
         for (key, value) in &settings.params {

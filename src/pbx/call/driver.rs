@@ -48,6 +48,9 @@ pub(in crate::pbx) struct AttachedLeg {
     route: LegRoute,
 }
 
+/// The emulator never waits for what it queues on a leg to finish: one item id serves it all.
+const UNWATCHED_ITEM: crate::media::player::ItemId = 0;
+
 struct Driver {
     ctx: Arc<Context>,
     key: CallKey,
@@ -257,7 +260,7 @@ impl Driver {
                 None
             }
             LegCommand::Play(signal, loops) => {
-                leg.play_signal(signal, loops);
+                leg.play_signal(UNWATCHED_ITEM, signal, loops);
                 None
             }
             LegCommand::Stop => {
@@ -269,7 +272,7 @@ impl Driver {
                 None
             }
             LegCommand::RelayDtmf { from, digit } => leg
-                .send_dtmf(&digit.to_string())
+                .send_dtmf(UNWATCHED_ITEM, &digit.to_string())
                 .is_ok()
                 .then_some(Input::DtmfRelayed { from, digit }),
             LegCommand::Close => {
