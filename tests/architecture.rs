@@ -19,14 +19,17 @@ const IO: &[&str] = &[
 /// The parts that are plain values fed inputs (frames, commands, digits, the time) and polled
 /// for outputs, so they are tested with plain values and reused wherever they are needed
 /// (docs/architecture.md, "Sans-IO cores"): the protocol (bots and the emulator share it), the
-/// call machine, digit collection, the action queue, the prompt player, the emulator's call
-/// machine, answering-machine detection and the campaign's schedule.
+/// call machine, the call's logic (what its actor decides; its tests pick a starting instant),
+/// a call's detection bookkeeping, digit collection, the action queue, the prompt player, the
+/// emulator's call machine, answering-machine detection and the campaign's schedule.
 #[test]
 fn sans_io_cores_do_no_io() {
     let cores = [
         "src/protocol",
         "src/call/machine.rs",
         "src/call/machine_tests.rs",
+        "src/call/logic.rs",
+        "src/call/detection.rs",
         "src/call/gather.rs",
         "src/call/actions.rs",
         "src/media/player.rs",

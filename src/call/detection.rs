@@ -1,21 +1,12 @@
-//! A call's answering-machine detection at run time: the leg's received audio, heard through
-//! an audio tap, fed to the sans-IO [`MachineListener`] in order, lost packets filled with
+//! A call's answering-machine detection, as plain values: the leg's received audio (see
+//! `audio_feed`) fed to the sans-IO [`MachineListener`] in order, lost packets filled with
 //! silence so the audio's clock keeps time, and a deadline on the call's own clock for when too
 //! little audio arrives.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tracing::warn;
-
 use crate::amd::{AmdEvent, AmdSettings, MachineListener};
-use crate::media::MediaLeg;
-use crate::media::tap::AudioTap;
 
-/// Frames the listener may fall behind by before the leg drops some for it (2 s of audio).
-const BACKLOG: usize = 100;
 /// The call's clock gives the audio this much longer than its own deadlines before it
 /// decides without it (the audio arrives a little behind the wall clock).
 const GRACE: Duration = Duration::from_secs(1);
@@ -26,75 +17,26 @@ const MAX_GAP: Duration = Duration::from_secs(2);
 /// One received frame, decoded: mono PCM at the codec's clock rate.
 #[derive(Debug)]
 pub struct ReceivedAudio {
-    rate: u32,
+    pub rate: u32,
     /// The packet's RTP timestamp (same clock), to tell lost packets.
-    timestamp: u32,
-    samples: Vec<i16>,
-}
-
-/// The leg's side: copies each received frame into a bounded queue. A detection that falls
-/// behind loses frames (a gap in the timestamps, filled with silence; counted) rather than
-/// holding up the media path.
-struct Tap {
-    frames: mpsc::Sender<ReceivedAudio>,
-    dropped: AtomicU64,
-}
-
-impl AudioTap for Tap {
-    fn received(&self, pcm: &[i16], rate: u32, timestamp: u32) {
-        let frame = ReceivedAudio {
-            rate,
-            timestamp,
-            samples: pcm.to_vec(),
-        };
-        if self.frames.try_send(frame).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    pub timestamp: u32,
+    pub samples: Vec<i16>,
 }
 
 pub struct Detection {
     listener: MachineListener,
-    tap: Arc<Tap>,
-    audio: mpsc::Receiver<ReceivedAudio>,
     started: Instant,
     /// The RTP timestamp the next frame should have.
     expected: Option<u32>,
 }
 
 impl Detection {
-    /// Starts listening to `leg` now.
-    pub fn start(leg: &MediaLeg, settings: AmdSettings) -> Self {
-        let (frames, audio) = mpsc::channel(BACKLOG);
-        let tap = Arc::new(Tap {
-            frames,
-            dropped: AtomicU64::new(0),
-        });
-        leg.add_tap(tap.clone());
+    /// Starts deciding at `now` (the audio follows as it is received).
+    pub fn start(settings: AmdSettings, now: Instant) -> Self {
         Self {
             listener: MachineListener::new(settings),
-            tap,
-            audio,
-            started: Instant::now(),
+            started: now,
             expected: None,
-        }
-    }
-
-    /// Stops listening to `leg` (the one it started on).
-    pub fn stop(self, leg: &MediaLeg) {
-        let tap: Arc<dyn AudioTap> = self.tap.clone();
-        leg.remove_tap(&tap);
-        let dropped = self.tap.dropped.load(Ordering::Relaxed);
-        if dropped > 0 {
-            warn!("answering-machine detection fell behind: {dropped} frames heard as silence");
-        }
-    }
-
-    /// The next received frame (pending forever once the leg is gone).
-    pub async fn next_audio(&mut self) -> ReceivedAudio {
-        match self.audio.recv().await {
-            Some(frame) => frame,
-            None => std::future::pending().await,
         }
     }
 
@@ -129,9 +71,9 @@ impl Detection {
         self.started + Duration::from_millis(ms.into()) + GRACE
     }
 
-    /// The deadline passed.
-    pub fn time_up(&mut self) -> Option<AmdEvent> {
-        let elapsed = self.started.elapsed().as_millis();
+    /// The deadline passed (it is `now`).
+    pub fn time_up(&mut self, now: Instant) -> Option<AmdEvent> {
+        let elapsed = now.duration_since(self.started).as_millis();
         self.listener
             .time_up(u32::try_from(elapsed).unwrap_or(u32::MAX))
     }

@@ -3,9 +3,11 @@
 
 mod actions;
 mod actor;
+mod audio_feed;
 mod detection;
 mod gather;
 mod live;
+mod logic;
 mod machine;
 mod pacer;
 mod table;
