@@ -241,10 +241,18 @@ fn gather_collects_digits_until_the_terminator() {
     let (mut logic, now) = connected();
     gather(&mut logic, now);
     let mut heard = Vec::new();
+    // The script hears each digit before the gather takes it.
+    let mut gathering_when_heard = Vec::new();
+    let mut script = |info: &CallInfo, event: &CallEvent| {
+        if let CallEvent::Dtmf(_) = event {
+            gathering_when_heard.push(info.gather_reason.is_none());
+        }
+        Vec::new()
+    };
     for (n, c) in "12#".chars().enumerate() {
         let at = now + Duration::from_millis(100 * (n as u64 + 1));
         logic.step(at, digit(c));
-        heard.extend(settle(&mut logic, at, &mut silent).1);
+        heard.extend(settle(&mut logic, at, &mut script).1);
         if c == '1' {
             assert_eq!(
                 logic.next_deadline(),
@@ -262,6 +270,7 @@ fn gather_collects_digits_until_the_terminator() {
             CallEvent::Digits("12".into())
         ]
     );
+    assert_eq!(gathering_when_heard, [true; 3]);
     assert_eq!(logic.info().gather_reason, Some(GatherReason::Terminator));
     assert_eq!(logic.info().digits, "12#");
 }
