@@ -386,30 +386,40 @@ async fn run(
     // Each turn applies one change (an input, a leg event, a timer) with every machine output
     // it causes, then lets the handler hear the events it raised.
     while !actor.logic.is_over() {
-        let deadline = actor.logic.next_deadline();
-        let change = tokio::select! {
-            input = inputs.recv() => match input {
-                Some(ActorInput::Frame(frame)) => Change::Frame(frame),
-                Some(ActorInput::LinkLost) | None => Change::LinkLost,
-                Some(ActorInput::Command(command)) => Change::Command(command),
-            },
-            event = leg_events.recv() => event.map_or(Change::MediaLost, Change::Leg),
-            event = next_stream_event(&mut actor.stream) => {
-                if matches!(event, StreamEvent::Closed(_) | StreamEvent::Error(_)) {
-                    actor.stream = None;
-                }
-                Change::Stream(event)
-            },
-            audio = next_audio(&mut actor.audio) => Change::Audio(audio),
-            () = sleep_until(deadline.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std)),
-                if deadline.is_some() => Change::Timer,
-        };
+        let change = actor.next_change(&mut inputs, &mut leg_events).await;
         actor.turn(change).await;
     }
     actor.finish(&mut leg_events).await;
 }
 
 impl Actor {
+    /// Waits for the next change: an input from the bot, a leg event, a stream event, audio
+    /// for detection, or the earliest timer (a guard: with none set, it waits for the rest).
+    async fn next_change(
+        &mut self,
+        inputs: &mut mpsc::UnboundedReceiver<ActorInput>,
+        leg_events: &mut LegEvents,
+    ) -> Change {
+        let deadline = self.logic.next_deadline();
+        let wake = deadline.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std);
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(ActorInput::Frame(frame)) => Change::Frame(frame),
+                Some(ActorInput::LinkLost) | None => Change::LinkLost,
+                Some(ActorInput::Command(command)) => Change::Command(command),
+            },
+            event = leg_events.recv() => event.map_or(Change::MediaLost, Change::Leg),
+            event = next_stream_event(&mut self.stream) => {
+                if matches!(event, StreamEvent::Closed(_) | StreamEvent::Error(_)) {
+                    self.stream = None;
+                }
+                Change::Stream(event)
+            },
+            audio = next_audio(&mut self.audio) => Change::Audio(audio),
+            () = sleep_until(wake), if deadline.is_some() => Change::Timer,
+        }
+    }
+
     /// One change, carried out in full, then heard by the handler.
     async fn turn(&mut self, change: Change) {
         let effects = self.logic.step(Instant::now(), change);
