@@ -1,6 +1,8 @@
-//! The call actor: one tokio task per call that runs the state machine with a media leg, the
-//! action queue, digit collection and timers, and asks a [`CallHandler`] (the bot's script)
-//! what to do at each event.
+//! The call actor: one tokio task per call that does the call's I/O. It waits for the next
+//! change (a frame, a command, a leg or stream event, a timer), hands it to the call's sans-IO
+//! logic ([`CallLogic`]), carries out the effects it decides with the media leg, the link, the
+//! stream and the speech renderer, and asks a [`CallHandler`] (the bot's script) what to do at
+//! each event the logic hands out.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;

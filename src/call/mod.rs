@@ -1,5 +1,6 @@
-//! Calls: the per-call signalling state machine (sans-IO), the action queue that gives script
-//! commands their order, and the actor that runs both with a media leg.
+//! Calls: the per-call signalling state machine and the call's logic around it (both sans-IO),
+//! the action queue that gives script commands their order, and the actor that does the
+//! logic's I/O with a media leg.
 
 mod actions;
 mod actor;
