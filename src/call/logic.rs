@@ -189,7 +189,9 @@ pub struct CallLogic {
     /// Actions released by the queue, not yet carried out: those after a `say` wait for its
     /// render.
     ready: VecDeque<Action>,
+    /// A `say` is being rendered: `ready` waits for [`Change::Rendered`].
     rendering: bool,
+    /// The id the next item queued on the leg gets.
     next_item: ItemId,
     gather: Option<Gather>,
     /// Player items that are prompts (for `PlayDone`), and which one is the gather's.
@@ -203,6 +205,7 @@ pub struct CallLogic {
     recordings_open: usize,
     /// Packets received at the media watch's last look, and when that count last grew.
     media_seen: (u64, Instant),
+    /// Whether streams are set up for this call (`call.stream` is refused otherwise).
     streams: bool,
     /// The open stream's player item.
     stream: Option<ItemId>,
