@@ -25,6 +25,8 @@ const MAX_SKEW_MS: u64 = 2000;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// The most audio a WAV file holds: its sizes are 32-bit, less the header (44 bytes).
 const MAX_DATA_BYTES: u64 = u32::MAX as u64 - 64;
+/// Samples per buffered write (8 KiB).
+const WRITE_CHUNK: usize = 4096;
 /// How often the writer looks for files due a header rewrite.
 const SCAN_EVERY: Duration = Duration::from_millis(200);
 
@@ -43,6 +45,9 @@ pub struct Timeline {
     /// (RTP timestamp, timeline position) of the received packet everything is placed from.
     anchor: Option<(u32, u64)>,
     max_samples: Option<u64>,
+    /// Samples per side the queues normally hold: after a stall made them grow, they shrink
+    /// back to it, so a long call's memory does not ratchet up with every stall.
+    held: usize,
 }
 
 impl Timeline {
@@ -58,6 +63,7 @@ impl Timeline {
             remote: VecDeque::with_capacity(held),
             anchor: None,
             max_samples: max_secs.map(|s| u64::from(s) * u64::from(rate)),
+            held,
         }
     }
 
@@ -158,6 +164,11 @@ impl Timeline {
             out.extend(remote.zip(local).map(|(r, l)| r.saturating_add(l)));
         }
         self.written += count as u64;
+        for side in [&mut self.remote, &mut self.local] {
+            if side.capacity() > 2 * self.held && side.len() <= self.held {
+                side.shrink_to(self.held);
+            }
+        }
         out
     }
 }
@@ -418,31 +429,27 @@ impl OpenFile {
     }
 
     fn write(&mut self, samples: &[i16]) {
+        if self.writer.is_none() {
+            return;
+        }
+        let bytes = self.data_bytes + 2 * samples.len() as u64;
+        if bytes > self.max_data_bytes {
+            return self.stop_at_size_limit();
+        }
         let Some(writer) = &mut self.writer else {
             return;
         };
-        let bytes = self.data_bytes + 2 * samples.len() as u64;
-        let count = match u32::try_from(samples.len()) {
-            Ok(count) if bytes <= self.max_data_bytes => count,
-            _ => {
-                // What fits is kept: the header is made valid before the file is given up.
-                let finalized = self.writer.take().map(WavWriter::finalize);
-                let error = match finalized {
-                    Some(Err(e)) => e.to_string(),
-                    _ => format!(
-                        "the WAV size limit ({} bytes of audio) is reached; the rest of the call is not recorded",
-                        self.max_data_bytes
-                    ),
-                };
-                return self.fail(error);
+        // One buffered write per chunk instead of a call per sample; chunks are bounded, as
+        // hound keeps its buffer at the largest size it was asked for.
+        let written = samples.chunks(WRITE_CHUNK).try_for_each(|chunk| {
+            // A chunk's length fits in u32 (it is at most WRITE_CHUNK).
+            let mut out = writer.get_i16_writer(chunk.len() as u32);
+            for &sample in chunk {
+                out.write_sample(sample);
             }
-        };
-        // One buffer and one write per batch instead of a call per sample.
-        let mut out = writer.get_i16_writer(count);
-        for &sample in samples {
-            out.write_sample(sample);
-        }
-        match out.flush() {
+            out.flush()
+        });
+        match written {
             Ok(()) => {
                 self.data_bytes = bytes;
                 self.frames += (samples.len() / usize::from(self.channels)) as u64;
@@ -450,6 +457,18 @@ impl OpenFile {
             }
             Err(e) => self.fail(e),
         }
+    }
+
+    /// What fits is kept: the header is made valid before the file is given up.
+    fn stop_at_size_limit(&mut self) {
+        let error = match self.writer.take().map(WavWriter::finalize) {
+            Some(Err(e)) => e.to_string(),
+            _ => format!(
+                "the WAV size limit ({} bytes of audio) is reached; the rest of the call is not recorded",
+                self.max_data_bytes
+            ),
+        };
+        self.fail(error);
     }
 
     /// Rewrites the header so the file is valid up to here.
@@ -695,6 +714,31 @@ mod tests {
             })
             .collect();
         assert_eq!(span(&record_arrivals(&arrivals)), 30 * 160);
+    }
+
+    #[test]
+    fn a_stall_does_not_leave_the_timeline_holding_its_memory() {
+        let mut timeline = Timeline::new(8000, true, None);
+        // Ten seconds skipped at once (a stalled clock), received audio alongside.
+        timeline.push_remote(0, &[1; 80_000]);
+        timeline.push_local(None, 80_000);
+        let grown = timeline.local.capacity();
+        assert!(grown >= 80_000);
+        for n in 0..100u32 {
+            timeline.push_local(Some(&[2; 160]), 160);
+            timeline.push_remote(80_000 + n * 160, &[1; 160]);
+            timeline.take_ready();
+        }
+        assert!(
+            timeline.local.capacity() <= 2 * timeline.held,
+            "{}",
+            timeline.local.capacity()
+        );
+        assert!(
+            timeline.remote.capacity() <= 2 * timeline.held,
+            "{}",
+            timeline.remote.capacity()
+        );
     }
 
     #[test]
