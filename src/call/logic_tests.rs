@@ -7,25 +7,9 @@ use super::*;
 use crate::call::GatherOptions;
 use crate::call::GatherReason;
 use crate::call::machine::EndReason;
-use crate::protocol::{Bye, CallId, Cseq, HoldCommand, Invite, Sdp, SdpFrame, SipCode};
+use crate::protocol::{Bye, Cseq, HoldCommand, Sdp, SdpFrame, SipCode};
 
-const RING: Duration = Duration::from_secs(60);
-
-fn id(n: u128) -> CallId {
-    CallId::from_bits(n)
-}
-
-fn invite() -> Invite {
-    Invite {
-        callid: id(1),
-        cseq: Cseq::Text("7".into()),
-        from: "501".into(),
-        to: "500".into(),
-        from_user: None,
-        from_display: None,
-        sdp: Sdp::offer("remote-offer"),
-    }
-}
+use crate::call::test_fixtures::{RING, id, invite};
 
 fn setup(origin: Origin) -> LogicSetup {
     let (callid, direction) = match &origin {
@@ -111,6 +95,15 @@ fn play(name: &str) -> Action {
         loops: 1,
         for_gather: false,
     }
+}
+
+fn far_end_hangs_up() -> Change {
+    Change::Frame(ServerFrame::Bye(Bye {
+        callid: id(1),
+        cseq: None,
+        code: None,
+        reason: None,
+    }))
 }
 
 fn digit(c: char) -> Change {
@@ -418,15 +411,7 @@ fn hold_and_transfer_send_their_frames() {
             to: "600".into()
         }]
     );
-    logic.step(
-        now,
-        Change::Frame(ServerFrame::Bye(Bye {
-            callid: id(1),
-            cseq: None,
-            code: None,
-            reason: None,
-        })),
-    );
+    logic.step(now, far_end_hangs_up());
     assert_eq!(
         logic.info().end.map(|e| e.reason),
         Some(EndReason::Transferred)
@@ -462,15 +447,7 @@ fn an_ended_call_hears_its_final_state_and_its_recording_once() {
     };
     assert!(answered.contains(&Effect::Leg(LegCommand::Record(recording))));
     settle(&mut logic, now, &mut silent);
-    logic.step(
-        now,
-        Change::Frame(ServerFrame::Bye(Bye {
-            callid: id(1),
-            cseq: None,
-            code: None,
-            reason: None,
-        })),
-    );
+    logic.step(now, far_end_hangs_up());
     assert!(logic.is_over());
     assert_eq!(logic.finish(), vec![Effect::Leg(LegCommand::StopRecording)]);
     let (_, heard) = settle(&mut logic, now, &mut silent);

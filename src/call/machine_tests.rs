@@ -3,23 +3,7 @@
 use super::*;
 use crate::protocol::{Bye, CallRef, Sdp};
 
-const RING: Duration = Duration::from_secs(60);
-
-fn id(n: u128) -> CallId {
-    CallId::from_bits(n)
-}
-
-fn invite() -> Invite {
-    Invite {
-        callid: id(1),
-        cseq: Cseq::Text("7".into()),
-        from: "501".into(),
-        to: "500".into(),
-        from_user: None,
-        from_display: None,
-        sdp: Sdp::offer("remote-offer"),
-    }
-}
+use crate::call::test_fixtures::{RING, id, invite};
 
 fn inbound() -> Call {
     Call::inbound(&invite(), Dialect::Modern, "500", RING).0

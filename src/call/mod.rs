@@ -12,6 +12,8 @@ mod logic;
 mod machine;
 mod pacer;
 mod table;
+#[cfg(test)]
+mod test_fixtures;
 
 /// The log target of per-call lines (a call rang, was dialled, ended): shown with `-v` (or
 /// `RUST_LOG=callbot::calls=info`), so a busy daemon's or campaign's console is not one line
